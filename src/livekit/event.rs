@@ -102,7 +102,7 @@ pub enum ParseError {
     /// A required field is absent or empty.
     #[error("webhook body has no `{field}`")]
     MissingField {
-        /// The protojson field name (`event` or `id`).
+        /// The protojson field name (`event`).
         field: &'static str,
     },
 }
@@ -112,21 +112,22 @@ impl ParseError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Json(_) => "invalid_body",
-            Self::MissingField { field: "id" } => "missing_event_id",
             Self::MissingField { .. } => "missing_event_name",
         }
     }
 }
 
-/// Parses a webhook body. `event` and `id` must be present and non-empty
-/// (`id` is what makes retries idempotent); everything else is optional.
+/// Parses a webhook body. `event` must be present and non-empty;
+/// everything else is optional. A body without an `id` (older LiveKit
+/// servers sent none) gets one derived from its bytes, `sha256:<base64>`:
+/// a retry resends the same bytes, so it is still deduplicated (rule 7).
 pub fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, ParseError> {
-    let ev: WebhookEvent = serde_json::from_slice(body)?;
+    let mut ev: WebhookEvent = serde_json::from_slice(body)?;
     if ev.event.is_empty() {
         return Err(ParseError::MissingField { field: "event" });
     }
     if ev.id.is_empty() {
-        return Err(ParseError::MissingField { field: "id" });
+        ev.id = format!("sha256:{}", super::verify::body_sha256_b64(body));
     }
     Ok(ev)
 }
@@ -425,25 +426,21 @@ mod tests {
     }
 
     #[test]
-    fn room_started_fixture_deserializes_but_lacks_id() {
-        // The real LiveKit test body predates event ids: the types accept it,
-        // parse_webhook refuses it because it could not be deduplicated.
-        let ev: WebhookEvent = serde_json::from_slice(ROOM_STARTED).unwrap();
+    fn room_started_fixture_without_id_gets_a_content_id() {
+        // The real LiveKit test body predates event ids: its id is derived
+        // from its bytes, so a retry of the same bytes is still a duplicate.
+        let ev = parse_webhook(ROOM_STARTED).unwrap();
+        assert_eq!(ev.id, "sha256:CoEQz1chqJ9bnZRcORddjplkvpjmPujmLTR42DbefYI=");
         assert_eq!(ev.event, "room_started");
         assert_eq!(ev.created_at, 0);
         let room = ev.room.unwrap();
         assert_eq!(room.sid, "RM_TkVjUvAqgzKz");
         assert_eq!(room.creation_time, 1_628_545_903);
-        let err = parse_webhook(ROOM_STARTED).unwrap_err();
-        assert!(matches!(err, ParseError::MissingField { field: "id" }));
-        assert_eq!(err.code(), "missing_event_id");
     }
 
     #[test]
     fn missing_or_empty_id_and_event_are_errors() {
         for (body, field) in [
-            (r#"{"event":"room_started"}"#, "id"),
-            (r#"{"event":"room_started","id":""}"#, "id"),
             (r#"{"id":"EV_1"}"#, "event"),
             (r#"{"event":"","id":"EV_1"}"#, "event"),
         ] {
