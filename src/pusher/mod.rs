@@ -12,5 +12,7 @@
 pub mod auth;
 pub mod channel;
 pub mod frame;
+pub mod hub;
 
 pub use channel::{ChannelKind, ChannelName, SocketId};
+pub use hub::{Hub, Outbound, SocketHandle};
