@@ -11,8 +11,15 @@
 
 pub mod auth;
 pub mod channel;
+pub mod client;
 pub mod frame;
 pub mod hub;
+pub mod service;
+mod socket;
+
+#[cfg(test)]
+mod tests;
 
 pub use channel::{ChannelKind, ChannelName, SocketId};
 pub use hub::{Hub, Outbound, SocketHandle};
+pub use service::{NoHook, PusherConfig, PusherState, SubscribeHook, routes};
