@@ -8,13 +8,22 @@ CARGO ?= cargo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 E2E := tests/e2e
 
-.PHONY: run build test test-rust test-e2e lint deps deps-system deps-node clean
+.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean
 
 run:
 	$(CARGO) run --release -- serve
 
 build:
 	$(CARGO) build --release
+
+# A local Redis from redis.conf on 127.0.0.1:6379, in the foreground
+# (Ctrl-C stops it cleanly, fsyncing the AOF); data in ./.redis-data/.
+# Then: ROLLCALL_REDIS_URL=redis://127.0.0.1:6379 make run. (On a host
+# where Debian's redis-server service already holds 6379, stop it first.)
+redis:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	mkdir -p .redis-data
+	redis-server redis.conf --dir $(CURDIR)/.redis-data --daemonize no
 
 test: deps lint test-rust test-e2e
 
@@ -32,11 +41,13 @@ test-e2e: deps-node
 deps: deps-system deps-node
 
 # Debian packages the tests use: Chromium for the dashboard test, Node.js
-# for the real pusher-js / Laravel Echo / LiveKit SDK clients.
+# for the real pusher-js / Laravel Echo / LiveKit SDK clients, redis-server
+# for the Redis store and multi-node tests (they start their own).
 deps-system:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

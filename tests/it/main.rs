@@ -1,7 +1,11 @@
 //! The integration suite: one binary, a real server per test on an
-//! ephemeral port (`helpers::spawn_app`).
+//! ephemeral port (`helpers::spawn_app`). Tests that need Redis start their
+//! own `redis-server` (`redis_server::RedisServer`).
 
 mod attendance_flow;
 mod helpers;
 mod lifecycle;
+mod multi_node;
+mod redis_server;
+mod store_suite;
 mod webhook_errors;

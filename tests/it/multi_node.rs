@@ -1,0 +1,499 @@
+//! Two rollcall nodes on one Redis, as production runs behind a load
+//! balancer: fan-out across nodes, concurrent writers of one room on both
+//! nodes, and a Redis outage in the middle of a webhook stream.
+//!
+//! The reference for "the right state" is a single node with the memory
+//! store fed the same events: the engine's state does not depend on the
+//! order of events (rule 6), so any interleaving across nodes must end in
+//! the same snapshot. Every generated cycle is closed, so the snapshot does
+//! not depend on the clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rollcall::domain::RoomName;
+use rollcall::store::{RedisOptions, RedisStore, Store};
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::redis_server::RedisServer;
+use crate::store_suite::Recorder;
+
+/// Two nodes on `redis`, with a short command timeout so an outage is
+/// answered 503 quickly.
+async fn two_nodes(redis: &RedisServer) -> (TestApp, TestApp) {
+    let node = || {
+        spawn_app_with(|s| {
+            s.redis_url = Some(redis.url());
+            s.redis.command_timeout = COMMAND_TIMEOUT;
+        })
+    };
+    (node().await, node().await)
+}
+
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The start of the generated meetings (2025-11-21T10:00:00Z).
+const T0: i64 = 1_763_719_200_000;
+
+fn aborted(room: &str, identity: &str, sid: &str, created_at_s: i64, id: &str) -> String {
+    format!(
+        r#"{{"event":"participant_connection_aborted", "room":{{"sid":"RM_test", "name":"{room}"}}, "participant":{{"sid":"{sid}", "identity":"{identity}", "state":"DISCONNECTED", "name":"Ameer Maher"}}, "id":"{id}", "createdAt":"{created_at_s}"}}"#
+    )
+}
+
+/// One webhook of a generated meeting.
+#[derive(Debug, Clone)]
+struct Webhook {
+    id: String,
+    body: String,
+}
+
+/// `unique` distinct webhooks for `ROOM`: `people` persons with
+/// `sids_per_person` connections each. Every connection has a join and a
+/// leave or abort (so every cycle is closed); the rest are further joins
+/// and leaves of random connections with other instants and ids.
+fn meeting(rng: &mut StdRng, people: u32, sids_per_person: u32, unique: usize) -> Vec<Webhook> {
+    struct Sid {
+        identity: String,
+        sid: String,
+        joined_at: i64,
+    }
+    let sids: Vec<Sid> = (1..=people)
+        .flat_map(|p| (0..sids_per_person).map(move |s| (p, s)))
+        .map(|(p, s)| Sid {
+            identity: format!("{p}_Person_{p}"),
+            sid: format!("PA_p{p}s{s}"),
+            joined_at: T0 + rng.random_range(0..3_600_000),
+        })
+        .collect();
+    let mut hooks = Vec::with_capacity(unique);
+    let mut next_id = 0;
+    let mut id = || {
+        next_id += 1;
+        format!("EV_gen{next_id:05}")
+    };
+    let leave = |rng: &mut StdRng, s: &Sid, id: String| {
+        let created_at_s = (s.joined_at + rng.random_range(1_000..1_800_000)) / 1000;
+        if rng.random_bool(0.2) {
+            aborted(ROOM, &s.identity, &s.sid, created_at_s, &id)
+        } else {
+            left(ROOM, &s.identity, &s.sid, s.joined_at, created_at_s, &id)
+        }
+    };
+    for s in &sids {
+        let join_id = id();
+        hooks.push(Webhook {
+            body: joined(ROOM, &s.identity, &s.sid, s.joined_at, &join_id),
+            id: join_id,
+        });
+        let leave_id = id();
+        hooks.push(Webhook {
+            body: leave(rng, s, leave_id.clone()),
+            id: leave_id,
+        });
+    }
+    while hooks.len() < unique {
+        let s = &sids[rng.random_range(0..sids.len())];
+        let extra_id = id();
+        let body = if rng.random_bool(0.5) {
+            let jitter = rng.random_range(-5_000..5_000);
+            joined(ROOM, &s.identity, &s.sid, s.joined_at + jitter, &extra_id)
+        } else {
+            leave(rng, s, extra_id.clone())
+        };
+        hooks.push(Webhook { id: extra_id, body });
+    }
+    hooks
+}
+
+/// What a node answered to one webhook.
+#[derive(Debug, Clone)]
+struct Answer {
+    id: String,
+    status: u16,
+    body: Value,
+    took: Duration,
+}
+
+/// Posts `hooks` with at most `in_flight` at once; hook `i` goes to
+/// `nodes[route(i)]`. Answers come back in the order of `hooks`.
+async fn post_all(
+    nodes: &[&TestApp],
+    hooks: &[Webhook],
+    route: impl Fn(usize) -> usize,
+    in_flight: usize,
+) -> Vec<Answer> {
+    let posts = hooks.iter().enumerate().map(|(i, hook)| {
+        let node = nodes[route(i)];
+        async move {
+            let started = Instant::now();
+            let res = node.post_webhook(&hook.body).await;
+            let status = res.status().as_u16();
+            let body = res.json::<Value>().await.unwrap_or(Value::Null);
+            Answer {
+                id: hook.id.clone(),
+                status,
+                body,
+                took: started.elapsed(),
+            }
+        }
+    });
+    futures_util::stream::iter(posts)
+        .buffered(in_flight)
+        .collect()
+        .await
+}
+
+/// The `participants` of the snapshot a new subscriber of `CHANNEL` gets.
+/// Updates of webhooks answered just before may still be on their way over
+/// the bus and arrive first; they are skipped.
+async fn snapshot_participants(app: &TestApp) -> Value {
+    let mut client = app.subscriber(CHANNEL).await;
+    loop {
+        let frame = client.next_frame().await.expect("socket open");
+        if frame.event == "attendance.snapshot" {
+            assert_eq!(frame.data["room"], ROOM);
+            return frame.data["participants"].clone();
+        }
+        assert_eq!(frame.event, "attendance.updated", "{frame:?}");
+    }
+}
+
+/// The snapshot a single memory-store node computes from `hooks`.
+async fn reference_snapshot(hooks: &[Webhook]) -> Value {
+    let single = spawn_app().await;
+    for answer in post_all(&[&single], hooks, |_| 0, 16).await {
+        assert_eq!(answer.status, 200, "reference node: {answer:?}");
+    }
+    let participants = snapshot_participants(&single).await;
+    let people = participants.as_array().expect("participants");
+    assert!(
+        people.iter().all(|p| p["is_currently_in_meeting"] == false),
+        "every generated cycle is closed, so the snapshot is clock-free"
+    );
+    participants
+}
+
+/// A store handle on the nodes' Redis, for reading what they wrote.
+async fn reader(redis: &RedisServer) -> RedisStore {
+    RedisStore::connect(&redis.url(), Recorder::new(), RedisOptions::default())
+        .await
+        .expect("RedisStore connects")
+}
+
+async fn logged_ids(redis: &RedisServer) -> Vec<String> {
+    reader(redis)
+        .await
+        .event_log(&RoomName::new(ROOM))
+        .await
+        .expect("event log")
+        .into_iter()
+        .map(|e| e.id.to_string())
+        .collect()
+}
+
+/// Reads `client` until an `attendance.updated` about `identity` arrives
+/// (guarded). Earlier updates, still on their way over the bus when the
+/// client subscribed, and snapshots are skipped.
+async fn wait_for_update_of(client: &mut PusherClient, identity: &str) {
+    loop {
+        let frame = client.next_frame().await.expect("socket open");
+        match frame.event.as_str() {
+            "attendance.updated" if frame.data["attendance"]["identity"] == identity => return,
+            "attendance.updated" | "attendance.snapshot" => continue,
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_one_node_reaches_sockets_on_every_node_exactly_once() {
+    let redis = RedisServer::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    let mut on_a = a.subscriber(CHANNEL).await;
+    let mut on_b = b.subscriber(CHANNEL).await;
+
+    let now = rollcall::domain::now_millis();
+    let ameer = joined(ROOM, "1_Ameer_Maher", "PA_a", now - 5_000, &event_id());
+    assert_eq!(a.post_webhook(&ameer).await.status(), 200);
+    for client in [&mut on_a, &mut on_b] {
+        let frame = client.next_event("attendance.updated").await;
+        assert_eq!(frame.channel.as_deref(), Some(CHANNEL));
+        assert_eq!(frame.data["attendance"]["identity"], "1_Ameer_Maher");
+    }
+    // The other way round. Had either node delivered Ameer's update twice
+    // (once locally, once from the bus), it would come before Sara's.
+    let sara = joined(ROOM, "2_Sara_Ali", "PA_b", now - 4_000, &event_id());
+    assert_eq!(b.post_webhook(&sara).await.status(), 200);
+    for (node, client) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let frame = client.next_event("attendance.updated").await;
+        let identity = &frame.data["attendance"]["identity"];
+        assert_eq!(identity, "2_Sara_Ali", "a second frame on {node}: {frame:?}");
+    }
+    // A retry of Ameer's join at the other node: duplicate, no frame. The
+    // marker proves it.
+    let res = b.post_webhook(&ameer).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "duplicate");
+    let omar = joined(ROOM, "3_Omar", "PA_c", now - 3_000, &event_id());
+    assert_eq!(a.post_webhook(&omar).await.status(), 200);
+    for client in [&mut on_a, &mut on_b] {
+        let frame = client.next_event("attendance.updated").await;
+        assert_eq!(frame.data["attendance"]["identity"], "3_Omar");
+    }
+    // A subscriber arriving at either node gets the same snapshot (but for
+    // the open cycles' durations, which count up to each one's timestamp).
+    let on_a = without_durations(snapshot_participants(&a).await);
+    assert_eq!(on_a.as_array().unwrap().len(), 3);
+    assert_eq!(on_a, without_durations(snapshot_participants(&b).await));
+}
+
+fn without_durations(mut participants: Value) -> Value {
+    for p in participants.as_array_mut().expect("participants") {
+        let p = p.as_object_mut().expect("an attendance object");
+        for clocked in ["duration_ms", "duration_seconds", "duration_minutes"] {
+            p.remove(clocked);
+        }
+    }
+    participants
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_webhooks_across_two_nodes_end_as_one_node_computes() {
+    const UNIQUE: usize = 910;
+    const DUPLICATES: usize = 90;
+    let seed: u64 = rand::rng().random();
+    println!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let hooks = meeting(&mut rng, 20, 3, UNIQUE);
+    // ~10% duplicates (LiveKit's retries, or the same event twice), mixed
+    // in anywhere and sent to either node.
+    let mut stream = hooks.clone();
+    for _ in 0..DUPLICATES {
+        stream.push(hooks[rng.random_range(0..hooks.len())].clone());
+    }
+    stream.shuffle(&mut rng);
+    let routes: Vec<usize> = (0..stream.len()).map(|_| rng.random_range(0..2)).collect();
+
+    let redis = RedisServer::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    let answers = post_all(&[&a, &b], &stream, |i| routes[i], 32).await;
+
+    let failed: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "seed {seed}: {} of {} webhooks not answered 200, e.g. {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for answer in &answers {
+        let status = answer.body["status"].as_str().unwrap_or("?").to_string();
+        *outcomes.entry(status).or_default() += 1;
+    }
+    assert_eq!(
+        outcomes,
+        BTreeMap::from([
+            ("applied".to_string(), UNIQUE),
+            ("duplicate".to_string(), DUPLICATES)
+        ]),
+        "seed {seed}: each event applied exactly once"
+    );
+
+    // The log holds each event once; the version counts one commit each.
+    let ids = logged_ids(&redis).await;
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (UNIQUE, UNIQUE), "seed {seed}");
+    let expected: BTreeSet<&String> = hooks.iter().map(|h| &h.id).collect();
+    assert_eq!(distinct, expected, "seed {seed}");
+    let record = reader(&redis)
+        .await
+        .load_room(&RoomName::new(ROOM))
+        .await
+        .unwrap()
+        .expect("the room exists");
+    assert_eq!(record.version, UNIQUE as u64, "seed {seed}");
+
+    // No update lost: both nodes serve what one node computes.
+    let reference = reference_snapshot(&hooks).await;
+    assert_eq!(reference.as_array().unwrap().len(), 20);
+    assert_eq!(snapshot_participants(&a).await, reference, "seed {seed}");
+    assert_eq!(snapshot_participants(&b).await, reference, "seed {seed}");
+}
+
+/// How Redis goes away in the middle of the stream.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// SHUTDOWN / SIGTERM: the AOF is fsynced on the way out.
+    Graceful,
+    /// SIGKILL: a crash of the Redis process (not of the host).
+    Crash,
+}
+
+/// Posts a stream across both nodes, takes Redis away in the middle, brings
+/// it back: 503s (never 200s) while it is away and bounded in time,
+/// `/readyz` follows, service resumes without restarting rollcall, and
+/// every webhook answered 200 is in the final state.
+async fn redis_outage_mid_stream(outage: Outage) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let hooks = meeting(&mut rng, 10, 3, 240);
+    let (before, rest) = hooks.split_at(80);
+    let (during, after) = rest.split_at(80);
+
+    let mut redis = RedisServer::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    let a = Arc::new(a);
+    let b = Arc::new(b);
+    for answer in post_all(&[&a, &b], before, |i| i % 2, 8).await {
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+
+    // Mid-stream: Redis goes away once 20 of these were answered.
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let progress_tx = Arc::new(progress_tx);
+    let posts: Vec<_> = during
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, hook)| {
+            let node = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            let progress = Arc::clone(&progress_tx);
+            async move {
+                let started = Instant::now();
+                let res = node.post_webhook(&hook.body).await;
+                let answer = Answer {
+                    id: hook.id,
+                    status: res.status().as_u16(),
+                    body: res.json::<Value>().await.unwrap_or(Value::Null),
+                    took: started.elapsed(),
+                };
+                progress.send_modify(|n| *n += 1);
+                answer
+            }
+        })
+        .collect();
+    let stream = tokio::spawn(
+        futures_util::stream::iter(posts)
+            .buffered(4)
+            .collect::<Vec<Answer>>(),
+    );
+    tokio::time::timeout(GUARD, progress.wait_for(|n| *n >= 20))
+        .await
+        .expect("20 webhooks answered")
+        .unwrap();
+    match outage {
+        Outage::Graceful => redis.stop().await,
+        Outage::Crash => redis.kill().await,
+    }
+    let during_answers = tokio::time::timeout(GUARD * 3, stream)
+        .await
+        .expect("the stream ends while Redis is away")
+        .unwrap();
+
+    let mut acknowledged: Vec<String> = before.iter().map(|h| h.id.clone()).collect();
+    let mut refused: Vec<Webhook> = Vec::new();
+    for (answer, hook) in during_answers.iter().zip(during) {
+        match answer.status {
+            200 => acknowledged.push(answer.id.clone()),
+            503 => {
+                assert_eq!(answer.body["error"], "store_unavailable", "{answer:?}");
+                refused.push(hook.clone());
+            }
+            _ => panic!("neither 200 nor 503 while Redis goes away: {answer:?}"),
+        }
+        assert!(
+            answer.took < COMMAND_TIMEOUT * 4,
+            "an answer took {:?} (command timeout {COMMAND_TIMEOUT:?})",
+            answer.took
+        );
+    }
+    assert!(
+        refused.len() >= 20,
+        "Redis was away for most of the stream, yet only {} of {} were refused",
+        refused.len(),
+        during.len()
+    );
+    for node in [&a, &b] {
+        let res = node.http.get(node.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["error"],
+            "store_unavailable"
+        );
+    }
+
+    // Redis is back on the same address: both nodes become ready again on
+    // their own, and serve.
+    redis.restart().await;
+    for node in [&a, &b] {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let res = node.http.get(node.url("/readyz")).send().await.unwrap();
+            if res.status() == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz stays 503 after Redis returned"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    for answer in post_all(&[&a, &b], after, |i| i % 2, 8).await {
+        assert_eq!(answer.status, 200, "after recovery: {answer:?}");
+        acknowledged.push(answer.id);
+    }
+
+    // Every webhook answered 200 survived the outage.
+    let logged: BTreeSet<String> = logged_ids(&redis).await.into_iter().collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !logged.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{outage:?}: {} webhooks were answered 200 but are not stored: {lost:?}",
+        lost.len()
+    );
+
+    // LiveKit retries what got 503; then the state is complete.
+    for answer in post_all(&[&b, &a], &refused, |i| i % 2, 8).await {
+        assert_eq!(answer.status, 200, "retry: {answer:?}");
+    }
+    let ids = logged_ids(&redis).await;
+    assert_eq!(ids.len(), hooks.len(), "each event logged exactly once");
+    let reference = reference_snapshot(&hooks).await;
+    assert_eq!(snapshot_participants(&a).await, reference);
+    assert_eq!(snapshot_participants(&b).await, reference);
+
+    // Fan-out is back too: B's bus resubscribed.
+    let mut on_b = b.subscriber(CHANNEL).await;
+    let marker = joined(
+        ROOM,
+        "99_Marker",
+        "PA_marker",
+        rollcall::domain::now_millis(),
+        &event_id(),
+    );
+    assert_eq!(a.post_webhook(&marker).await.status(), 200);
+    wait_for_update_of(&mut on_b, "99_Marker").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_stream_gives_503s_then_resumes_with_every_acknowledged_webhook() {
+    redis_outage_mid_stream(Outage::Graceful).await;
+}
+
+/// Redis write()s the AOF before it replies, so even a crash of the Redis
+/// process loses no acknowledged webhook; only a crash of the host can
+/// (the `appendfsync everysec` window, see redis.conf).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_stream_loses_no_acknowledged_webhook() {
+    redis_outage_mid_stream(Outage::Crash).await;
+}

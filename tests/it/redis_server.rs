@@ -1,0 +1,201 @@
+//! A real `redis-server` per test, started from the repository's
+//! `redis.conf` on a free loopback port with its data in a temporary
+//! directory, so a test sees exactly the configuration production runs.
+//!
+//! There is no fallback: without `redis-server` the test fails and says how
+//! to install it (`make deps`); it never skips.
+//!
+//! Stopping: `stop()` is a graceful shutdown (the `SHUTDOWN` command, what
+//! SIGTERM from systemd also triggers): Redis fsyncs the AOF before it
+//! exits, so every write it acknowledged survives `restart()`. `kill()` is
+//! SIGKILL, a crash of the Redis process: Redis write()s the AOF before it
+//! replies, so acknowledged writes are still in the kernel's page cache and
+//! survive too. What `appendfsync everysec` can lose — up to ~1 s of
+//! acknowledged writes — needs a crash of the whole host, which no test here
+//! simulates.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+/// How long Redis may take to start answering or to exit.
+const STARTUP_GUARD: Duration = Duration::from_secs(10);
+const LOG_FILE: &str = "redis.log";
+
+pub struct RedisServer {
+    port: u16,
+    /// The `--dir` of every incarnation: the AOF lives here across
+    /// `stop()`/`restart()`, and is deleted with the server.
+    dir: TempDir,
+    /// `None` while stopped.
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a fresh Redis on a free port and waits until it answers PING.
+    pub async fn start() -> RedisServer {
+        let binary = redis_server_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("rollcall-redis-")
+            .tempdir()
+            .expect("a temporary directory for Redis");
+        // A port picked by binding port 0 can be taken by someone else
+        // before Redis binds it; try a few.
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn(&binary, port, dir.path()).await {
+                Ok(child) => {
+                    return RedisServer {
+                        port,
+                        dir,
+                        child: Some(child),
+                    };
+                }
+                Err(why) => failures.push(format!("port {port}: {why}")),
+            }
+        }
+        panic!("redis-server did not start:\n{}", failures.join("\n"));
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        url(self.port)
+    }
+
+    /// Shuts Redis down gracefully (AOF fsynced) and waits for it to exit.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // The connection drops as Redis exits, so the command "fails".
+        if let Ok(mut conn) = connection(self.port).await {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
+        }
+        let status = tokio::time::timeout(STARTUP_GUARD, child.wait())
+            .await
+            .expect("redis-server exits after SHUTDOWN")
+            .expect("wait for redis-server");
+        assert!(
+            status.success(),
+            "redis-server exited with {status} on SHUTDOWN:\n{}",
+            self.log()
+        );
+    }
+
+    /// Kills Redis with SIGKILL (a crash of the process) and reaps it.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("SIGKILL redis-server");
+        }
+    }
+
+    /// Starts Redis again on the same port with the same data directory,
+    /// and waits until it answers PING (which it does only once the AOF is
+    /// loaded). Stops it gracefully first if it is running.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        match spawn(&redis_server_binary(), self.port, self.dir.path()).await {
+            Ok(child) => self.child = Some(child),
+            Err(why) => panic!("redis-server did not restart on port {}: {why}", self.port),
+        }
+    }
+
+    /// What Redis printed, for failure messages.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // SIGKILL now; tokio reaps the process in the background.
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// `redis-server` from PATH, or a failure that says how to get it.
+fn redis_server_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-server not installed: run `make deps` (apt-get install redis-server); \
+                 the Redis store and multi-node tests start their own Redis and never skip"
+            )
+        })
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+fn url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+async fn connection(port: u16) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(url(port))?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default()
+}
+
+/// Runs `redis-server <repo>/redis.conf --port <port> --dir <dir>` and waits
+/// until it answers PING; its output goes to `<dir>/redis.log`.
+async fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, String> {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(LOG_FILE))
+        .map_err(|e| format!("redis log file: {e}"))?;
+    let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    let mut child = Command::new(binary)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/redis.conf"))
+        .args(["--port", &port.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--daemonize", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(stderr))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let deadline = Instant::now() + STARTUP_GUARD;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("exited with {status}:\n{}", read_log(dir)));
+        }
+        if let Ok(mut conn) = connection(port).await {
+            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            if pong.as_deref() == Ok("PONG") {
+                return Ok(child);
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill().await;
+            return Err(format!(
+                "no PONG within {STARTUP_GUARD:?}:\n{}",
+                read_log(dir)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

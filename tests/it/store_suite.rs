@@ -1,0 +1,983 @@
+//! One conformance suite for every `Store`: each test below is a function
+//! of a `Backend` and runs once per implementation (`on_memory::*`,
+//! `on_redis::*`), checking the invariants stated in `src/store/mod.rs`.
+//! A few Redis-only tests at the end cover what only a shared, remote store
+//! has: several handles on one Redis, an outage, expiry.
+//!
+//! Deliveries are observed through `Recorder`, a `LocalDelivery` that keeps
+//! every (channel, frame) in order and wakes whoever waits for a count.
+//! "Nothing was delivered" is proven with a marker: a later delivery that
+//! must come next, never with a sleep.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use rand::seq::SliceRandom;
+use rollcall::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, UserId};
+use rollcall::engine::{Fact, Observation, Participant, RoomState};
+use rollcall::store::{
+    Broadcast, Commit, CommitOutcome, LocalDelivery, LoggedEvent, MemoryStore, RedisOptions,
+    RedisStore, RoomRecord, Store, StoreError,
+};
+use tokio::sync::watch;
+
+use crate::helpers::{CHANNEL, GUARD, ROOM, fixture};
+use crate::redis_server::RedisServer;
+
+/// A `LocalDelivery` that records what it is given, in order.
+pub struct Recorder {
+    frames: Mutex<Vec<(String, String)>>,
+    count: watch::Sender<usize>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            frames: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+        })
+    }
+
+    /// Waits (guarded) until at least `n` deliveries arrived; returns all.
+    pub async fn wait_for(&self, n: usize) -> Vec<(String, String)> {
+        let mut count = self.count.subscribe();
+        tokio::time::timeout(GUARD, count.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "expected {n} deliveries, got {:?}",
+                    self.frames.lock().unwrap()
+                )
+            })
+            .expect("the recorder lives");
+        self.frames.lock().unwrap().clone()
+    }
+}
+
+impl LocalDelivery for Recorder {
+    fn deliver(&self, channel: &str, frame: Utf8Bytes) {
+        self.frames
+            .lock()
+            .unwrap()
+            .push((channel.to_string(), frame.as_str().to_string()));
+        self.count.send_modify(|c| *c += 1);
+    }
+}
+
+/// A store under test and what it delivers to "this node".
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    pub delivered: Arc<Recorder>,
+    pub kind: &'static str,
+    /// Keeps a Redis backend's server running for the test.
+    _redis: Option<RedisServer>,
+}
+
+impl Backend {
+    pub fn memory() -> Self {
+        let delivered = Recorder::new();
+        Self {
+            store: Arc::new(MemoryStore::new(delivered.clone())),
+            delivered,
+            kind: "memory",
+            _redis: None,
+        }
+    }
+
+    /// A fresh Redis and a store on it whose bus is subscribed (how fast a
+    /// brand-new store subscribes is `a_new_store_delivers_its_own_first_commit`'s
+    /// business, not every test's).
+    pub async fn redis() -> Self {
+        let server = RedisServer::start().await;
+        let delivered = Recorder::new();
+        let store = redis_store(&server, delivered.clone(), RedisOptions::default()).await;
+        bus_subscribed(&store, 1).await;
+        Self {
+            store: Arc::new(store),
+            delivered,
+            kind: "redis",
+            _redis: Some(server),
+        }
+    }
+}
+
+async fn redis_store(
+    server: &RedisServer,
+    delivery: Arc<dyn LocalDelivery>,
+    options: RedisOptions,
+) -> RedisStore {
+    RedisStore::connect(&server.url(), delivery, options)
+        .await
+        .expect("RedisStore connects")
+}
+
+/// Waits until the store's pub/sub bus has connected `n` times.
+async fn bus_subscribed(store: &RedisStore, n: u64) {
+    let mut connections = store.bus_connections();
+    tokio::time::timeout(GUARD, connections.wait_for(|c| *c >= n))
+        .await
+        .unwrap_or_else(|_| panic!("bus connection #{n} within the guard time"))
+        .expect("the bus lives");
+}
+
+// ---- builders ---------------------------------------------------------
+
+fn room(name: &str) -> RoomName {
+    RoomName::new(name)
+}
+
+fn logged(id: &str, body: &str) -> LoggedEvent {
+    LoggedEvent {
+        id: EventId::new(id),
+        received_at: 1_763_719_200_000,
+        body: body.to_string(),
+    }
+}
+
+/// A `participant_joined` of `sid` (user `user`), as the engine sees it.
+fn joined_observation(id: &str, user: u32, sid: &str) -> Observation {
+    let identity = format!("{user}_Person_{user}");
+    Observation {
+        id: EventId::new(id),
+        created_at: 1_763_719_200_000 + i64::from(user),
+        room_sid: RoomSid::new("RM_suite"),
+        fact: Fact::Joined {
+            participant: Participant {
+                user_id: UserId::new(user.to_string()),
+                sid: ParticipantSid::new(sid),
+                identity: Identity::new(identity),
+                name: format!("Person {user}"),
+            },
+            joined_at: 1_763_719_201_000,
+        },
+    }
+}
+
+/// A state in which `sids` have joined (user 1), each by event `EV_<sid>`.
+fn state_of(sids: &[&str]) -> RoomState {
+    let mut state = RoomState::default();
+    for sid in sids {
+        state.apply(&joined_observation(&format!("EV_{sid}"), 1, sid));
+    }
+    state
+}
+
+fn broadcast(channel: &str, text: &str) -> Broadcast {
+    Broadcast {
+        channel: channel.to_string(),
+        frame: Utf8Bytes::from(frame_text(channel, text)),
+    }
+}
+
+/// A Pusher frame as rollcall renders one, carrying `text`.
+fn frame_text(channel: &str, text: &str) -> String {
+    rollcall::pusher::frame::event(
+        "attendance.updated",
+        Some(channel),
+        &serde_json::json!({ "marker": text }).to_string(),
+    )
+    .as_str()
+    .to_string()
+}
+
+fn delivered(channel: &str, text: &str) -> (String, String) {
+    (channel.to_string(), frame_text(channel, text))
+}
+
+fn commit(
+    expected_version: u64,
+    id: &str,
+    state: Option<RoomState>,
+    broadcasts: Vec<Broadcast>,
+) -> Commit {
+    Commit {
+        expected_version,
+        event: logged(id, &format!(r#"{{"id":"{id}"}}"#)),
+        state,
+        broadcasts,
+    }
+}
+
+async fn log_ids(store: &dyn Store, room: &RoomName) -> Vec<String> {
+    store
+        .event_log(room)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id.to_string())
+        .collect()
+}
+
+// ---- the conformance suite ---------------------------------------------
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::memory()).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    an_unknown_room_has_no_record_log_or_applied_ids,
+    commits_create_the_room_and_count_versions,
+    a_stale_version_conflicts_and_changes_nothing,
+    a_duplicate_id_is_refused_and_changes_nothing,
+    an_event_without_a_state_change_is_still_logged_and_remembered,
+    the_event_log_keeps_commit_order_and_raw_bodies_byte_for_byte,
+    broadcasts_are_delivered_in_commit_order,
+    channels_link_rooms_idempotently,
+    publish_delivers_without_a_commit,
+    ping_answers_and_kind_names_the_store,
+    racing_writers_apply_every_event_exactly_once,
+);
+
+async fn an_unknown_room_has_no_record_log_or_applied_ids(b: Backend) {
+    let r = room(ROOM);
+    assert_eq!(b.store.load_room(&r).await.unwrap(), None);
+    assert!(!b.store.is_applied(&r, &EventId::new("EV_1")).await.unwrap());
+    assert!(b.store.event_log(&r).await.unwrap().is_empty());
+    assert!(b.store.rooms_of_channel(CHANNEL).await.unwrap().is_empty());
+}
+
+async fn commits_create_the_room_and_count_versions(b: Backend) {
+    let r = room(ROOM);
+    let states = [
+        state_of(&["PA_1"]),
+        state_of(&["PA_1", "PA_2"]),
+        state_of(&["PA_1", "PA_2", "PA_3"]),
+    ];
+    for (i, state) in states.iter().enumerate() {
+        let expected = i as u64;
+        let outcome = b
+            .store
+            .commit(
+                &r,
+                commit(expected, &format!("EV_{i}"), Some(state.clone()), vec![]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            CommitOutcome::Committed {
+                version: expected + 1
+            }
+        );
+        assert_eq!(
+            b.store.load_room(&r).await.unwrap(),
+            Some(RoomRecord {
+                state: state.clone(),
+                version: expected + 1
+            })
+        );
+        assert!(
+            b.store
+                .is_applied(&r, &EventId::new(format!("EV_{i}")))
+                .await
+                .unwrap()
+        );
+    }
+    // Rooms are independent.
+    let other = room("x-quran-session-7");
+    assert_eq!(b.store.load_room(&other).await.unwrap(), None);
+    assert!(
+        !b.store
+            .is_applied(&other, &EventId::new("EV_0"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.store
+            .commit(&other, commit(0, "EV_0", Some(state_of(&["PA_9"])), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+}
+
+async fn a_stale_version_conflicts_and_changes_nothing(b: Backend) {
+    let r = room(ROOM);
+    let first = state_of(&["PA_1"]);
+    let c = commit(
+        0,
+        "EV_1",
+        Some(first.clone()),
+        vec![broadcast(CHANNEL, "first")],
+    );
+    assert_eq!(
+        b.store.commit(&r, c).await.unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+
+    // A writer that read "no room", and versions that never existed.
+    for expected in [0, 2, 7] {
+        let stale = commit(
+            expected,
+            "EV_2",
+            Some(state_of(&["PA_1", "PA_2"])),
+            vec![broadcast(CHANNEL, "rejected")],
+        );
+        assert_eq!(
+            b.store.commit(&r, stale).await.unwrap(),
+            CommitOutcome::Conflict,
+            "expected_version {expected}"
+        );
+    }
+    assert_eq!(
+        b.store.load_room(&r).await.unwrap(),
+        Some(RoomRecord {
+            state: first,
+            version: 1
+        })
+    );
+    assert!(!b.store.is_applied(&r, &EventId::new("EV_2")).await.unwrap());
+    assert_eq!(log_ids(&*b.store, &r).await, ["EV_1"]);
+
+    // The id was not remembered: at the right version it commits. Had a
+    // rejected commit published, its frame would come before this one.
+    let c = commit(
+        1,
+        "EV_2",
+        Some(state_of(&["PA_1", "PA_2"])),
+        vec![broadcast(CHANNEL, "second")],
+    );
+    assert_eq!(
+        b.store.commit(&r, c).await.unwrap(),
+        CommitOutcome::Committed { version: 2 }
+    );
+    assert_eq!(
+        b.delivered.wait_for(2).await,
+        [delivered(CHANNEL, "first"), delivered(CHANNEL, "second")]
+    );
+}
+
+async fn a_duplicate_id_is_refused_and_changes_nothing(b: Backend) {
+    let r = room(ROOM);
+    let first = state_of(&["PA_1"]);
+    let original = commit(
+        0,
+        "EV_1",
+        Some(first.clone()),
+        vec![broadcast(CHANNEL, "first")],
+    );
+    let original_event = original.event.clone();
+    assert_eq!(
+        b.store.commit(&r, original).await.unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+
+    // A retry of EV_1 (here with another body and state, to see that
+    // neither is taken) at the current version.
+    let mut retry = commit(
+        1,
+        "EV_1",
+        Some(state_of(&["PA_1", "PA_2"])),
+        vec![broadcast(CHANNEL, "duplicate")],
+    );
+    retry.event.body = r#"{"id":"EV_1","retried":true}"#.into();
+    assert_eq!(
+        b.store.commit(&r, retry.clone()).await.unwrap(),
+        CommitOutcome::Duplicate
+    );
+    // At a stale version it must not commit either (either answer makes
+    // the ingest loop stop or reload, then find the duplicate).
+    retry.expected_version = 0;
+    let stale = b.store.commit(&r, retry).await.unwrap();
+    assert!(
+        matches!(stale, CommitOutcome::Duplicate | CommitOutcome::Conflict),
+        "{stale:?}"
+    );
+
+    assert_eq!(
+        b.store.load_room(&r).await.unwrap(),
+        Some(RoomRecord {
+            state: first,
+            version: 1
+        })
+    );
+    assert_eq!(b.store.event_log(&r).await.unwrap(), [original_event]);
+    let c = commit(1, "EV_2", None, vec![broadcast(CHANNEL, "second")]);
+    assert!(matches!(
+        b.store.commit(&r, c).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(
+        b.delivered.wait_for(2).await,
+        [delivered(CHANNEL, "first"), delivered(CHANNEL, "second")]
+    );
+}
+
+async fn an_event_without_a_state_change_is_still_logged_and_remembered(b: Backend) {
+    let r = room(ROOM);
+    // The first event of a room changes nothing (e.g. a recorder joined).
+    let CommitOutcome::Committed { version: v1 } = b
+        .store
+        .commit(&r, commit(0, "EV_bot", None, vec![]))
+        .await
+        .unwrap()
+    else {
+        panic!("a stateless first commit commits");
+    };
+    let record = b.store.load_room(&r).await.unwrap();
+    assert_eq!(
+        record.as_ref().map_or(0, |r| r.version),
+        v1,
+        "the version a writer must name next"
+    );
+    assert_eq!(
+        record.map(|r| r.state).unwrap_or_default(),
+        RoomState::default()
+    );
+    assert!(
+        b.store
+            .is_applied(&r, &EventId::new("EV_bot"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.store
+            .commit(&r, commit(v1, "EV_bot", None, vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Duplicate
+    );
+
+    // After a real change, a stateless commit keeps the state.
+    let state = state_of(&["PA_1"]);
+    let CommitOutcome::Committed { version: v2 } = b
+        .store
+        .commit(&r, commit(v1, "EV_1", Some(state.clone()), vec![]))
+        .await
+        .unwrap()
+    else {
+        panic!("EV_1 commits");
+    };
+    let CommitOutcome::Committed { version: v3 } = b
+        .store
+        .commit(&r, commit(v2, "EV_noop", None, vec![]))
+        .await
+        .unwrap()
+    else {
+        panic!("EV_noop commits");
+    };
+    assert!(v1 < v2 && v2 <= v3, "{v1} {v2} {v3}");
+    assert_eq!(
+        b.store.load_room(&r).await.unwrap(),
+        Some(RoomRecord { state, version: v3 })
+    );
+    assert!(
+        b.store
+            .is_applied(&r, &EventId::new("EV_noop"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(log_ids(&*b.store, &r).await, ["EV_bot", "EV_1", "EV_noop"]);
+}
+
+async fn the_event_log_keeps_commit_order_and_raw_bodies_byte_for_byte(b: Backend) {
+    let r = room(ROOM);
+    let bodies = [
+        // LiveKit's protojson spacing (`", "`), exactly as it was signed.
+        fixture("participant_joined.json"),
+        fixture("participant_left.json"),
+        // Non-ASCII, escapes, a raw newline, trailing whitespace.
+        "{\"name\":\"Ameer M\u{101}her \u{2014} \u{639}\u{627}\u{645}\u{631}\", \"q\":\"a\\\"b\\\\c\\n\"}\n  ".to_string(),
+        // An empty object and a body near the webhook size limit.
+        "{}".to_string(),
+        format!(r#"{{"pad":"{}"}}"#, "x".repeat(60 * 1024)),
+    ];
+    // received_at deliberately not increasing: the log is in commit order.
+    let events: Vec<LoggedEvent> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| LoggedEvent {
+            id: EventId::new(format!("EV_log{i}")),
+            received_at: 1_763_719_300_000 - i as i64 * 1_000,
+            body: body.clone(),
+        })
+        .collect();
+    for (i, event) in events.iter().enumerate() {
+        let c = Commit {
+            expected_version: i as u64,
+            event: event.clone(),
+            state: Some(state_of(&["PA_1"])),
+            broadcasts: vec![],
+        };
+        assert!(matches!(
+            b.store.commit(&r, c).await.unwrap(),
+            CommitOutcome::Committed { .. }
+        ));
+    }
+    let log = b.store.event_log(&r).await.unwrap();
+    assert_eq!(log, events);
+    assert!(
+        log[0]
+            .body
+            .contains(r#""room":{"sid":"RM_hycBMAjmt6Ub", "name""#)
+    );
+}
+
+async fn broadcasts_are_delivered_in_commit_order(b: Backend) {
+    let r = room(ROOM);
+    let mut expected = Vec::new();
+    for i in 0..30u64 {
+        let texts = [format!("c{i}-a"), format!("c{i}-b")];
+        let mut broadcasts: Vec<Broadcast> = texts.iter().map(|t| broadcast(CHANNEL, t)).collect();
+        expected.extend(texts.iter().map(|t| delivered(CHANNEL, t)));
+        if i % 3 == 0 {
+            broadcasts.push(broadcast("session.other", &format!("c{i}-other")));
+            expected.push(delivered("session.other", &format!("c{i}-other")));
+        }
+        let c = commit(i, &format!("EV_{i}"), Some(state_of(&["PA_1"])), broadcasts);
+        assert_eq!(
+            b.store.commit(&r, c).await.unwrap(),
+            CommitOutcome::Committed { version: i + 1 }
+        );
+    }
+    assert_eq!(b.delivered.wait_for(expected.len()).await, expected);
+}
+
+async fn channels_link_rooms_idempotently(b: Backend) {
+    let (a, other, seven) = (
+        room(ROOM),
+        room("b-quran-session-121"),
+        room("x-quran-session-7"),
+    );
+    for _ in 0..3 {
+        b.store.link_channel(CHANNEL, &a).await.unwrap();
+    }
+    b.store.link_channel(CHANNEL, &other).await.unwrap();
+    b.store.link_channel("session.7", &seven).await.unwrap();
+    b.store.link_channel(CHANNEL, &a).await.unwrap();
+
+    let mut rooms = b.store.rooms_of_channel(CHANNEL).await.unwrap();
+    rooms.sort();
+    assert_eq!(rooms, [other, a]);
+    assert_eq!(
+        b.store.rooms_of_channel("session.7").await.unwrap(),
+        [seven]
+    );
+    assert!(
+        b.store
+            .rooms_of_channel("session.8")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn publish_delivers_without_a_commit(b: Backend) {
+    b.store.publish(vec![]).await.unwrap();
+    b.store
+        .publish(vec![
+            broadcast(CHANNEL, "one"),
+            broadcast("private-admin", "two"),
+            broadcast(CHANNEL, "three"),
+        ])
+        .await
+        .unwrap();
+    b.store
+        .publish(vec![broadcast(CHANNEL, "four")])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.delivered.wait_for(4).await,
+        [
+            delivered(CHANNEL, "one"),
+            delivered("private-admin", "two"),
+            delivered(CHANNEL, "three"),
+            delivered(CHANNEL, "four"),
+        ]
+    );
+    assert_eq!(b.store.load_room(&room(ROOM)).await.unwrap(), None);
+}
+
+async fn ping_answers_and_kind_names_the_store(b: Backend) {
+    b.store.ping().await.unwrap();
+    assert_eq!(b.store.kind(), b.kind);
+}
+
+/// Writers race the optimistic load → apply → commit loop on one room, each
+/// trying every event in its own order, as nodes do with LiveKit's retries.
+async fn racing_writers_apply_every_event_exactly_once(b: Backend) {
+    const WRITERS: usize = 8;
+    const EVENTS: u32 = 40;
+    let r = room(ROOM);
+    let observations: Vec<Observation> = (0..EVENTS)
+        .map(|i| joined_observation(&format!("EV_race{i:02}"), i % 5 + 1, &format!("PA_{i:02}")))
+        .collect();
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let store = Arc::clone(&b.store);
+        let r = r.clone();
+        let mut mine = observations.clone();
+        mine.shuffle(&mut rand::rng());
+        writers.push(tokio::spawn(async move {
+            let mut committed = 0;
+            let mut attempts = 0;
+            for obs in mine {
+                loop {
+                    attempts += 1;
+                    assert!(attempts < 20_000, "a writer is starved");
+                    let (version, mut state) = match store.load_room(&r).await.unwrap() {
+                        Some(record) => (record.version, record.state),
+                        None => (0, RoomState::default()),
+                    };
+                    state.apply(&obs);
+                    let c = Commit {
+                        expected_version: version,
+                        event: logged(obs.id.as_str(), obs.id.as_str()),
+                        state: Some(state),
+                        broadcasts: vec![broadcast(CHANNEL, obs.id.as_str())],
+                    };
+                    match store.commit(&r, c).await.unwrap() {
+                        CommitOutcome::Committed { version: v } => {
+                            assert_eq!(v, version + 1);
+                            committed += 1;
+                            break;
+                        }
+                        CommitOutcome::Duplicate => break,
+                        CommitOutcome::Conflict => tokio::task::yield_now().await,
+                    }
+                }
+            }
+            committed
+        }));
+    }
+    let mut committed = 0;
+    for w in writers {
+        committed += w.await.unwrap();
+    }
+    assert_eq!(
+        committed, EVENTS,
+        "each event commits exactly once, across writers"
+    );
+
+    let mut expected_state = RoomState::default();
+    for obs in &observations {
+        expected_state.apply(obs);
+    }
+    let record = b.store.load_room(&r).await.unwrap().unwrap();
+    assert_eq!(record.version, u64::from(EVENTS));
+    assert_eq!(record.state, expected_state, "no update was lost");
+
+    let log = log_ids(&*b.store, &r).await;
+    let unique: BTreeSet<&String> = log.iter().collect();
+    assert_eq!(
+        (log.len(), unique.len()),
+        (EVENTS as usize, EVENTS as usize)
+    );
+    // One frame per commit, in commit (= log) order, and none for the
+    // refused attempts: the marker comes right after.
+    let marker = commit(
+        u64::from(EVENTS),
+        "EV_marker",
+        None,
+        vec![broadcast(CHANNEL, "marker")],
+    );
+    assert!(matches!(
+        b.store.commit(&r, marker).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    let frames = b.delivered.wait_for(EVENTS as usize + 1).await;
+    let mut expected: Vec<(String, String)> = log.iter().map(|id| delivered(CHANNEL, id)).collect();
+    expected.push(delivered(CHANNEL, "marker"));
+    assert_eq!(frames, expected);
+}
+
+// ---- Redis only -----------------------------------------------------------
+
+/// Two stores on one Redis are two nodes: a commit through either is seen by
+/// both, a stale writer on the other conflicts, and each node delivers each
+/// broadcast exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redis_stores_share_state_and_each_delivers_every_broadcast_once() {
+    let server = RedisServer::start().await;
+    let (seen_a, seen_b) = (Recorder::new(), Recorder::new());
+    let a = redis_store(&server, seen_a.clone(), RedisOptions::default()).await;
+    let b = redis_store(&server, seen_b.clone(), RedisOptions::default()).await;
+    bus_subscribed(&a, 1).await;
+    bus_subscribed(&b, 1).await;
+    let r = room(ROOM);
+
+    let c = commit(
+        0,
+        "EV_1",
+        Some(state_of(&["PA_1"])),
+        vec![broadcast(CHANNEL, "from a")],
+    );
+    assert_eq!(
+        a.commit(&r, c).await.unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+    assert_eq!(
+        b.load_room(&r).await.unwrap().unwrap().state,
+        state_of(&["PA_1"])
+    );
+    assert!(b.is_applied(&r, &EventId::new("EV_1")).await.unwrap());
+    // B read nothing yet and writes: conflict, then duplicate of A's event.
+    let stale = commit(
+        0,
+        "EV_2",
+        Some(state_of(&["PA_2"])),
+        vec![broadcast(CHANNEL, "stale")],
+    );
+    assert_eq!(b.commit(&r, stale).await.unwrap(), CommitOutcome::Conflict);
+    let dup = commit(
+        1,
+        "EV_1",
+        Some(state_of(&["PA_2"])),
+        vec![broadcast(CHANNEL, "dup")],
+    );
+    assert_eq!(b.commit(&r, dup).await.unwrap(), CommitOutcome::Duplicate);
+    let c = commit(
+        1,
+        "EV_2",
+        Some(state_of(&["PA_1", "PA_2"])),
+        vec![broadcast(CHANNEL, "from b")],
+    );
+    assert_eq!(
+        b.commit(&r, c).await.unwrap(),
+        CommitOutcome::Committed { version: 2 }
+    );
+    a.publish(vec![broadcast(CHANNEL, "published by a")])
+        .await
+        .unwrap();
+
+    let expected = [
+        delivered(CHANNEL, "from a"),
+        delivered(CHANNEL, "from b"),
+        delivered(CHANNEL, "published by a"),
+    ];
+    assert_eq!(seen_a.wait_for(3).await, expected);
+    assert_eq!(seen_b.wait_for(3).await, expected);
+    assert_eq!(log_ids(&a, &r).await, ["EV_1", "EV_2"]);
+}
+
+/// A node that just connected must not miss its own first broadcast: the
+/// webhook that triggered it was acknowledged, and a socket of this node
+/// that subscribed before it would otherwise never see the update. The
+/// subscription is made slow (a proxy holds `SUBSCRIBE` back, as a busy
+/// network might) so the race is lost every time, not 1 run in 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_store_delivers_its_own_first_commit_even_if_subscribing_is_slow() {
+    let server = RedisServer::start().await;
+    let proxy = slow_subscribe_proxy(&server, Duration::from_millis(300)).await;
+    let seen = Recorder::new();
+    let store = RedisStore::connect(&proxy, seen.clone(), RedisOptions::default())
+        .await
+        .expect("RedisStore connects");
+    let c = commit(
+        0,
+        "EV_1",
+        Some(state_of(&["PA_1"])),
+        vec![broadcast(CHANNEL, "first")],
+    );
+    assert_eq!(
+        store.commit(&room(ROOM), c).await.unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+    assert_eq!(seen.wait_for(1).await, [delivered(CHANNEL, "first")]);
+}
+
+/// A TCP proxy to `server` that forwards everything at once, except that a
+/// client's bytes containing `SUBSCRIBE` are held back for `delay`.
+/// Returns the proxy's Redis URL.
+async fn slow_subscribe_proxy(server: &RedisServer, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let target = server.url().trim_start_matches("redis://").to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_redis, mut to_redis) = outbound.into_split();
+                let upstream = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from_client.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        if chunk
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                        {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if to_redis.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let downstream = async move {
+                    let _ = tokio::io::copy(&mut from_redis, &mut to_client).await;
+                };
+                tokio::select! {
+                    _ = upstream => {}
+                    _ = downstream => {}
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Redis goes away: every operation fails as `Unavailable` within the
+/// command timeout (never hangs, never pretends); Redis comes back on the
+/// same address: the same store works again, with the data it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_fast_and_the_same_store_recovers() {
+    let mut server = RedisServer::start().await;
+    let timeout = Duration::from_millis(300);
+    let seen = Recorder::new();
+    let options = RedisOptions {
+        command_timeout: timeout,
+        ..RedisOptions::default()
+    };
+    let store = redis_store(&server, seen.clone(), options).await;
+    bus_subscribed(&store, 1).await;
+    let r = room(ROOM);
+    let c = commit(
+        0,
+        "EV_1",
+        Some(state_of(&["PA_1"])),
+        vec![broadcast(CHANNEL, "before")],
+    );
+    assert_eq!(
+        store.commit(&r, c).await.unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+    seen.wait_for(1).await;
+
+    server.stop().await;
+    let bound = timeout + Duration::from_millis(700);
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let c = commit(1, "EV_2", Some(state_of(&["PA_1", "PA_2"])), vec![]);
+        let results: [Result<(), StoreError>; 4] = [
+            store.ping().await,
+            store.load_room(&r).await.map(drop),
+            store.commit(&r, c).await.map(drop),
+            store.is_applied(&r, &EventId::new("EV_1")).await.map(drop),
+        ];
+        for result in results {
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "attempt {attempt}: {result:?}"
+            );
+        }
+        assert!(
+            started.elapsed() < 4 * bound,
+            "attempt {attempt} took {:?}",
+            started.elapsed()
+        );
+    }
+
+    server.restart().await;
+    let deadline = Instant::now() + GUARD;
+    while store.ping().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the store never saw Redis come back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The data survived the restart (AOF), and the bus is back.
+    assert_eq!(
+        store.load_room(&r).await.unwrap().unwrap().state,
+        state_of(&["PA_1"])
+    );
+    bus_subscribed(&store, 2).await;
+    let c = commit(
+        1,
+        "EV_2",
+        Some(state_of(&["PA_1", "PA_2"])),
+        vec![broadcast(CHANNEL, "after")],
+    );
+    assert_eq!(
+        store.commit(&r, c).await.unwrap(),
+        CommitOutcome::Committed { version: 2 }
+    );
+    assert_eq!(
+        seen.wait_for(2).await,
+        [delivered(CHANNEL, "before"), delivered(CHANNEL, "after")]
+    );
+}
+
+/// Nothing rollcall writes lives forever: every key carries a TTL no longer
+/// than the retention (room keys refreshed by each write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_rollcall_writes_expires_within_the_retention() {
+    let server = RedisServer::start().await;
+    let retention = Duration::from_secs(3600);
+    let options = RedisOptions {
+        retention,
+        ..RedisOptions::default()
+    };
+    let store = redis_store(&server, Recorder::new(), options).await;
+    let r = room(ROOM);
+    store.link_channel(CHANNEL, &r).await.unwrap();
+    store
+        .commit(&r, commit(0, "EV_1", Some(state_of(&["PA_1"])), vec![]))
+        .await
+        .unwrap();
+    store
+        .commit(&r, commit(1, "EV_2", None, vec![]))
+        .await
+        .unwrap();
+    store
+        .commit(&room("x-quran-session-7"), commit(0, "EV_1", None, vec![]))
+        .await
+        .unwrap();
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert!(keys.len() >= 4, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 0 && ttl <= retention.as_millis() as i64,
+            "{key} has PTTL {ttl}"
+        );
+    }
+}
