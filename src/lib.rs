@@ -1,0 +1,17 @@
+//! rollcall: realtime attendance for LiveKit meetings over the Pusher
+//! protocol. See ARCHITECTURE.md for the map.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod ingest;
+pub mod livekit;
+pub mod metrics;
+pub mod pusher;
+pub mod snapshot;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tools;

@@ -1,1 +1,43 @@
-fn main() {}
+//! The `rollcall` binary: parse the command line, set up logging, call the
+//! library.
+
+use clap::Parser;
+use rollcall::cli::{Cli, Command};
+use rollcall::config::Settings;
+use rollcall::startup::Application;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    rollcall::telemetry::init();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let settings = Settings::from_args(args)?;
+            let app = Application::build(settings).await?;
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Webhook(args) => rollcall::tools::webhook::run(args).await,
+        Command::Watch(args) => rollcall::tools::watch::run(args).await,
+    }
+}
+
+/// SIGTERM (orchestrators) or Ctrl-C (people).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

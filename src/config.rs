@@ -1,0 +1,225 @@
+//! `rollcall serve` settings: the contract's environment variables, each
+//! also a CLI flag, parsed once into typed `Settings`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::engine::Naming;
+use crate::engine::naming::{
+    DEFAULT_CHANNEL_TEMPLATE, DEFAULT_IDENTITY_PATTERN, DEFAULT_ROOM_PATTERN,
+};
+use crate::livekit::KeyRing;
+
+pub const DEV_LIVEKIT_KEY: &str = "devkey";
+pub const DEV_LIVEKIT_SECRET: &str = "secret";
+pub const DEV_APP_ID: &str = "rollcall";
+pub const DEV_APP_KEY: &str = "rollcall-key";
+pub const DEV_APP_SECRET: &str = "rollcall-secret";
+
+/// Flags of `rollcall serve`; every one can come from its environment
+/// variable instead.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP + WebSocket address.
+    #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:6001")]
+    pub listen: SocketAddr,
+    /// Redis URL; unset keeps state in this process's memory.
+    #[arg(long, env = "ROLLCALL_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The LiveKit API key (with --livekit-api-secret).
+    #[arg(long, env = "LIVEKIT_API_KEY")]
+    pub livekit_api_key: Option<String>,
+    #[arg(long, env = "LIVEKIT_API_SECRET", hide_env_values = true)]
+    pub livekit_api_secret: Option<String>,
+    /// Several LiveKit key pairs, `key1: secret1, key2: secret2`.
+    #[arg(long, env = "LIVEKIT_KEYS", hide_env_values = true)]
+    pub livekit_keys: Option<String>,
+    #[arg(long, env = "ROLLCALL_APP_ID", default_value = DEV_APP_ID)]
+    pub app_id: String,
+    #[arg(long, env = "ROLLCALL_APP_KEY", default_value = DEV_APP_KEY)]
+    pub app_key: String,
+    #[arg(long, env = "ROLLCALL_APP_SECRET", default_value = DEV_APP_SECRET, hide_env_values = true)]
+    pub app_secret: String,
+    /// Regex on the room name; named groups fill the channel template.
+    #[arg(long, env = "ROLLCALL_ROOM_PATTERN", default_value = DEFAULT_ROOM_PATTERN)]
+    pub room_pattern: String,
+    /// Regex on the participant identity; its `user_id` group is the person.
+    #[arg(long, env = "ROLLCALL_IDENTITY_PATTERN", default_value = DEFAULT_IDENTITY_PATTERN)]
+    pub identity_pattern: String,
+    /// Channel a room's updates go to, e.g. `session.{id}`.
+    #[arg(long, env = "ROLLCALL_CHANNEL_TEMPLATE", default_value = DEFAULT_CHANNEL_TEMPLATE)]
+    pub channel_template: String,
+    /// Silence after which the server pings a socket (announced to clients).
+    #[arg(long, env = "ROLLCALL_ACTIVITY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub activity_timeout: Duration,
+    /// How long a pinged socket has to answer before it is closed (4201).
+    #[arg(long, env = "ROLLCALL_PONG_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub pong_timeout: Duration,
+    /// Most WebSocket connections this node holds at once.
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS", default_value_t = 200_000)]
+    pub max_connections: usize,
+    /// Longest a graceful shutdown waits for in-flight work.
+    #[arg(long, env = "ROLLCALL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set together")]
+    HalfKeyPair,
+    #[error("LIVEKIT_KEYS: {0}")]
+    LivekitKeys(String),
+    #[error(transparent)]
+    Naming(#[from] crate::engine::naming::NamingError),
+    #[error(
+        "refusing to listen on {0}, a non-loopback address, with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
+    )]
+    DevSecretsInPublic(SocketAddr),
+}
+
+/// Validated settings of a server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub redis_url: Option<String>,
+    pub livekit_keys: KeyRing,
+    pub app_id: String,
+    pub app_key: String,
+    pub app_secret: String,
+    pub naming: Naming,
+    pub activity_timeout: Duration,
+    pub pong_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    /// Which secrets are the published development defaults.
+    pub dev_defaults: Vec<&'static str>,
+}
+
+impl Settings {
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let mut dev_defaults = Vec::new();
+        let mut pairs = Vec::new();
+        match (&args.livekit_api_key, &args.livekit_api_secret) {
+            (Some(k), Some(s)) => pairs.push((k.clone(), s.clone())),
+            (None, None) => {}
+            _ => return Err(ConfigError::HalfKeyPair),
+        }
+        if let Some(keys) = &args.livekit_keys {
+            pairs.extend(
+                KeyRing::parse_livekit_keys(keys)
+                    .map_err(|e| ConfigError::LivekitKeys(e.to_string()))?,
+            );
+        }
+        if pairs.is_empty() {
+            pairs.push((DEV_LIVEKIT_KEY.to_string(), DEV_LIVEKIT_SECRET.to_string()));
+        }
+        if pairs.iter().any(|(_, s)| s == DEV_LIVEKIT_SECRET) {
+            dev_defaults.push("LIVEKIT_API_SECRET");
+        }
+        if args.app_secret == DEV_APP_SECRET {
+            dev_defaults.push("ROLLCALL_APP_SECRET");
+        }
+        if !dev_defaults.is_empty() && !args.listen.ip().is_loopback() {
+            return Err(ConfigError::DevSecretsInPublic(args.listen));
+        }
+        Ok(Self {
+            listen: args.listen,
+            redis_url: args.redis_url.filter(|u| !u.is_empty()),
+            livekit_keys: KeyRing::new(pairs),
+            naming: Naming::new(
+                &args.room_pattern,
+                &args.identity_pattern,
+                &args.channel_template,
+            )?,
+            app_id: args.app_id,
+            app_key: args.app_key,
+            app_secret: args.app_secret,
+            activity_timeout: args.activity_timeout,
+            pong_timeout: args.pong_timeout,
+            max_connections: args.max_connections,
+            shutdown_timeout: args.shutdown_timeout,
+            dev_defaults,
+        })
+    }
+
+    /// Development settings on an ephemeral loopback port (tests, tools).
+    pub fn for_tests() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let mut args = Wrapper::parse_from(["rollcall"]).args;
+        args.listen = "127.0.0.1:0".parse().expect("valid address");
+        Self::from_args(args).expect("dev settings are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["rollcall"];
+        argv.extend_from_slice(flags);
+        Settings::from_args(Wrapper::try_parse_from(argv).unwrap().args)
+    }
+
+    #[test]
+    fn defaults_are_the_contracts_and_flag_dev_secrets() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:6001");
+        assert_eq!(s.app_key, "rollcall-key");
+        assert!(s.livekit_keys.secret_for("devkey").is_some());
+        assert_eq!(s.dev_defaults, vec!["LIVEKIT_API_SECRET", "ROLLCALL_APP_SECRET"]);
+        assert_eq!(s.activity_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn refuses_a_public_address_with_default_secrets() {
+        assert!(matches!(
+            parse(&["--listen", "0.0.0.0:6001"]),
+            Err(ConfigError::DevSecretsInPublic(_))
+        ));
+        let ok = parse(&[
+            "--listen", "0.0.0.0:6001",
+            "--livekit-api-key", "k", "--livekit-api-secret", "s3cr3t",
+            "--app-secret", "another",
+        ]);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn key_pairs_and_rotation() {
+        assert!(matches!(
+            parse(&["--livekit-api-key", "k"]),
+            Err(ConfigError::HalfKeyPair)
+        ));
+        let s = parse(&["--livekit-keys", "a: one, b: two"]).unwrap();
+        assert!(s.livekit_keys.secret_for("a").is_some());
+        assert!(s.livekit_keys.secret_for("b").is_some());
+        assert!(s.livekit_keys.secret_for("devkey").is_none(), "explicit keys replace the dev key");
+        assert!(s.dev_defaults.contains(&"ROLLCALL_APP_SECRET"));
+        assert!(!s.dev_defaults.contains(&"LIVEKIT_API_SECRET"));
+    }
+
+    #[test]
+    fn durations_are_human_strings_and_patterns_are_checked() {
+        let s = parse(&["--activity-timeout", "250ms"]).unwrap();
+        assert_eq!(s.activity_timeout, Duration::from_millis(250));
+        assert!(matches!(
+            parse(&["--channel-template", "x.{nope}"]),
+            Err(ConfigError::Naming(_))
+        ));
+    }
+}

@@ -1,0 +1,16 @@
+//! The attendance engine: pure functions and types, no I/O, no clock, no
+//! async. Time is always a parameter. This is where correctness lives, so
+//! every rule of ATTENDANCE_RULES.md it implements has a test here.
+
+pub mod interval;
+pub mod naming;
+pub mod state;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use interval::{Interval, Window};
+pub use naming::{Naming, Session};
+pub use state::{Changes, ClosedBy, Fact, Observation, Participant, RoomState};
+pub use view::{Attendance, LiveStatus, Verdict};

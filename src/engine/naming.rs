@@ -1,0 +1,255 @@
+//! Who and where (rules 1 and 2): which rooms are sessions, which
+//! identities are people, and which channel a session's updates go to.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use crate::domain::{Identity, RoomName, UserId};
+
+pub const DEFAULT_ROOM_PATTERN: &str = r"^(?:.+-)?(?P<type>[a-z]+)-session-(?P<id>[0-9]+)$";
+pub const DEFAULT_IDENTITY_PATTERN: &str = r"^(?P<user_id>[0-9]+)(?:_.*)?$";
+pub const DEFAULT_CHANNEL_TEMPLATE: &str = "session.{id}";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamingError {
+    #[error("invalid {what} pattern: {source}")]
+    Regex {
+        what: &'static str,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("the identity pattern has no named group `user_id`")]
+    NoUserIdGroup,
+    #[error("the channel template uses {{{0}}}, which the room pattern does not capture")]
+    UnknownTemplateField(String),
+    #[error("the channel template has an unclosed `{{`")]
+    UnclosedField,
+}
+
+/// What a room name tells: its session fields and its channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub room: RoomName,
+    pub session_id: Option<String>,
+    pub session_type: Option<String>,
+    pub channel: String,
+}
+
+/// The compiled room pattern, identity pattern and channel template.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    room: Regex,
+    identity: Regex,
+    template: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone)]
+enum TemplatePart {
+    Text(String),
+    Field(String),
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_ROOM_PATTERN,
+            DEFAULT_IDENTITY_PATTERN,
+            DEFAULT_CHANNEL_TEMPLATE,
+        )
+        .expect("the default patterns are valid")
+    }
+}
+
+impl Naming {
+    /// Compiles and cross-checks the three settings, so that a typo fails at
+    /// startup rather than silently ignoring every room.
+    pub fn new(
+        room_pattern: &str,
+        identity_pattern: &str,
+        channel_template: &str,
+    ) -> Result<Self, NamingError> {
+        let room = Regex::new(room_pattern).map_err(|source| NamingError::Regex {
+            what: "room",
+            source,
+        })?;
+        let identity = Regex::new(identity_pattern).map_err(|source| NamingError::Regex {
+            what: "identity",
+            source,
+        })?;
+        if !identity.capture_names().flatten().any(|n| n == "user_id") {
+            return Err(NamingError::NoUserIdGroup);
+        }
+        let template = parse_template(channel_template)?;
+        for part in &template {
+            if let TemplatePart::Field(name) = part {
+                let known = name == "room" || room.capture_names().flatten().any(|n| n == name);
+                if !known {
+                    return Err(NamingError::UnknownTemplateField(name.clone()));
+                }
+            }
+        }
+        Ok(Self {
+            room,
+            identity,
+            template,
+        })
+    }
+
+    /// The session a room name stands for, or `None` when the room is not
+    /// one of ours (rule 1) or its channel would not be a valid Pusher
+    /// channel name.
+    pub fn session(&self, room: &str) -> Option<Session> {
+        let caps = self.room.captures(room)?;
+        let fields: BTreeMap<&str, &str> = self
+            .room
+            .capture_names()
+            .flatten()
+            .filter_map(|name| caps.name(name).map(|m| (name, m.as_str())))
+            .collect();
+        let mut channel = String::new();
+        for part in &self.template {
+            match part {
+                TemplatePart::Text(t) => channel.push_str(t),
+                TemplatePart::Field(f) if f == "room" => channel.push_str(room),
+                TemplatePart::Field(f) => channel.push_str(fields.get(f.as_str()).copied()?),
+            }
+        }
+        if !is_valid_channel_name(&channel) {
+            return None;
+        }
+        Some(Session {
+            room: RoomName::new(room),
+            session_id: fields.get("id").map(|s| s.to_string()),
+            session_type: fields.get("type").map(|s| s.to_string()),
+            channel,
+        })
+    }
+
+    /// The person an identity stands for (rule 2), or `None` to ignore it.
+    pub fn user_id(&self, identity: &Identity) -> Option<UserId> {
+        let caps = self.identity.captures(identity.as_str())?;
+        let id = caps.name("user_id")?.as_str();
+        (!id.is_empty()).then(|| UserId::new(id))
+    }
+}
+
+/// Pusher's channel-name rule: `[A-Za-z0-9_\-=@,.;]`, at most 200 chars.
+pub fn is_valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-=@,.;".contains(&b))
+}
+
+fn parse_template(t: &str) -> Result<Vec<TemplatePart>, NamingError> {
+    let mut parts = Vec::new();
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TemplatePart::Text(rest[..open].to_string()));
+        }
+        let close = rest[open..].find('}').ok_or(NamingError::UnclosedField)? + open;
+        parts.push(TemplatePart::Field(rest[open + 1..close].to_string()));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest.to_string()));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_room_pattern_table() {
+        let n = Naming::default();
+        let cases: &[(&str, Option<(&str, &str, &str)>)] = &[
+            (
+                "itqan-academy-quran-session-121",
+                Some(("121", "quran", "session.121")),
+            ),
+            ("quran-session-7", Some(("7", "quran", "session.7"))),
+            (
+                "a-b-c-academic-session-99",
+                Some(("99", "academic", "session.99")),
+            ),
+            ("mytestroom", None),
+            ("quran-session-", None),
+            ("Quran-session-1", None),
+            ("quran-session-12x", None),
+        ];
+        for (room, want) in cases {
+            let got = n.session(room).map(|s| {
+                (
+                    s.session_id.unwrap(),
+                    s.session_type.unwrap(),
+                    s.channel.clone(),
+                )
+            });
+            let want = want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+            assert_eq!(got, want, "room {room}");
+        }
+    }
+
+    #[test]
+    fn identity_pattern_table() {
+        let n = Naming::default();
+        let cases: &[(&str, Option<&str>)] = &[
+            ("1_Ameer_Maher", Some("1")),
+            ("42", Some("42")),
+            ("42_", Some("42")),
+            ("EG_recorder", None),
+            ("x1_Ameer", None),
+            ("", None),
+        ];
+        for (identity, want) in cases {
+            let got = n.user_id(&Identity::new(*identity));
+            assert_eq!(got, want.map(UserId::new), "identity {identity}");
+        }
+    }
+
+    #[test]
+    fn template_fields_come_from_named_groups() {
+        let n = Naming::new(
+            r"^(?P<tenant>[a-z]+)-(?P<type>[a-z]+)-(?P<id>\d+)$",
+            DEFAULT_IDENTITY_PATTERN,
+            "private-{tenant}.{type}.{id}",
+        )
+        .unwrap();
+        assert_eq!(
+            n.session("acme-math-5").unwrap().channel,
+            "private-acme.math.5"
+        );
+        let whole = Naming::new(r"^.+$", DEFAULT_IDENTITY_PATTERN, "room.{room}").unwrap();
+        assert_eq!(whole.session("abc").unwrap().channel, "room.abc");
+        assert_eq!(
+            whole.session("a b").map(|s| s.channel),
+            None,
+            "space is not a channel char"
+        );
+    }
+
+    #[test]
+    fn bad_settings_fail_at_startup() {
+        assert!(matches!(
+            Naming::new("(", DEFAULT_IDENTITY_PATTERN, "x"),
+            Err(NamingError::Regex { what: "room", .. })
+        ));
+        assert!(matches!(
+            Naming::new(DEFAULT_ROOM_PATTERN, r"^\d+$", "x"),
+            Err(NamingError::NoUserIdGroup)
+        ));
+        assert!(matches!(
+            Naming::new(DEFAULT_ROOM_PATTERN, DEFAULT_IDENTITY_PATTERN, "s.{nope}"),
+            Err(NamingError::UnknownTemplateField(f)) if f == "nope"
+        ));
+        assert!(matches!(
+            Naming::new(DEFAULT_ROOM_PATTERN, DEFAULT_IDENTITY_PATTERN, "s.{id"),
+            Err(NamingError::UnclosedField)
+        ));
+    }
+}

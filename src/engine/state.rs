@@ -1,0 +1,281 @@
+//! A room's attendance state and how one observation changes it.
+//!
+//! Invariant (rule 6): the state is a set of facts merged with commutative,
+//! associative, idempotent operations — the earliest join of a sid, the
+//! earliest webhook leave, the earliest finish of a room instance, and
+//! last-writer-wins labels ordered by `(createdAt, event id)`. Closures
+//! such as "closed by room_finished" are derived when the state is read,
+//! never written into the cycle. So applying the same events in any order,
+//! any number of times, yields the same state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UnixMillis, UserId};
+
+/// What one accepted webhook says about attendance, already filtered: only
+/// attendees of a session room reach the engine (rules 1, 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub id: EventId,
+    /// The event's `createdAt`, in milliseconds.
+    pub created_at: UnixMillis,
+    pub room_sid: RoomSid,
+    pub fact: Fact,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// `participant_joined` (rule 4).
+    Joined {
+        participant: Participant,
+        joined_at: UnixMillis,
+    },
+    /// `participant_left` (rule 5); `joined_at` from the leave payload lets
+    /// a leave without its join still yield the whole cycle (rule 6).
+    Left {
+        participant: Participant,
+        joined_at: Option<UnixMillis>,
+    },
+    /// `participant_connection_aborted` (rules 5, 8): closes the cycle; with
+    /// no join it is a zero-length attempt.
+    Aborted { participant: Participant },
+    /// `room_finished` (rule 14).
+    RoomFinished,
+}
+
+/// Who an observation is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub user_id: UserId,
+    pub sid: ParticipantSid,
+    pub identity: Identity,
+    /// Display name; empty when LiveKit omitted it.
+    pub name: String,
+}
+
+/// All attendance facts of one room (session), across room instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    #[serde(default)]
+    pub people: BTreeMap<UserId, Person>,
+    /// The earliest `room_finished` instant of each room instance.
+    #[serde(default)]
+    pub finished: BTreeMap<RoomSid, UnixMillis>,
+}
+
+/// One person's facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub identity: Stamped<Identity>,
+    /// The latest non-empty display name, if any event carried one.
+    #[serde(default)]
+    pub name: Option<Stamped<String>>,
+    #[serde(default)]
+    pub cycles: BTreeMap<ParticipantSid, Cycle>,
+}
+
+/// A last-writer-wins register: the value of the event with the greatest
+/// `(createdAt, event id)`, so the winner does not depend on arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamped<T> {
+    pub value: T,
+    pub at: UnixMillis,
+    pub event: EventId,
+}
+
+impl<T> Stamped<T> {
+    fn merge(&mut self, other: Stamped<T>) {
+        if (other.at, &other.event) > (self.at, &self.event) {
+            *self = other;
+        }
+    }
+}
+
+/// One participant sid's stay (rule 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cycle {
+    /// The room instance the cycle belongs to (empty if LiveKit omitted it).
+    pub room_sid: RoomSid,
+    /// The earliest join instant known for this sid.
+    pub joined_at: UnixMillis,
+    /// The earliest leave a webhook reported; always beats estimates (rule 15).
+    #[serde(default)]
+    pub left_at: Option<UnixMillis>,
+}
+
+/// Why a cycle ended; the contract's `closed_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    Webhook,
+    HeartbeatTimeout,
+    RoomFinished,
+    SessionEnd,
+}
+
+/// What a change touched, so only those people are broadcast.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    pub people: Vec<UserId>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.people.is_empty()
+    }
+}
+
+impl RoomState {
+    /// Merges one observation into the state and says whose attendance it
+    /// may have changed. Pure: no clock, no I/O.
+    pub fn apply(&mut self, obs: &Observation) -> Changes {
+        match &obs.fact {
+            Fact::Joined {
+                participant,
+                joined_at,
+            } => self.merge_cycle(obs, participant, *joined_at, None),
+            Fact::Left {
+                participant,
+                joined_at,
+            } => {
+                // A leave with no join in its payload still proves the sid
+                // existed; its join is then no later than the leave.
+                let joined = joined_at.unwrap_or(obs.created_at);
+                self.merge_cycle(obs, participant, joined, Some(obs.created_at))
+            }
+            Fact::Aborted { participant } => {
+                // Rule 8: without a join this is a zero-length attempt, so
+                // the payload's joinedAt is deliberately not used.
+                self.merge_cycle(obs, participant, obs.created_at, Some(obs.created_at))
+            }
+            Fact::RoomFinished => self.merge_finish(obs),
+        }
+    }
+
+    fn merge_cycle(
+        &mut self,
+        obs: &Observation,
+        who: &Participant,
+        joined_at: UnixMillis,
+        left_at: Option<UnixMillis>,
+    ) -> Changes {
+        let identity = Stamped {
+            value: who.identity.clone(),
+            at: obs.created_at,
+            event: obs.id.clone(),
+        };
+        let person = self
+            .people
+            .entry(who.user_id.clone())
+            .or_insert_with(|| Person {
+                identity: identity.clone(),
+                name: None,
+                cycles: BTreeMap::new(),
+            });
+        let before = person.clone();
+        person.identity.merge(identity);
+        if !who.name.is_empty() {
+            let name = Stamped {
+                value: who.name.clone(),
+                at: obs.created_at,
+                event: obs.id.clone(),
+            };
+            match &mut person.name {
+                Some(current) => current.merge(name),
+                None => person.name = Some(name),
+            }
+        }
+        let cycle = person
+            .cycles
+            .entry(who.sid.clone())
+            .or_insert_with(|| Cycle {
+                room_sid: obs.room_sid.clone(),
+                joined_at,
+                left_at: None,
+            });
+        cycle.joined_at = cycle.joined_at.min(joined_at);
+        cycle.left_at = min_some(cycle.left_at, left_at);
+        // Keep the room sid deterministic if events disagree on it.
+        if !obs.room_sid.as_str().is_empty()
+            && (cycle.room_sid.as_str().is_empty() || obs.room_sid < cycle.room_sid)
+        {
+            cycle.room_sid = obs.room_sid.clone();
+        }
+        let changed = *person != before;
+        Changes {
+            people: if changed {
+                vec![who.user_id.clone()]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    fn merge_finish(&mut self, obs: &Observation) -> Changes {
+        let open_before = self.open_cycles();
+        let at = self
+            .finished
+            .entry(obs.room_sid.clone())
+            .or_insert(obs.created_at);
+        *at = (*at).min(obs.created_at);
+        let open_after = self.open_cycles();
+        let mut people: Vec<UserId> = open_before
+            .into_iter()
+            .filter(|key| !open_after.contains(key))
+            .map(|(user, _)| user)
+            .collect();
+        people.dedup();
+        Changes { people }
+    }
+
+    fn open_cycles(&self) -> Vec<(UserId, ParticipantSid)> {
+        self.people
+            .iter()
+            .flat_map(|(user, person)| {
+                person
+                    .cycles
+                    .iter()
+                    .filter(|(_, c)| self.closure(c).is_none())
+                    .map(move |(sid, _)| (user.clone(), sid.clone()))
+            })
+            .collect()
+    }
+
+    /// How and when a cycle ended, or `None` while it is open. A webhook
+    /// leave wins over every estimate (rule 15).
+    pub fn closure(&self, cycle: &Cycle) -> Option<(UnixMillis, ClosedBy)> {
+        if let Some(left) = cycle.left_at {
+            return Some((left, ClosedBy::Webhook));
+        }
+        self.finish_of(cycle).map(|at| (at, ClosedBy::RoomFinished))
+    }
+
+    /// The `room_finished` that ends this cycle: its own room instance's;
+    /// when either side lacks a room sid, the earliest finish not before
+    /// the join.
+    fn finish_of(&self, cycle: &Cycle) -> Option<UnixMillis> {
+        if !cycle.room_sid.as_str().is_empty()
+            && let Some(at) = self.finished.get(&cycle.room_sid)
+        {
+            return Some(*at);
+        }
+        self.finished
+            .iter()
+            .filter(|(sid, at)| {
+                (sid.as_str().is_empty() || cycle.room_sid.as_str().is_empty())
+                    && **at >= cycle.joined_at
+            })
+            .map(|(_, at)| *at)
+            .min()
+    }
+}
+
+fn min_some(a: Option<UnixMillis>, b: Option<UnixMillis>) -> Option<UnixMillis> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}

@@ -1,0 +1,471 @@
+//! Rule-by-rule tests of the engine (ATTENDANCE_RULES.md numbers in the
+//! test names) and the order-independence property (rule 6).
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UnixMillis, UserId};
+
+const ROOM: &str = "itqan-academy-quran-session-121";
+const T0: UnixMillis = 1_763_719_200_000; // 2025-11-21T10:00:00Z
+const MIN: i64 = 60_000;
+
+fn session() -> Session {
+    Naming::default().session(ROOM).unwrap()
+}
+
+fn who(user: &str, sid: &str) -> Participant {
+    Participant {
+        user_id: UserId::new(user),
+        sid: ParticipantSid::new(sid),
+        identity: Identity::new(format!("{user}_Test_User")),
+        name: format!("User {user}"),
+    }
+}
+
+fn obs(id: &str, created_at: UnixMillis, fact: Fact) -> Observation {
+    Observation {
+        id: EventId::new(id),
+        created_at,
+        room_sid: RoomSid::new("RM_a"),
+        fact,
+    }
+}
+
+fn join(id: &str, user: &str, sid: &str, at: UnixMillis) -> Observation {
+    obs(
+        id,
+        at,
+        Fact::Joined {
+            participant: who(user, sid),
+            joined_at: at,
+        },
+    )
+}
+
+fn leave(
+    id: &str,
+    user: &str,
+    sid: &str,
+    joined: Option<UnixMillis>,
+    at: UnixMillis,
+) -> Observation {
+    obs(
+        id,
+        at,
+        Fact::Left {
+            participant: who(user, sid),
+            joined_at: joined,
+        },
+    )
+}
+
+fn abort(id: &str, user: &str, sid: &str, at: UnixMillis) -> Observation {
+    obs(
+        id,
+        at,
+        Fact::Aborted {
+            participant: who(user, sid),
+        },
+    )
+}
+
+fn finish(id: &str, room_sid: &str, at: UnixMillis) -> Observation {
+    Observation {
+        id: EventId::new(id),
+        created_at: at,
+        room_sid: RoomSid::new(room_sid),
+        fact: Fact::RoomFinished,
+    }
+}
+
+fn run(events: &[Observation]) -> RoomState {
+    let mut state = RoomState::default();
+    for e in events {
+        state.apply(e);
+    }
+    state
+}
+
+fn read(state: &RoomState, user: &str, window: Window, now: UnixMillis) -> Attendance {
+    let user = UserId::new(user);
+    Attendance::read(&session(), state, &user, &state.people[&user], window, now)
+}
+
+#[test]
+fn rule3_each_participant_sid_is_its_own_cycle() {
+    let s = run(&[
+        join("e1", "1", "PA_a", T0),
+        leave("e2", "1", "PA_a", Some(T0), T0 + MIN),
+        join("e3", "1", "PA_b", T0 + 2 * MIN),
+    ]);
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 3 * MIN);
+    assert_eq!(a.join_count, 2);
+    assert_eq!(a.leave_count, 1);
+    assert_eq!(a.cycles.len(), 2);
+    assert_eq!(a.cycles[0].participant_sid.as_str(), "PA_a");
+    assert_eq!(a.cycles[1].left_at, None);
+    assert!(a.is_currently_in_meeting);
+    assert_eq!(a.status, LiveStatus::Joined);
+    assert_eq!(a.current_cycle_started_at.unwrap().0, T0 + 2 * MIN);
+    assert_eq!(a.last_leave_time.unwrap().0, T0 + MIN);
+    assert_eq!(a.duration_ms, 2 * MIN);
+}
+
+#[test]
+fn rule4_5_join_and_leave_make_an_exact_cycle() {
+    // The fixtures: joined 1763719201.456, left 1763719260 → 58.544 s.
+    let s = run(&[
+        join("e1", "1", "PA_x", 1_763_719_201_456),
+        leave(
+            "e2",
+            "1",
+            "PA_x",
+            Some(1_763_719_201_456),
+            1_763_719_260_000,
+        ),
+    ]);
+    let a = read(&s, "1", Window::UNBOUNDED, 1_763_719_999_000);
+    assert_eq!(a.duration_ms, 58_544);
+    assert_eq!(a.duration_seconds, 58);
+    assert_eq!(a.duration_minutes, 0);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::Webhook));
+    assert_eq!(a.status, LiveStatus::Left);
+    assert!(!a.is_currently_in_meeting);
+    assert_eq!(a.current_cycle_started_at, None);
+}
+
+#[test]
+fn rule6_leave_before_join_and_leave_without_join() {
+    let j = join("e1", "1", "PA_x", T0);
+    let l = leave("e2", "1", "PA_x", Some(T0), T0 + 5 * MIN);
+    let leave_first = run(&[l.clone(), j.clone()]);
+    assert_eq!(leave_first, run(&[j, l.clone()]));
+    let only_leave = run(&[l]);
+    let a = read(&only_leave, "1", Window::UNBOUNDED, T0 + 10 * MIN);
+    assert_eq!(
+        a.duration_ms,
+        5 * MIN,
+        "the leave payload's joinedAt gives the cycle"
+    );
+    assert_eq!(a.status, LiveStatus::Left);
+    assert_eq!(a.join_count, 1);
+}
+
+#[test]
+fn rule6_a_late_join_does_not_reopen_a_closed_cycle() {
+    let s = run(&[
+        leave("e2", "1", "PA_x", Some(T0), T0 + MIN),
+        join("e1", "1", "PA_x", T0),
+    ]);
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 60 * MIN);
+    assert!(!a.is_currently_in_meeting);
+    assert_eq!(a.duration_ms, MIN);
+}
+
+#[test]
+fn rule6_reconnect_race_leave_after_new_join() {
+    // The reconnect's join of the new sid arrives before the old sid's leave.
+    let s = run(&[
+        join("e1", "1", "PA_old", T0),
+        join("e3", "1", "PA_new", T0 + 10 * MIN),
+        leave("e2", "1", "PA_old", Some(T0), T0 + 10 * MIN),
+    ]);
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 20 * MIN);
+    assert!(a.is_currently_in_meeting, "the new cycle stays open");
+    assert_eq!(a.duration_ms, 20 * MIN);
+}
+
+#[test]
+fn rule7_applying_an_event_again_changes_nothing() {
+    let j = join("e1", "1", "PA_x", T0);
+    let mut s = RoomState::default();
+    assert!(!s.apply(&j).is_empty());
+    let once = s.clone();
+    assert!(
+        s.apply(&j).is_empty(),
+        "a second application reports no change"
+    );
+    assert_eq!(s, once);
+}
+
+#[test]
+fn rule8_aborted_without_join_is_a_zero_length_attempt() {
+    let s = run(&[abort("e1", "1", "PA_x", T0)]);
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + MIN);
+    assert_eq!(a.join_count, 1);
+    assert_eq!(a.duration_ms, 0);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::Webhook));
+    assert!(!a.is_currently_in_meeting);
+    // With its join known (either order), it is an ordinary closed cycle.
+    let j = join("e0", "1", "PA_x", T0 - MIN);
+    let s1 = run(&[abort("e1", "1", "PA_x", T0), j.clone()]);
+    let s2 = run(&[j, abort("e1", "1", "PA_x", T0)]);
+    assert_eq!(s1, s2);
+    assert_eq!(read(&s1, "1", Window::UNBOUNDED, T0 + MIN).duration_ms, MIN);
+}
+
+#[test]
+fn rule9_overlapping_tabs_count_once() {
+    let s = run(&[
+        join("e1", "1", "PA_tab1", T0),
+        join("e2", "1", "PA_tab2", T0),
+        leave("e3", "1", "PA_tab1", Some(T0), T0 + 30 * MIN),
+        leave("e4", "1", "PA_tab2", Some(T0), T0 + 30 * MIN),
+    ]);
+    assert_eq!(
+        read(&s, "1", Window::UNBOUNDED, T0 + 90 * MIN).duration_ms,
+        30 * MIN
+    );
+    // Partly overlapping: 10:00–10:20 and 10:10–10:40 is 40 minutes.
+    let s = run(&[
+        leave("e1", "1", "PA_a", Some(T0), T0 + 20 * MIN),
+        leave("e2", "1", "PA_b", Some(T0 + 10 * MIN), T0 + 40 * MIN),
+    ]);
+    assert_eq!(
+        read(&s, "1", Window::UNBOUNDED, T0 + 90 * MIN).duration_ms,
+        40 * MIN
+    );
+}
+
+#[test]
+fn rule10_only_time_inside_the_window_counts() {
+    // Joined 10 minutes early (preparation), left 10 minutes after the end.
+    let s = run(&[
+        join("e1", "1", "PA_x", T0 - 10 * MIN),
+        leave("e2", "1", "PA_x", Some(T0 - 10 * MIN), T0 + 70 * MIN),
+    ]);
+    let w = Window::between(T0, T0 + 60 * MIN);
+    assert_eq!(read(&s, "1", w, T0 + 90 * MIN).duration_ms, 60 * MIN);
+    assert_eq!(
+        read(&s, "1", Window::UNBOUNDED, T0 + 90 * MIN).duration_ms,
+        80 * MIN
+    );
+}
+
+#[test]
+fn rule11_open_cycles_count_up_to_now_clipped_to_the_window() {
+    let s = run(&[join("e1", "1", "PA_x", T0 + 1_500)]);
+    assert_eq!(
+        read(&s, "1", Window::UNBOUNDED, T0 + 61_500).duration_ms,
+        MIN
+    );
+    assert_eq!(
+        read(&s, "1", Window::UNBOUNDED, T0).duration_ms,
+        0,
+        "no time before the join"
+    );
+    let w = Window::between(T0, T0 + 30_000);
+    assert_eq!(read(&s, "1", w, T0 + 61_500).duration_ms, 28_500);
+}
+
+#[test]
+fn rule14_room_finished_closes_open_cycles_of_that_instance() {
+    let mut s = run(&[
+        join("e1", "1", "PA_x", T0),
+        join("e2", "2", "PA_y", T0),
+        leave("e3", "2", "PA_y", Some(T0), T0 + MIN),
+    ]);
+    let changes = s.apply(&finish("e4", "RM_a", T0 + 10 * MIN));
+    assert_eq!(
+        changes.people,
+        vec![UserId::new("1")],
+        "only the open cycle changes"
+    );
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 60 * MIN);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::RoomFinished));
+    assert_eq!(a.duration_ms, 10 * MIN);
+    assert!(!a.is_currently_in_meeting);
+    // A cycle of the next room instance is not closed by the old finish.
+    s.apply(&Observation {
+        room_sid: RoomSid::new("RM_b"),
+        ..join("e5", "1", "PA_z", T0 + 11 * MIN)
+    });
+    assert!(read(&s, "1", Window::UNBOUNDED, T0 + 60 * MIN).is_currently_in_meeting);
+}
+
+#[test]
+fn rule15_a_webhook_leave_replaces_the_room_finished_estimate() {
+    let s = run(&[
+        join("e1", "1", "PA_x", T0),
+        finish("e4", "RM_a", T0 + 10 * MIN),
+        leave("e2", "1", "PA_x", Some(T0), T0 + 7 * MIN),
+    ]);
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 60 * MIN);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::Webhook));
+    assert_eq!(a.duration_ms, 7 * MIN);
+}
+
+#[test]
+fn labels_follow_the_latest_event_whatever_the_arrival_order() {
+    let mut early = join("e1", "1", "PA_x", T0);
+    let mut late = leave("e2", "1", "PA_x", Some(T0), T0 + MIN);
+    if let Fact::Joined { participant, .. } = &mut early.fact {
+        participant.name = "Old Name".into();
+    }
+    if let Fact::Left { participant, .. } = &mut late.fact {
+        participant.name = String::new(); // LiveKit omitted it
+    }
+    let s = run(&[late.clone(), early.clone()]);
+    assert_eq!(s, run(&[early, late]));
+    assert_eq!(read(&s, "1", Window::UNBOUNDED, T0).name, "Old Name");
+}
+
+#[test]
+fn payload_matches_the_contract_shape() {
+    let s = run(&[
+        join("e1", "1", "PA_x", 1_763_719_201_456),
+        leave(
+            "e2",
+            "1",
+            "PA_x",
+            Some(1_763_719_201_456),
+            1_763_719_260_000,
+        ),
+    ]);
+    let a = read(&s, "1", Window::UNBOUNDED, 1_763_719_300_000);
+    let v: serde_json::Value = serde_json::from_str(&a.updated_json(1_763_719_300_120)).unwrap();
+    assert_eq!(v["user_id"], serde_json::json!(1));
+    assert_eq!(v["timestamp"], "2025-11-21T10:01:40.120Z");
+    let at = &v["attendance"];
+    let keys: Vec<&str> = at.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = vec![
+        "room",
+        "session_id",
+        "session_type",
+        "identity",
+        "name",
+        "is_currently_in_meeting",
+        "status",
+        "duration_ms",
+        "duration_seconds",
+        "duration_minutes",
+        "current_cycle_started_at",
+        "join_count",
+        "leave_count",
+        "first_join_time",
+        "last_leave_time",
+        "attendance_status",
+        "attendance_percentage",
+        "is_late",
+        "is_final",
+        "cycles",
+    ];
+    let mut got = keys.clone();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(at["room"], ROOM);
+    assert_eq!(at["session_id"], "121");
+    assert_eq!(at["session_type"], "quran");
+    assert_eq!(at["status"], "left");
+    assert_eq!(at["duration_ms"], 58_544);
+    assert_eq!(at["first_join_time"], "2025-11-21T10:00:01.456Z");
+    assert_eq!(at["last_leave_time"], "2025-11-21T10:01:00.000Z");
+    assert_eq!(at["attendance_status"], serde_json::Value::Null);
+    assert_eq!(at["is_final"], false);
+    assert_eq!(
+        at["cycles"][0],
+        serde_json::json!({
+            "participant_sid": "PA_x",
+            "joined_at": "2025-11-21T10:00:01.456Z",
+            "left_at": "2025-11-21T10:01:00.000Z",
+            "closed_by": "webhook"
+        })
+    );
+}
+
+// ---- Rule 6 as a property: any order, any duplicates, same state. ----
+
+fn arb_event() -> impl Strategy<Value = Observation> {
+    let user = prop::sample::select(vec!["1", "2"]);
+    let sid = prop::sample::select(vec!["PA_a", "PA_b", "PA_c"]);
+    let at = (0i64..100).prop_map(|m| T0 + m * 1_000);
+    let name = prop::sample::select(vec!["", "Ann", "Bob"]);
+    let room_sid = prop::sample::select(vec!["RM_a", "RM_b", ""]);
+    (
+        0u8..4,
+        user,
+        sid,
+        at,
+        0i64..50,
+        name,
+        room_sid,
+        0u32..1_000_000,
+    )
+        .prop_map(|(kind, user, sid, at, joined_back, name, room_sid, n)| {
+            let mut p = who(user, sid);
+            p.name = name.to_string();
+            let fact = match kind {
+                0 => Fact::Joined {
+                    participant: p,
+                    joined_at: at - joined_back * 1_000,
+                },
+                1 => Fact::Left {
+                    participant: p,
+                    joined_at: (joined_back % 2 == 0).then_some(at - joined_back * 1_000),
+                },
+                2 => Fact::Aborted { participant: p },
+                _ => Fact::RoomFinished,
+            };
+            Observation {
+                id: EventId::new(format!("EV_{n}")),
+                created_at: at,
+                room_sid: RoomSid::new(room_sid),
+                fact,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn rule6_any_order_of_the_same_events_gives_the_same_state(
+        (events, order) in prop::collection::vec(arb_event(), 0..24)
+            .prop_flat_map(|events| {
+                let n = events.len();
+                (Just(events), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+            }),
+        dup_every in 1usize..5,
+    ) {
+        let in_order = run(&events);
+        // Shuffled, with some events delivered twice (rule 7).
+        let mut shuffled = Vec::new();
+        for (i, &k) in order.iter().enumerate() {
+            shuffled.push(events[k].clone());
+            if i % dup_every == 0 {
+                shuffled.push(events[k].clone());
+            }
+        }
+        let other = run(&shuffled);
+        prop_assert_eq!(&in_order, &other);
+        // Equal states read equally, at any instant and window.
+        let now = T0 + 200_000;
+        let w = Window::between(T0 + 10_000, T0 + 80_000);
+        let s = session();
+        prop_assert_eq!(
+            Attendance::roster(&s, &in_order, w, now),
+            Attendance::roster(&s, &other, w, now)
+        );
+    }
+
+    #[test]
+    fn duration_never_exceeds_the_window_or_the_sum_of_cycles(
+        events in prop::collection::vec(arb_event(), 0..24),
+        ws in 0i64..100, wl in 0i64..100,
+    ) {
+        let s = run(&events);
+        let now = T0 + 150_000;
+        let w = Window::between(T0 + ws * 1_000, T0 + (ws + wl) * 1_000);
+        for a in Attendance::roster(&session(), &s, w, now) {
+            prop_assert!(a.duration_ms <= wl * 1_000);
+            let unbounded = Attendance::read(&session(), &s, &a.user_id, &s.people[&a.user_id], Window::UNBOUNDED, now);
+            prop_assert!(a.duration_ms <= unbounded.duration_ms);
+            let sum: i64 = unbounded.cycles.iter().map(|c| {
+                c.left_at.map_or(now, |l| l.0).max(c.joined_at.0) - c.joined_at.0
+            }).sum();
+            prop_assert!(unbounded.duration_ms <= sum);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The contract's `attendance` object: a person's facts read at an instant
+//! through a counting window (rules 9–11).
+
+use serde::Serialize;
+
+use super::interval::{Interval, Window, union_length};
+use super::naming::Session;
+use super::state::{ClosedBy, Person, RoomState};
+use crate::domain::{ParticipantSid, Timestamp, UnixMillis, UserId};
+
+/// One person's attendance, exactly as PRODUCT.md's `attendance` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attendance {
+    pub room: String,
+    pub session_id: Option<String>,
+    pub session_type: Option<String>,
+    pub identity: String,
+    pub name: String,
+    pub is_currently_in_meeting: bool,
+    pub status: LiveStatus,
+    pub duration_ms: i64,
+    pub duration_seconds: i64,
+    pub duration_minutes: i64,
+    pub current_cycle_started_at: Option<Timestamp>,
+    pub join_count: usize,
+    pub leave_count: usize,
+    pub first_join_time: Option<Timestamp>,
+    pub last_leave_time: Option<Timestamp>,
+    pub attendance_status: Option<Verdict>,
+    pub attendance_percentage: Option<f64>,
+    pub is_late: Option<bool>,
+    pub is_final: bool,
+    pub cycles: Vec<CycleView>,
+    /// Not part of the payload: the person key, for the envelope.
+    #[serde(skip)]
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveStatus {
+    Joined,
+    Left,
+}
+
+/// The final verdict (rule 18); reported once a schedule is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Present,
+    Late,
+    Partial,
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CycleView {
+    pub participant_sid: ParticipantSid,
+    pub joined_at: Timestamp,
+    pub left_at: Option<Timestamp>,
+    pub closed_by: Option<ClosedBy>,
+}
+
+impl Attendance {
+    /// Reads `person` at `now`: closed cycles end at their closure, open
+    /// ones at `now`, and only the part inside `window` counts, once
+    /// however many cycles overlap.
+    pub fn read(
+        session: &Session,
+        room: &RoomState,
+        user_id: &UserId,
+        person: &Person,
+        window: Window,
+        now: UnixMillis,
+    ) -> Self {
+        let mut cycles: Vec<CycleView> = Vec::with_capacity(person.cycles.len());
+        let mut intervals = Vec::with_capacity(person.cycles.len());
+        let mut open_started: Option<UnixMillis> = None;
+        let mut last_leave: Option<UnixMillis> = None;
+        for (sid, cycle) in &person.cycles {
+            let closure = room.closure(cycle);
+            let end = match closure {
+                Some((at, _)) => {
+                    last_leave = Some(last_leave.map_or(at, |l| l.max(at)));
+                    at
+                }
+                None => {
+                    // The "current" cycle is the most recent open one.
+                    open_started =
+                        Some(open_started.map_or(cycle.joined_at, |s| s.max(cycle.joined_at)));
+                    now
+                }
+            };
+            if let Some(iv) = window.clip(Interval::new(cycle.joined_at, end)) {
+                intervals.push(iv);
+            }
+            cycles.push(CycleView {
+                participant_sid: sid.clone(),
+                joined_at: Timestamp(cycle.joined_at),
+                left_at: closure.map(|(at, _)| Timestamp(at)),
+                closed_by: closure.map(|(_, by)| by),
+            });
+        }
+        cycles.sort_by(|a, b| {
+            (a.joined_at, &a.participant_sid).cmp(&(b.joined_at, &b.participant_sid))
+        });
+        let duration_ms = union_length(intervals);
+        let in_meeting = open_started.is_some();
+        let identity = person.identity.value.to_string();
+        let name = person
+            .name
+            .as_ref()
+            .map_or_else(|| identity.clone(), |n| n.value.clone());
+        Self {
+            room: session.room.to_string(),
+            session_id: session.session_id.clone(),
+            session_type: session.session_type.clone(),
+            identity,
+            name,
+            is_currently_in_meeting: in_meeting,
+            status: if in_meeting {
+                LiveStatus::Joined
+            } else {
+                LiveStatus::Left
+            },
+            duration_ms,
+            duration_seconds: duration_ms / 1000,
+            duration_minutes: duration_ms / 60_000,
+            current_cycle_started_at: open_started.map(Timestamp),
+            join_count: cycles.len(),
+            leave_count: cycles.iter().filter(|c| c.left_at.is_some()).count(),
+            first_join_time: cycles.iter().map(|c| c.joined_at).min(),
+            last_leave_time: last_leave.map(Timestamp),
+            attendance_status: None,
+            attendance_percentage: None,
+            is_late: None,
+            is_final: false,
+            cycles,
+            user_id: user_id.clone(),
+        }
+    }
+
+    /// Every person of the room, ordered by user id.
+    pub fn roster(
+        session: &Session,
+        room: &RoomState,
+        window: Window,
+        now: UnixMillis,
+    ) -> Vec<Self> {
+        room.people
+            .iter()
+            .map(|(user, person)| Self::read(session, room, user, person, window, now))
+            .collect()
+    }
+}
+
+/// The `attendance.updated` payload.
+#[derive(Debug, Serialize)]
+pub struct UpdatedMessage<'a> {
+    pub user_id: serde_json::Value,
+    pub attendance: &'a Attendance,
+    pub timestamp: Timestamp,
+}
+
+/// The `attendance.snapshot` payload.
+#[derive(Debug, Serialize)]
+pub struct SnapshotMessage<'a> {
+    pub room: &'a str,
+    pub participants: &'a [Attendance],
+    pub timestamp: Timestamp,
+}
+
+pub const UPDATED_EVENT: &str = "attendance.updated";
+pub const SNAPSHOT_EVENT: &str = "attendance.snapshot";
+
+impl Attendance {
+    /// The JSON text of this person's `attendance.updated` at `now`.
+    pub fn updated_json(&self, now: UnixMillis) -> String {
+        serde_json::to_string(&UpdatedMessage {
+            user_id: self.user_id.to_json(),
+            attendance: self,
+            timestamp: Timestamp(now),
+        })
+        .expect("attendance serializes")
+    }
+}
+
+/// The JSON text of a room's `attendance.snapshot` at `now`.
+pub fn snapshot_json(room: &str, participants: &[Attendance], now: UnixMillis) -> String {
+    serde_json::to_string(&SnapshotMessage {
+        room,
+        participants,
+        timestamp: Timestamp(now),
+    })
+    .expect("snapshot serializes")
+}

@@ -1,0 +1,119 @@
+//! Process-wide counters, rendered as Prometheus text at `/metrics`.
+//! Plain atomics: incrementing one costs a relaxed add on the hot path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What happened to a webhook; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    Applied,
+    Duplicate,
+    Ignored,
+    Unauthorized,
+    Malformed,
+    TooLarge,
+    StoreUnavailable,
+}
+
+impl WebhookOutcome {
+    const ALL: [WebhookOutcome; 7] = [
+        Self::Applied,
+        Self::Duplicate,
+        Self::Ignored,
+        Self::Unauthorized,
+        Self::Malformed,
+        Self::TooLarge,
+        Self::StoreUnavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+            Self::Unauthorized => "unauthorized",
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    webhooks: [AtomicU64; 7],
+    /// Webhooks whose room name did not match the room pattern (rule 1).
+    pub rooms_unmatched: AtomicU64,
+    /// `attendance.updated` frames published (once per change, not per socket).
+    pub attendance_updates: AtomicU64,
+    /// Optimistic commits retried because another writer got there first.
+    pub commit_conflicts: AtomicU64,
+}
+
+/// Gauges read at render time from their owners.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub connections: usize,
+    pub channels: usize,
+}
+
+impl Metrics {
+    pub fn webhook(&self, outcome: WebhookOutcome) {
+        self.webhooks[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn webhook_count(&self, outcome: WebhookOutcome) -> u64 {
+        self.webhooks[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(1024);
+        let _ = writeln!(out, "# HELP rollcall_webhooks_total LiveKit webhooks by outcome.");
+        let _ = writeln!(out, "# TYPE rollcall_webhooks_total counter");
+        for outcome in WebhookOutcome::ALL {
+            let _ = writeln!(
+                out,
+                "rollcall_webhooks_total{{outcome=\"{}\"}} {}",
+                outcome.label(),
+                self.webhook_count(outcome)
+            );
+        }
+        let counters = [
+            (
+                "rollcall_rooms_unmatched_total",
+                "Webhooks for rooms that do not match ROLLCALL_ROOM_PATTERN.",
+                &self.rooms_unmatched,
+            ),
+            (
+                "rollcall_attendance_updates_total",
+                "attendance.updated messages published.",
+                &self.attendance_updates,
+            ),
+            (
+                "rollcall_commit_conflicts_total",
+                "State commits retried after a concurrent write.",
+                &self.commit_conflicts,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        let gauges = [
+            ("rollcall_websocket_connections", "Open Pusher WebSocket connections.", gauges.connections),
+            ("rollcall_channels", "Channels with at least one local subscriber.", gauges.channels),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}

@@ -1,0 +1,229 @@
+//! The Pusher WebSocket endpoint: configuration, shared state, the
+//! `GET /app/{app_key}` route and the checks made before a connection is
+//! admitted.
+//!
+//! axum's graceful shutdown does not wait for upgraded sockets, so every
+//! socket task is tracked by the state's `tracker` and watches its
+//! `shutdown` token; the `PusherState::shutdown()` method cancels the token
+//! (every socket closes with 4200) and waits for the tasks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::channel::ChannelName;
+use super::frame::{self, code};
+use super::hub::Hub;
+use super::socket;
+
+/// Settings of the Pusher endpoint.
+#[derive(Debug, Clone)]
+pub struct PusherConfig {
+    /// The only app key accepted in `/app/{app_key}`.
+    pub app_key: String,
+    /// Signs private-channel subscriptions.
+    pub app_secret: String,
+    /// Silence after which the server pings a client; announced to clients
+    /// in `connection_established` (whole seconds, rounded up).
+    pub activity_timeout: Duration,
+    /// How long a pinged client has to show any sign of life before it is
+    /// closed with 4201.
+    pub pong_timeout: Duration,
+    /// Largest client message accepted (enforced by tungstenite while
+    /// reading, so an oversized message is never buffered whole).
+    pub max_message_bytes: usize,
+    /// Frames queued per socket before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// Connections accepted at once on this node; more are closed with 4100.
+    pub max_connections: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_socket: usize,
+}
+
+impl PusherConfig {
+    /// Defaults from PROTOCOLS.md / Pusher's limits, with these credentials.
+    pub fn new(app_key: impl Into<String>, app_secret: impl Into<String>) -> Self {
+        Self {
+            app_key: app_key.into(),
+            app_secret: app_secret.into(),
+            activity_timeout: Duration::from_secs(120),
+            pong_timeout: Duration::from_secs(30),
+            max_message_bytes: 10 * 1024,
+            outbound_queue: 512,
+            max_connections: 10_000,
+            max_channels_per_socket: 100,
+        }
+    }
+}
+
+/// Frames to send a socket right after it subscribed to a channel, after
+/// `subscription_succeeded` and before any update published since.
+#[async_trait]
+pub trait SubscribeHook: Send + Sync + 'static {
+    /// Frames for a socket that just subscribed to `channel` (rollcall sends
+    /// an `attendance.snapshot` here).
+    async fn after_subscribe(&self, channel: &ChannelName) -> Vec<Utf8Bytes>;
+}
+
+/// A hook that sends nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHook;
+
+#[async_trait]
+impl SubscribeHook for NoHook {
+    async fn after_subscribe(&self, _channel: &ChannelName) -> Vec<Utf8Bytes> {
+        Vec::new()
+    }
+}
+
+/// Everything the endpoint shares between connections. Cheap to clone.
+#[derive(Clone)]
+pub struct PusherState {
+    /// Endpoint settings.
+    pub config: Arc<PusherConfig>,
+    /// Local channel → sockets registry; publishers hold a clone.
+    pub hub: Hub,
+    /// Produces the frames sent after a subscription (the snapshot).
+    pub hook: Arc<dyn SubscribeHook>,
+    /// Cancelled to close every socket with 4200 (restart/shutdown).
+    pub shutdown: CancellationToken,
+    /// Tracks every socket task, from the upgrade to the end of the close
+    /// handshake, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Connections currently admitted (gauge, bounded by
+    /// `max_connections`).
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl PusherState {
+    /// State with a fresh shutdown token and tracker; replace those fields to
+    /// share the application's.
+    pub fn new(config: PusherConfig, hub: Hub, hook: Arc<dyn SubscribeHook>) -> Self {
+        Self {
+            config: Arc::new(config),
+            hub,
+            hook,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            connections: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Connections currently open.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Closes every socket with 4200 and waits until all socket tasks have
+    /// finished. New upgrades after this are refused with 4200.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// The router serving `GET /app/{app_key}` (WebSocket upgrade).
+pub fn routes(state: PusherState) -> Router {
+    Router::new()
+        .route("/app/{app_key}", get(upgrade))
+        .with_state(state)
+}
+
+/// One admitted connection; dropping it frees the slot.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn acquire(gauge: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        gauge
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(gauge.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a connection is refused: the Pusher code and message, sent as a
+/// `pusher:error` and then as the close frame (pusher-js acts on the close
+/// code; browsers only see a close code after the upgrade, hence upgrading
+/// refused connections too). Messages double as close reasons, so they stay
+/// well under the 123-byte limit and never echo client input.
+fn admission_error(
+    state: &PusherState,
+    app_key: &str,
+    query: &HashMap<String, String>,
+) -> Option<(u16, String)> {
+    if app_key != state.config.app_key {
+        return Some((code::UNKNOWN_APP, "unknown app key".to_owned()));
+    }
+    let Some(protocol) = query.get("protocol") else {
+        return Some((code::NO_PROTOCOL, "no protocol version supplied".to_owned()));
+    };
+    let Ok(protocol) = protocol.parse::<u32>() else {
+        return Some((
+            code::INVALID_PROTOCOL_FORMAT,
+            "invalid protocol version format".to_owned(),
+        ));
+    };
+    if !(5..=7).contains(&protocol) {
+        return Some((
+            code::UNSUPPORTED_PROTOCOL,
+            format!("unsupported protocol version {protocol}"),
+        ));
+    }
+    if state.shutdown.is_cancelled() {
+        return Some((code::RECONNECT, "server restarting".to_owned()));
+    }
+    None
+}
+
+async fn upgrade(
+    State(state): State<PusherState>,
+    Path(app_key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let limit = state.config.max_message_bytes;
+    let ws = ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"));
+    // Taken before the upgrade completes so `tracker.wait()` also covers
+    // sockets between the 101 response and the start of their task.
+    let tracked = state.tracker.token();
+
+    let admitted = match admission_error(&state, &app_key, &query) {
+        Some(refusal) => Err(refusal),
+        None => ConnectionSlot::acquire(&state.connections, state.config.max_connections)
+            .ok_or((code::OVER_CAPACITY, "over capacity".to_owned())),
+    };
+    ws.on_upgrade(move |ws| async move {
+        let _tracked = tracked;
+        match admitted {
+            // The slot lives as long as the connection.
+            Ok(_slot) => socket::serve(ws, state).await,
+            Err((code, message)) => {
+                tracing::debug!(code, message, "refusing pusher connection");
+                let error = frame::error(Some(code), &message);
+                socket::close(ws, Some(error), code, &message).await;
+            }
+        }
+    })
+}

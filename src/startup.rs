@@ -1,0 +1,141 @@
+//! Builds a server from `Settings` and runs it until a shutdown signal.
+//! `main` and the tests start it the same way: `Application::build` binds
+//! (port 0 in tests), `run_until` serves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::ws::Utf8Bytes;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::pusher::hub::Hub;
+use crate::pusher::{self, PusherConfig, PusherState};
+use crate::snapshot::Snapshots;
+use crate::store::{LocalDelivery, MemoryStore, Store};
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    /// Cancelled on shutdown: every socket closes with 4200 so browsers
+    /// reconnect at once (to another node, or to us after a restart).
+    shutdown: CancellationToken,
+    /// Upgraded WebSocket tasks, which axum's graceful shutdown does not
+    /// wait for (axum#3003); we wait for them ourselves.
+    tracker: TaskTracker,
+    settings: Settings,
+    pub state: AppState,
+}
+
+/// The hub is how stores reach this node's sockets.
+impl LocalDelivery for Hub {
+    fn deliver(&self, channel: &str, frame: Utf8Bytes) {
+        self.publish(channel, frame, None);
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let hub = Hub::new();
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = match &settings.redis_url {
+            Some(_) => anyhow::bail!("ROLLCALL_REDIS_URL is set, but the Redis store is not built yet"),
+            None => {
+                tracing::warn!(
+                    "no ROLLCALL_REDIS_URL: using the embedded in-memory store — state is lost on restart and not shared between nodes; for trying rollcall and single-node development only"
+                );
+                Arc::new(MemoryStore::new(Arc::new(hub.clone())))
+            }
+        };
+        if !settings.dev_defaults.is_empty() {
+            tracing::warn!(
+                defaults = ?settings.dev_defaults,
+                "running with published development secrets; set real ones before exposing this server"
+            );
+        }
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ingest = Ingest {
+            store: Arc::clone(&store),
+            naming: settings.naming.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let state = AppState {
+            ingest,
+            keys: Arc::new(settings.livekit_keys.clone()),
+            metrics: Arc::clone(&metrics),
+            hub: hub.clone(),
+            store: Arc::clone(&store),
+        };
+        let pusher_state = PusherState::new(
+            PusherConfig {
+                app_key: settings.app_key.clone(),
+                app_secret: settings.app_secret.clone(),
+                activity_timeout: settings.activity_timeout,
+                pong_timeout: settings.pong_timeout,
+                max_connections: settings.max_connections,
+                ..PusherConfig::default()
+            },
+            hub,
+            Arc::new(Snapshots {
+                store,
+                naming: settings.naming.clone(),
+            }),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let router = http::routes(state.clone()).merge(pusher::routes(pusher_state));
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        Ok(Self {
+            listener,
+            router,
+            shutdown,
+            tracker,
+            settings,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `signal` completes, then shuts down in order: stop
+    /// accepting, close sockets with 4200, finish in-flight requests (so no
+    /// acknowledged webhook is cut short), all within the shutdown timeout.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        tracing::info!(%addr, "rollcall listening");
+        let shutdown = self.shutdown.clone();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            signal.await;
+            tracing::info!("shutting down: closing sockets with 4200, draining requests");
+            shutdown.cancel();
+        });
+        let deadline = self.settings.shutdown_timeout;
+        let served = tokio::spawn(async move { serve.await });
+        // Wait for the serve loop; after the signal, give it a bounded time.
+        let result = tokio::select! {
+            r = served => r.context("server task panicked")?.context("server error"),
+            _ = async { self.shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
+                tracing::warn!("in-flight requests did not finish within {deadline:?}; exiting anyway");
+                Ok(())
+            }
+        };
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+            tracing::warn!("sockets did not close within {deadline:?}; exiting anyway");
+        }
+        tracing::info!("rollcall stopped");
+        result
+    }
+}

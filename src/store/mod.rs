@@ -1,0 +1,111 @@
+//! Where attendance state lives: a trait with an in-memory implementation
+//! (the embedded default) and, in production, Redis.
+//!
+//! Invariants every implementation keeps:
+//! - `commit` is atomic: the event-id check (rule 7), the log append
+//!   (rule 22), the state write and the publication of its broadcasts
+//!   happen together or not at all, and a commit whose `expected_version`
+//!   is stale changes nothing (`Conflict`), so concurrent writers — tasks
+//!   or whole nodes — never lose an update.
+//! - Broadcasts of one room are published in commit order.
+//! - A commit that returned `Committed` is durable as far as the store can
+//!   make it; only then may the webhook be acknowledged.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{EventId, RoomName, UnixMillis};
+use crate::engine::RoomState;
+
+pub use memory::MemoryStore;
+
+/// One accepted webhook as it arrived: the immutable log entry (rule 22).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    pub id: EventId,
+    pub received_at: UnixMillis,
+    /// The raw body, byte for byte as LiveKit signed it.
+    pub body: String,
+}
+
+/// A room's state and the version a commit must name to replace it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub state: RoomState,
+    pub version: u64,
+}
+
+/// A Pusher frame for every socket subscribed to `channel`, on every node.
+/// Serialized once; cloning `frame` shares the bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    pub channel: String,
+    pub frame: Utf8Bytes,
+}
+
+/// One atomic step: remember and log `event`, replace the state, publish.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The version read; `0` when the room had no record.
+    pub expected_version: u64,
+    pub event: LoggedEvent,
+    /// The new state, or `None` when the event changed nothing (it is still
+    /// logged and its id remembered).
+    pub state: Option<RoomState>,
+    pub broadcasts: Vec<Broadcast>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed { version: u64 },
+    /// The event id was already applied: nothing changed (rule 7).
+    Duplicate,
+    /// Someone committed since `expected_version` was read: reload, retry.
+    Conflict,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Delivers a broadcast to this node's own sockets. Implemented by the
+/// Pusher hub; stores call it for every broadcast they publish or receive.
+pub trait LocalDelivery: Send + Sync + 'static {
+    fn deliver(&self, channel: &str, frame: Utf8Bytes);
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and `/readyz` (`memory`, `redis`).
+    fn kind(&self) -> &'static str;
+
+    async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// Whether `id` was already applied to `room`: a cheap early answer for
+    /// retries. `commit` checks again atomically.
+    async fn is_applied(&self, room: &RoomName, id: &EventId) -> Result<bool, StoreError>;
+
+    async fn commit(&self, room: &RoomName, commit: Commit) -> Result<CommitOutcome, StoreError>;
+
+    /// Records that `room`'s updates go to `channel`, so a new subscriber
+    /// of the channel can be sent the room's snapshot. Idempotent.
+    async fn link_channel(&self, channel: &str, room: &RoomName) -> Result<(), StoreError>;
+
+    async fn rooms_of_channel(&self, channel: &str) -> Result<Vec<RoomName>, StoreError>;
+
+    /// The room's event log, oldest first.
+    async fn event_log(&self, room: &RoomName) -> Result<Vec<LoggedEvent>, StoreError>;
+
+    /// Publishes broadcasts that are not tied to a state change.
+    async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError>;
+
+    /// Succeeds when the store can take writes (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,6 @@
+//! Command-line tools beside the server: a webhook simulator and a
+//! terminal view of a channel, so a newcomer can see an update arrive
+//! without writing code.
+
+pub mod watch;
+pub mod webhook;

@@ -1,0 +1,217 @@
+//! `spawn_app()` and typed helpers: a real server on an ephemeral loopback
+//! port, a real WebSocket client, and webhooks signed as LiveKit signs them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::distr::{Alphanumeric, SampleString};
+use rollcall::config::Settings;
+use rollcall::livekit::sign_webhook;
+use rollcall::startup::Application;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A guard against hangs; never a way to wait for something.
+pub const GUARD: Duration = Duration::from_secs(10);
+
+pub const ROOM: &str = "itqan-academy-quran-session-121";
+pub const CHANNEL: &str = "session.121";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub settings: Settings,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::for_tests();
+    configure(&mut settings);
+    let app = Application::build(settings.clone()).await.expect("app builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        settings,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, key: &str) -> String {
+        format!("ws://{}/app/{}?protocol=7&client=js&version=8.4.0&flash=false", self.addr, key)
+    }
+
+    /// Posts `body` with a valid LiveKit signature (key `devkey`).
+    pub async fn post_webhook(&self, body: &str) -> reqwest::Response {
+        let now = rollcall::domain::now_millis() / 1000;
+        let token = sign_webhook("devkey", "secret", body.as_bytes(), now, 300);
+        self.post_webhook_with(body, Some(&token)).await
+    }
+
+    pub async fn post_webhook_with(&self, body: &str, authorization: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.url("/webhooks/livekit"))
+            .header("Content-Type", "application/webhook+json")
+            .body(body.to_string());
+        if let Some(auth) = authorization {
+            req = req.header("Authorization", auth);
+        }
+        req.send().await.expect("server answers")
+    }
+
+    /// A Pusher client subscribed to `channel` (subscription confirmed).
+    pub async fn subscriber(&self, channel: &str) -> PusherClient {
+        let mut client = PusherClient::connect(&self.ws_url("rollcall-key")).await;
+        client.subscribe(channel).await;
+        client
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it to exit.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(GUARD, server)
+                .await
+                .expect("server exits in time")
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub struct PusherClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub socket_id: String,
+}
+
+/// One server frame, `data` decoded from its JSON string.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub event: String,
+    pub channel: Option<String>,
+    pub data: Value,
+}
+
+impl PusherClient {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
+        let mut client = Self {
+            ws,
+            socket_id: String::new(),
+        };
+        let hello = client.next_frame().await.expect("first frame");
+        assert_eq!(hello.event, "pusher:connection_established");
+        client.socket_id = hello.data["socket_id"].as_str().expect("socket_id").to_string();
+        client
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::text(frame.to_string())).await.expect("ws send");
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) {
+        self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}})).await;
+        let ok = self.next_event("pusher_internal:subscription_succeeded").await;
+        assert_eq!(ok.channel.as_deref(), Some(channel));
+    }
+
+    /// The next Pusher frame, or `None` once the socket is closed.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            let msg = tokio::time::timeout(GUARD, self.ws.next())
+                .await
+                .expect("a frame within the guard time")?
+                .ok()?;
+            if let Message::Text(text) = msg {
+                let v: Value = serde_json::from_str(text.as_str()).expect("frames are JSON");
+                let data = match &v["data"] {
+                    Value::String(s) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+                    other => other.clone(),
+                };
+                return Some(Frame {
+                    event: v["event"].as_str().unwrap_or_default().to_string(),
+                    channel: v["channel"].as_str().map(str::to_string),
+                    data,
+                });
+            }
+            if let Message::Close(_) = msg {
+                return None;
+            }
+        }
+    }
+
+    /// The next frame, which must be `event`.
+    pub async fn next_event(&mut self, event: &str) -> Frame {
+        let frame = self.next_frame().await.unwrap_or_else(|| panic!("closed while waiting for {event}"));
+        assert_eq!(frame.event, event, "unexpected frame {frame:?}");
+        frame
+    }
+
+    /// Reads until the server closes; returns the close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            match tokio::time::timeout(GUARD, self.ws.next()).await.expect("closed within the guard time") {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+pub fn event_id() -> String {
+    format!("EV_{}", Alphanumeric.sample_string(&mut rand::rng(), 12))
+}
+
+/// A `participant_joined` body in LiveKit's protojson shape.
+pub fn joined(room: &str, identity: &str, sid: &str, joined_at_ms: i64, id: &str) -> String {
+    format!(
+        r#"{{"event":"participant_joined", "room":{{"sid":"RM_test", "name":"{room}"}}, "participant":{{"sid":"{sid}", "identity":"{identity}", "state":"ACTIVE", "joinedAt":"{}", "joinedAtMs":"{joined_at_ms}", "name":"Ameer Maher"}}, "id":"{id}", "createdAt":"{}"}}"#,
+        joined_at_ms / 1000,
+        joined_at_ms / 1000 + 1
+    )
+}
+
+/// A `participant_left` body; its payload carries `joinedAtMs` as LiveKit's does.
+pub fn left(room: &str, identity: &str, sid: &str, joined_at_ms: i64, created_at_s: i64, id: &str) -> String {
+    format!(
+        r#"{{"event":"participant_left", "room":{{"sid":"RM_test", "name":"{room}"}}, "participant":{{"sid":"{sid}", "identity":"{identity}", "state":"DISCONNECTED", "joinedAt":"{}", "joinedAtMs":"{joined_at_ms}", "name":"Ameer Maher", "disconnectReason":"CLIENT_INITIATED"}}, "id":"{id}", "createdAt":"{created_at_s}"}}"#,
+        joined_at_ms / 1000
+    )
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/livekit/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
