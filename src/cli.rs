@@ -7,7 +7,11 @@ use crate::tools::watch::WatchArgs;
 use crate::tools::webhook::WebhookArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcall", version, about = "Realtime attendance for LiveKit meetings")]
+#[command(
+    name = "rollcall",
+    version,
+    about = "Realtime attendance for LiveKit meetings"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -181,7 +181,10 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:6001");
         assert_eq!(s.app_key, "rollcall-key");
         assert!(s.livekit_keys.secret_for("devkey").is_some());
-        assert_eq!(s.dev_defaults, vec!["LIVEKIT_API_SECRET", "ROLLCALL_APP_SECRET"]);
+        assert_eq!(
+            s.dev_defaults,
+            vec!["LIVEKIT_API_SECRET", "ROLLCALL_APP_SECRET"]
+        );
         assert_eq!(s.activity_timeout, Duration::from_secs(120));
     }
 
@@ -192,9 +195,14 @@ mod tests {
             Err(ConfigError::DevSecretsInPublic(_))
         ));
         let ok = parse(&[
-            "--listen", "0.0.0.0:6001",
-            "--livekit-api-key", "k", "--livekit-api-secret", "s3cr3t",
-            "--app-secret", "another",
+            "--listen",
+            "0.0.0.0:6001",
+            "--livekit-api-key",
+            "k",
+            "--livekit-api-secret",
+            "s3cr3t",
+            "--app-secret",
+            "another",
         ]);
         assert!(ok.is_ok());
     }
@@ -208,7 +216,10 @@ mod tests {
         let s = parse(&["--livekit-keys", "a: one, b: two"]).unwrap();
         assert!(s.livekit_keys.secret_for("a").is_some());
         assert!(s.livekit_keys.secret_for("b").is_some());
-        assert!(s.livekit_keys.secret_for("devkey").is_none(), "explicit keys replace the dev key");
+        assert!(
+            s.livekit_keys.secret_for("devkey").is_none(),
+            "explicit keys replace the dev key"
+        );
         assert!(s.dev_defaults.contains(&"ROLLCALL_APP_SECRET"));
         assert!(!s.dev_defaults.contains(&"LIVEKIT_API_SECRET"));
     }

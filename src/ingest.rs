@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
-use crate::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, UnixMillis};
-use crate::engine::{Attendance, Fact, Naming, Observation, Participant, RoomState, Session, Window};
+use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UnixMillis};
 use crate::engine::view::UPDATED_EVENT;
+use crate::engine::{
+    Attendance, Fact, Naming, Observation, Participant, RoomState, Session, Window,
+};
 use crate::livekit::{ParseError, WebhookEvent, parse_webhook};
 use crate::metrics::Metrics;
 use crate::pusher::frame;
@@ -32,7 +34,7 @@ pub enum Ack {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("malformed webhook body: {0}")]
-    Malformed(#[from] ParseError),
+    Malformed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the room is being written too fast: gave up after {MAX_COMMIT_ATTEMPTS} attempts")]
@@ -51,9 +53,18 @@ impl Ingest {
     /// Applies one verified webhook body. Returns only once the store has
     /// it (or knew it already), so the caller may acknowledge.
     pub async fn webhook(&self, body: &[u8], received_at: UnixMillis) -> Result<Ack, IngestError> {
-        let event = parse_webhook(body)?;
+        let event =
+            parse_webhook(body).map_err(|e: ParseError| IngestError::Malformed(e.to_string()))?;
         if !is_attendance_event(&event.event) {
             return Ok(Ack::Ignored("event type"));
+        }
+        if event.event.starts_with("participant_")
+            && event.participant.as_ref().is_none_or(|p| p.sid.is_empty())
+        {
+            return Err(IngestError::Malformed(format!(
+                "{} without a participant sid",
+                event.event
+            )));
         }
         let Some(room) = event.room.as_ref().filter(|r| !r.name.is_empty()) else {
             return Ok(Ack::Ignored("no room"));
@@ -79,18 +90,24 @@ impl Ingest {
                 None => {
                     // Before the first commit, so that a subscriber who
                     // sees this room's first update can also find it.
-                    self.store.link_channel(&session.channel, &session.room).await?;
+                    self.store
+                        .link_channel(&session.channel, &session.room)
+                        .await?;
                     (0, RoomState::default())
                 }
             };
-            let changes = observation.as_ref().map(|o| state.apply(o)).unwrap_or_default();
+            let changes = observation
+                .as_ref()
+                .map(|o| state.apply(o))
+                .unwrap_or_default();
             let now = crate::domain::now_millis();
             let broadcasts: Vec<Broadcast> = changes
                 .people
                 .iter()
                 .filter_map(|user| {
                     let person = state.people.get(user)?;
-                    let view = Attendance::read(&session, &state, user, person, Window::UNBOUNDED, now);
+                    let view =
+                        Attendance::read(&session, &state, user, person, Window::UNBOUNDED, now);
                     Some(updated_broadcast(&session, &view, now))
                 })
                 .collect();
@@ -122,7 +139,11 @@ impl Ingest {
 pub fn updated_broadcast(session: &Session, view: &Attendance, now: UnixMillis) -> Broadcast {
     Broadcast {
         channel: session.channel.clone(),
-        frame: frame::event(UPDATED_EVENT, Some(&session.channel), &view.updated_json(now)),
+        frame: frame::event(
+            UPDATED_EVENT,
+            Some(&session.channel),
+            &view.updated_json(now),
+        ),
     }
 }
 
@@ -178,10 +199,4 @@ fn observe(event: &WebhookEvent, naming: &Naming) -> Option<Observation> {
         room_sid,
         fact,
     })
-}
-
-/// The room a request path names, validated loosely: LiveKit room names
-/// are free text, so only emptiness and length are checked.
-pub fn room_from_path(raw: &str) -> Option<RoomName> {
-    (!raw.is_empty() && raw.len() <= 256).then(|| RoomName::new(raw))
 }

@@ -73,7 +73,10 @@ impl Metrics {
 
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(1024);
-        let _ = writeln!(out, "# HELP rollcall_webhooks_total LiveKit webhooks by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_webhooks_total LiveKit webhooks by outcome."
+        );
         let _ = writeln!(out, "# TYPE rollcall_webhooks_total counter");
         for outcome in WebhookOutcome::ALL {
             let _ = writeln!(
@@ -106,8 +109,16 @@ impl Metrics {
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
         }
         let gauges = [
-            ("rollcall_websocket_connections", "Open Pusher WebSocket connections.", gauges.connections),
-            ("rollcall_channels", "Channels with at least one local subscriber.", gauges.channels),
+            (
+                "rollcall_websocket_connections",
+                "Open Pusher WebSocket connections.",
+                gauges.connections,
+            ),
+            (
+                "rollcall_channels",
+                "Channels with at least one local subscriber.",
+                gauges.channels,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -32,9 +32,10 @@ impl Snapshots {
         };
         let mut frames = Vec::with_capacity(rooms.len());
         for room in rooms {
-            let (Some(session), Ok(Some(record))) =
-                (self.naming.session(room.as_str()), self.store.load_room(&room).await)
-            else {
+            let (Some(session), Ok(Some(record))) = (
+                self.naming.session(room.as_str()),
+                self.store.load_room(&room).await,
+            ) else {
                 continue;
             };
             let now = crate::domain::now_millis();

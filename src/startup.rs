@@ -46,7 +46,9 @@ impl Application {
         let hub = Hub::new();
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = match &settings.redis_url {
-            Some(_) => anyhow::bail!("ROLLCALL_REDIS_URL is set, but the Redis store is not built yet"),
+            Some(_) => {
+                anyhow::bail!("ROLLCALL_REDIS_URL is set, but the Redis store is not built yet")
+            }
             None => {
                 tracing::warn!(
                     "no ROLLCALL_REDIS_URL: using the embedded in-memory store — state is lost on restart and not shared between nodes; for trying rollcall and single-node development only"
@@ -74,23 +76,20 @@ impl Application {
             hub: hub.clone(),
             store: Arc::clone(&store),
         };
-        let pusher_state = PusherState::new(
-            PusherConfig {
-                app_key: settings.app_key.clone(),
-                app_secret: settings.app_secret.clone(),
-                activity_timeout: settings.activity_timeout,
-                pong_timeout: settings.pong_timeout,
-                max_connections: settings.max_connections,
-                ..PusherConfig::default()
-            },
+        let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
+        pusher_config.activity_timeout = settings.activity_timeout;
+        pusher_config.pong_timeout = settings.pong_timeout;
+        pusher_config.max_connections = settings.max_connections;
+        let mut pusher_state = PusherState::new(
+            pusher_config,
             hub,
             Arc::new(Snapshots {
                 store,
                 naming: settings.naming.clone(),
             }),
-            shutdown.clone(),
-            tracker.clone(),
         );
+        pusher_state.shutdown = shutdown.clone();
+        pusher_state.tracker = tracker.clone();
         let router = http::routes(state.clone()).merge(pusher::routes(pusher_state));
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -106,13 +105,18 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `signal` completes, then shuts down in order: stop
     /// accepting, close sockets with 4200, finish in-flight requests (so no
     /// acknowledged webhook is cut short), all within the shutdown timeout.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "rollcall listening");
         let shutdown = self.shutdown.clone();
@@ -132,7 +136,10 @@ impl Application {
             }
         };
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("sockets did not close within {deadline:?}; exiting anyway");
         }
         tracing::info!("rollcall stopped");

@@ -167,7 +167,8 @@ mod tests {
     #[test]
     fn default_room_pattern_table() {
         let n = Naming::default();
-        let cases: &[(&str, Option<(&str, &str, &str)>)] = &[
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str, &'a str)>);
+        let cases: &[Case] = &[
             (
                 "itqan-academy-quran-session-121",
                 Some(("121", "quran", "session.121")),

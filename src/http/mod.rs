@@ -49,5 +49,9 @@ pub fn routes(state: AppState) -> Router {
 }
 
 async fn not_found() -> AppError {
-    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint or file")
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint or file",
+    )
 }

@@ -68,7 +68,7 @@ async fn handle(
         AppError::unauthorized(e.code(), e.to_string())
     })?;
     app.ingest.webhook(&body, now).await.map_err(|e| match e {
-        IngestError::Malformed(e) => AppError::bad_request("malformed_webhook", e.to_string()),
+        IngestError::Malformed(why) => AppError::bad_request("malformed_webhook", why),
         IngestError::Store(e) => {
             tracing::error!(error = %e, "webhook not stored; answered 503 so LiveKit retries");
             AppError::store_unavailable()

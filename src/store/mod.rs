@@ -60,7 +60,9 @@ pub struct Commit {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
-    Committed { version: u64 },
+    Committed {
+        version: u64,
+    },
     /// The event id was already applied: nothing changed (rule 7).
     Duplicate,
     /// Someone committed since `expected_version` was read: reload, retry.

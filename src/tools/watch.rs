@@ -1,6 +1,7 @@
 //! `rollcall watch session.121`: subscribes to channels over the Pusher
 //! protocol and prints every frame that arrives.
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::config::DEV_APP_KEY;
@@ -18,14 +19,19 @@ pub struct WatchArgs {
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
-    let url = format!(
-        "{}/app/{}?protocol=7&client=rollcall-watch&version={}",
-        args.url.trim_end_matches('/'),
-        args.key,
-        env!("CARGO_PKG_VERSION")
-    );
-    crate::pusher::client::watch(&url, &args.channels, |event, channel, data| {
-        println!("{} {} {}", event, channel.unwrap_or("-"), data);
+    let url = format!("{}/app/{}", args.url.trim_end_matches('/'), args.key);
+    let closed = crate::pusher::client::watch(&url, &args.channels, |e| {
+        println!(
+            "{} {} {}",
+            e.event,
+            e.channel.as_deref().unwrap_or("-"),
+            e.data
+        );
     })
     .await
+    .with_context(|| format!("cannot watch {url}"))?;
+    if let Some((code, reason)) = closed {
+        eprintln!("closed by the server: {code} {reason}");
+    }
+    Ok(())
 }

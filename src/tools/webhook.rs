@@ -14,7 +14,12 @@ pub struct WebhookArgs {
     #[command(subcommand)]
     pub event: SimEvent,
     /// The server's base URL.
-    #[arg(long, global = true, env = "ROLLCALL_URL", default_value = "http://127.0.0.1:6001")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLCALL_URL",
+        default_value = "http://127.0.0.1:6001"
+    )]
     pub url: String,
     #[arg(long, global = true, env = "LIVEKIT_API_KEY", default_value = DEV_LIVEKIT_KEY)]
     pub key: String,
@@ -97,10 +102,18 @@ pub fn body_for(event: &SimEvent, now_ms: i64) -> String {
         }),
         SimEvent::Join(who) | SimEvent::Leave(who) | SimEvent::Abort(who) => {
             let name = who.name.clone().unwrap_or_else(|| {
-                who.identity.split('_').skip(1).collect::<Vec<_>>().join(" ")
+                who.identity
+                    .split('_')
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             });
             let sid = who.sid.clone().unwrap_or_else(|| {
-                let clean: String = who.identity.chars().filter(char::is_ascii_alphanumeric).collect();
+                let clean: String = who
+                    .identity
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect();
                 format!("PA_sim{clean}")
             });
             let (kind, state) = match event {

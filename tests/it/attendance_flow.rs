@@ -11,9 +11,20 @@ async fn join_then_leave_reach_a_subscriber_with_exact_numbers() {
 
     // The fixtures' cycle: joined at .456 of a second, left 58.544 s later.
     let joined_at = 1_763_719_201_456;
-    let res = app.post_webhook(&joined(ROOM, "1_Ameer_Maher", "PA_a", joined_at, &event_id())).await;
+    let res = app
+        .post_webhook(&joined(
+            ROOM,
+            "1_Ameer_Maher",
+            "PA_a",
+            joined_at,
+            &event_id(),
+        ))
+        .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "applied");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["status"],
+        "applied"
+    );
 
     let first = socket.next_event("attendance.updated").await;
     assert_eq!(first.channel.as_deref(), Some(CHANNEL));
@@ -31,11 +42,19 @@ async fn join_then_leave_reach_a_subscriber_with_exact_numbers() {
     assert_eq!(a["current_cycle_started_at"], "2025-11-21T10:00:01.456Z");
     assert_eq!(a["cycles"][0]["left_at"], json!(null));
     // An open cycle counts up to the message's timestamp (rule 11).
-    let ts = rollcall::domain::Timestamp::parse_rfc3339(first.data["timestamp"].as_str().unwrap()).unwrap();
+    let ts = rollcall::domain::Timestamp::parse_rfc3339(first.data["timestamp"].as_str().unwrap())
+        .unwrap();
     assert_eq!(a["duration_ms"], json!(ts.0 - joined_at));
 
     let res = app
-        .post_webhook(&left(ROOM, "1_Ameer_Maher", "PA_a", joined_at, 1_763_719_260, &event_id()))
+        .post_webhook(&left(
+            ROOM,
+            "1_Ameer_Maher",
+            "PA_a",
+            joined_at,
+            1_763_719_260,
+            &event_id(),
+        ))
         .await;
     assert_eq!(res.status(), 200);
     let second = socket.next_event("attendance.updated").await;
@@ -63,17 +82,37 @@ async fn join_then_leave_reach_a_subscriber_with_exact_numbers() {
 async fn the_fixture_bodies_flow_end_to_end() {
     let app = spawn_app().await;
     let mut socket = app.subscriber(CHANNEL).await;
-    assert_eq!(app.post_webhook(&fixture("egress_participant_joined.json")).await.status(), 200);
-    assert_eq!(app.post_webhook(&fixture("participant_joined.json")).await.status(), 200);
+    assert_eq!(
+        app.post_webhook(&fixture("egress_participant_joined.json"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_webhook(&fixture("participant_joined.json"))
+            .await
+            .status(),
+        200
+    );
     // The recorder was ignored: the first update is Ameer's.
     let joined = socket.next_event("attendance.updated").await;
     assert_eq!(joined.data["attendance"]["identity"], "1_Ameer_Maher");
-    assert_eq!(app.post_webhook(&fixture("participant_left.json")).await.status(), 200);
+    assert_eq!(
+        app.post_webhook(&fixture("participant_left.json"))
+            .await
+            .status(),
+        200
+    );
     let left = socket.next_event("attendance.updated").await;
     assert_eq!(left.data["attendance"]["duration_ms"], 58_544);
     // room_finished with nobody left open changes nobody: no frame. The
     // next frame is the marker below, which proves it.
-    assert_eq!(app.post_webhook(&fixture("room_finished.json")).await.status(), 200);
+    assert_eq!(
+        app.post_webhook(&fixture("room_finished.json"))
+            .await
+            .status(),
+        200
+    );
     let marker = joined_body("2_Sara_Ali", "PA_marker");
     app.post_webhook(&marker).await;
     let next = socket.next_event("attendance.updated").await;
@@ -81,7 +120,13 @@ async fn the_fixture_bodies_flow_end_to_end() {
 }
 
 fn joined_body(identity: &str, sid: &str) -> String {
-    joined(ROOM, identity, sid, rollcall::domain::now_millis() - 5_000, &event_id())
+    joined(
+        ROOM,
+        identity,
+        sid,
+        rollcall::domain::now_millis() - 5_000,
+        &event_id(),
+    )
 }
 
 #[tokio::test]
@@ -95,7 +140,10 @@ async fn a_duplicate_delivery_is_acknowledged_and_broadcasts_nothing() {
     // The same event again, freshly signed as a LiveKit retry would be.
     let res = app.post_webhook(&body).await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "duplicate");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["status"],
+        "duplicate"
+    );
 
     // Had the duplicate broadcast, its frame would come before this one.
     app.post_webhook(&joined_body("2_Sara_Ali", "PA_b")).await;
@@ -106,7 +154,8 @@ async fn a_duplicate_delivery_is_acknowledged_and_broadcasts_nothing() {
 #[tokio::test]
 async fn a_new_subscriber_first_receives_the_snapshot() {
     let app = spawn_app().await;
-    app.post_webhook(&joined_body("1_Ameer_Maher", "PA_a")).await;
+    app.post_webhook(&joined_body("1_Ameer_Maher", "PA_a"))
+        .await;
     app.post_webhook(&joined_body("2_Sara_Ali", "PA_b")).await;
 
     let mut late = app.subscriber(CHANNEL).await;
@@ -114,7 +163,10 @@ async fn a_new_subscriber_first_receives_the_snapshot() {
     assert_eq!(snap.channel.as_deref(), Some(CHANNEL));
     assert_eq!(snap.data["room"], ROOM);
     let people = snap.data["participants"].as_array().unwrap();
-    let identities: Vec<&str> = people.iter().map(|p| p["identity"].as_str().unwrap()).collect();
+    let identities: Vec<&str> = people
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap())
+        .collect();
     assert_eq!(identities, ["1_Ameer_Maher", "2_Sara_Ali"]);
     assert!(people.iter().all(|p| p["status"] == "joined"));
     assert!(snap.data["timestamp"].is_string());
@@ -122,7 +174,11 @@ async fn a_new_subscriber_first_receives_the_snapshot() {
     // A channel with no room state gets no snapshot, only the success.
     let mut other = app.subscriber("session.999").await;
     app.post_webhook(&joined(
-        "x-quran-session-999", "3_Omar", "PA_c", rollcall::domain::now_millis(), &event_id(),
+        "x-quran-session-999",
+        "3_Omar",
+        "PA_c",
+        rollcall::domain::now_millis(),
+        &event_id(),
     ))
     .await;
     let first = other.next_frame().await.unwrap();
@@ -138,7 +194,7 @@ async fn events_outside_attendance_are_acknowledged_and_ignored() {
         r#"{"event":"agent_job_started", "room":{"name":"itqan-academy-quran-session-121"}, "id":"EV_agent000001", "createdAt":"1"}"#.to_string(),
         // Track event without a room.
         r#"{"event":"track_published", "id":"EV_track0000001", "createdAt":"1"}"#.to_string(),
-        // A room that is not a session.
+        // Rooms that are not sessions (this one and room_started.json's).
         joined("mytestroom", "1_Ameer_Maher", "PA_z", 1_000, &event_id()),
         // An identity outside the pattern.
         joined(ROOM, "guest_without_id", "PA_y", 1_000, &event_id()),
@@ -147,10 +203,25 @@ async fn events_outside_attendance_are_acknowledged_and_ignored() {
     for body in &cases {
         let res = app.post_webhook(body).await;
         assert_eq!(res.status(), 200, "{body}");
-        assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "ignored", "{body}");
+        assert_eq!(
+            res.json::<serde_json::Value>().await.unwrap()["status"],
+            "ignored",
+            "{body}"
+        );
     }
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("rollcall_rooms_unmatched_total 1"), "{metrics}");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rollcall_rooms_unmatched_total 2"),
+        "{metrics}"
+    );
     // None of them broadcast: the next frame is this marker's.
     app.post_webhook(&joined_body("2_Sara_Ali", "PA_b")).await;
     let next = socket.next_event("attendance.updated").await;

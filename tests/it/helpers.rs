@@ -25,7 +25,6 @@ pub const CHANNEL: &str = "session.121";
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
-    pub settings: Settings,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -37,7 +36,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::for_tests();
     configure(&mut settings);
-    let app = Application::build(settings.clone()).await.expect("app builds");
+    let app = Application::build(settings).await.expect("app builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
@@ -46,7 +45,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         addr,
         http: reqwest::Client::new(),
-        settings,
         stop: Some(stop),
         server: Some(server),
     }
@@ -58,7 +56,10 @@ impl TestApp {
     }
 
     pub fn ws_url(&self, key: &str) -> String {
-        format!("ws://{}/app/{}?protocol=7&client=js&version=8.4.0&flash=false", self.addr, key)
+        format!(
+            "ws://{}/app/{}?protocol=7&client=js&version=8.4.0&flash=false",
+            self.addr, key
+        )
     }
 
     /// Posts `body` with a valid LiveKit signature (key `devkey`).
@@ -68,7 +69,11 @@ impl TestApp {
         self.post_webhook_with(body, Some(&token)).await
     }
 
-    pub async fn post_webhook_with(&self, body: &str, authorization: Option<&str>) -> reqwest::Response {
+    pub async fn post_webhook_with(
+        &self,
+        body: &str,
+        authorization: Option<&str>,
+    ) -> reqwest::Response {
         let mut req = self
             .http
             .post(self.url("/webhooks/livekit"))
@@ -125,24 +130,35 @@ pub struct Frame {
 
 impl PusherClient {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connects");
         let mut client = Self {
             ws,
             socket_id: String::new(),
         };
         let hello = client.next_frame().await.expect("first frame");
         assert_eq!(hello.event, "pusher:connection_established");
-        client.socket_id = hello.data["socket_id"].as_str().expect("socket_id").to_string();
+        client.socket_id = hello.data["socket_id"]
+            .as_str()
+            .expect("socket_id")
+            .to_string();
         client
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.ws.send(Message::text(frame.to_string())).await.expect("ws send");
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("ws send");
     }
 
     pub async fn subscribe(&mut self, channel: &str) {
-        self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}})).await;
-        let ok = self.next_event("pusher_internal:subscription_succeeded").await;
+        self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
+            .await;
+        let ok = self
+            .next_event("pusher_internal:subscription_succeeded")
+            .await;
         assert_eq!(ok.channel.as_deref(), Some(channel));
     }
 
@@ -173,7 +189,10 @@ impl PusherClient {
 
     /// The next frame, which must be `event`.
     pub async fn next_event(&mut self, event: &str) -> Frame {
-        let frame = self.next_frame().await.unwrap_or_else(|| panic!("closed while waiting for {event}"));
+        let frame = self
+            .next_frame()
+            .await
+            .unwrap_or_else(|| panic!("closed while waiting for {event}"));
         assert_eq!(frame.event, event, "unexpected frame {frame:?}");
         frame
     }
@@ -181,7 +200,10 @@ impl PusherClient {
     /// Reads until the server closes; returns the close frame.
     pub async fn closed(&mut self) -> Option<CloseFrame> {
         loop {
-            match tokio::time::timeout(GUARD, self.ws.next()).await.expect("closed within the guard time") {
+            match tokio::time::timeout(GUARD, self.ws.next())
+                .await
+                .expect("closed within the guard time")
+            {
                 Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => continue,
                 _ => return None,
@@ -204,7 +226,14 @@ pub fn joined(room: &str, identity: &str, sid: &str, joined_at_ms: i64, id: &str
 }
 
 /// A `participant_left` body; its payload carries `joinedAtMs` as LiveKit's does.
-pub fn left(room: &str, identity: &str, sid: &str, joined_at_ms: i64, created_at_s: i64, id: &str) -> String {
+pub fn left(
+    room: &str,
+    identity: &str,
+    sid: &str,
+    joined_at_ms: i64,
+    created_at_s: i64,
+    id: &str,
+) -> String {
     format!(
         r#"{{"event":"participant_left", "room":{{"sid":"RM_test", "name":"{room}"}}, "participant":{{"sid":"{sid}", "identity":"{identity}", "state":"DISCONNECTED", "joinedAt":"{}", "joinedAtMs":"{joined_at_ms}", "name":"Ameer Maher", "disconnectReason":"CLIENT_INITIATED"}}, "id":"{id}", "createdAt":"{created_at_s}"}}"#,
         joined_at_ms / 1000
@@ -212,6 +241,9 @@ pub fn left(room: &str, identity: &str, sid: &str, joined_at_ms: i64, created_at
 }
 
 pub fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/livekit/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/livekit/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }

@@ -5,7 +5,9 @@ use crate::helpers::*;
 #[tokio::test]
 async fn an_unknown_app_key_is_closed_with_4001() {
     let app = spawn_app().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("wrong-key")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("wrong-key"))
+        .await
+        .unwrap();
     use futures_util::StreamExt;
     let mut code = None;
     while let Some(Ok(msg)) = tokio::time::timeout(GUARD, ws.next()).await.unwrap() {
@@ -24,13 +26,19 @@ async fn health_readiness_and_the_dashboard() {
     assert_eq!(res.status(), 200);
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["store"], "memory");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["store"],
+        "memory"
+    );
     let res = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("<html"));
     let res = app.http.get(app.url("/no-such-page")).send().await.unwrap();
     assert_eq!(res.status(), 404);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "not_found");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"],
+        "not_found"
+    );
 }
 
 #[tokio::test]

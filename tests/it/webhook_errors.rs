@@ -9,24 +9,45 @@ async fn assert_error(res: reqwest::Response, status: u16, code: &str) {
     assert_eq!(res.status(), status);
     let body: Value = res.json().await.expect("JSON error body");
     assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 async fn still_serving(app: &TestApp) {
-    let body = joined(ROOM, "1_Ameer_Maher", "PA_ok", rollcall::domain::now_millis(), &event_id());
+    let body = joined(
+        ROOM,
+        "1_Ameer_Maher",
+        "PA_ok",
+        rollcall::domain::now_millis(),
+        &event_id(),
+    );
     assert_eq!(app.post_webhook(&body).await.status(), 200);
 }
 
 #[tokio::test]
 async fn signature_failures_are_401() {
     let app = spawn_app().await;
-    let body = joined(ROOM, "1_Ameer_Maher", "PA_a", 1_763_719_201_456, &event_id());
+    let body = joined(
+        ROOM,
+        "1_Ameer_Maher",
+        "PA_a",
+        1_763_719_201_456,
+        &event_id(),
+    );
     let now = rollcall::domain::now_millis() / 1000;
 
-    assert_error(app.post_webhook_with(&body, None).await, 401, "missing_authorization").await;
+    assert_error(
+        app.post_webhook_with(&body, None).await,
+        401,
+        "missing_authorization",
+    )
+    .await;
     still_serving(&app).await;
 
-    let wrong_secret = rollcall::livekit::sign_webhook("devkey", "not-the-secret", body.as_bytes(), now, 300);
+    let wrong_secret =
+        rollcall::livekit::sign_webhook("devkey", "not-the-secret", body.as_bytes(), now, 300);
     let res = app.post_webhook_with(&body, Some(&wrong_secret)).await;
     assert_eq!(res.status(), 401);
     still_serving(&app).await;
@@ -36,7 +57,8 @@ async fn signature_failures_are_401() {
     assert_eq!(res.status(), 401);
 
     // Expired beyond LiveKit's 60 s leeway.
-    let expired = rollcall::livekit::sign_webhook("devkey", "secret", body.as_bytes(), now - 400, 300);
+    let expired =
+        rollcall::livekit::sign_webhook("devkey", "secret", body.as_bytes(), now - 400, 300);
     let res = app.post_webhook_with(&body, Some(&expired)).await;
     assert_eq!(res.status(), 401);
 
@@ -47,10 +69,17 @@ async fn signature_failures_are_401() {
     assert_eq!(res.status(), 401);
 
     // The `Bearer ` prefix is tolerated.
-    let res = app.post_webhook_with(&body, Some(&format!("Bearer {token}"))).await;
+    let res = app
+        .post_webhook_with(&body, Some(&format!("Bearer {token}")))
+        .await;
     assert_eq!(res.status(), 200);
 
-    assert_error(app.post_webhook_with(&body, Some("not.a.jwt")).await, 401, "malformed_token").await;
+    assert_error(
+        app.post_webhook_with(&body, Some("not.a.jwt")).await,
+        401,
+        "malformed_token",
+    )
+    .await;
     still_serving(&app).await;
 }
 
@@ -62,11 +91,25 @@ async fn malformed_and_oversized_bodies() {
     }
     still_serving(&app).await;
 
-    let big = format!(r#"{{"event":"room_started","id":"EV_x","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    let big = format!(
+        r#"{{"event":"room_started","id":"EV_x","pad":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
     assert_error(app.post_webhook(&big).await, 413, "payload_too_large").await;
     still_serving(&app).await;
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"rollcall_webhooks_total{outcome="too_large"} 1"#), "{metrics}");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"rollcall_webhooks_total{outcome="too_large"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -74,8 +117,12 @@ async fn a_token_minted_by_the_livekit_sdk_is_accepted() {
     // Minted by the Python LiveKit SDK (tests/fixtures/livekit/mint_sdk_tokens.py)
     // with a long TTL over the exact fixture bytes.
     let tokens: Value = serde_json::from_str(&fixture("sdk_tokens.json")).unwrap();
-    let token = tokens["webhook_participant_joined"]["token"].as_str().unwrap();
+    let token = tokens["webhook_participant_joined"]["token"]
+        .as_str()
+        .unwrap();
     let app = spawn_app().await;
-    let res = app.post_webhook_with(&fixture("participant_joined.json"), Some(token)).await;
+    let res = app
+        .post_webhook_with(&fixture("participant_joined.json"), Some(token))
+        .await;
     assert_eq!(res.status(), 200);
 }
