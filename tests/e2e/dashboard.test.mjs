@@ -108,8 +108,14 @@ test('dashboard reconnects and resubscribes after the server restarts', async ()
   await page.goto(`${server.url}/?channel=session.121`);
   await page.locator('#conn[data-state="live"]').waitFor({ timeout: 5000 });
 
+  // A graceful shutdown exits 0 and closes sockets with 4200 ("reconnect").
+  const closed = page.waitForEvent('console', {
+    predicate: (msg) => msg.text().startsWith('rollcall: socket closed'),
+    timeout: 15_000, // outlasts stop()'s own guard, so it never rejects unawaited
+  });
   const { port } = server;
-  await server.stop();
+  assert.equal(await server.stop(), 0);
+  assert.match((await closed).text(), /\(4200\b/);
   await page.locator('#conn:not([data-state="live"])').waitFor({ timeout: 5000 });
   server = await startServer({}, { port });
   await page.locator('#conn[data-state="live"]').waitFor({ timeout: 10_000 });
