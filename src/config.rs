@@ -11,6 +11,7 @@ use crate::engine::naming::{
     DEFAULT_CHANNEL_TEMPLATE, DEFAULT_IDENTITY_PATTERN, DEFAULT_ROOM_PATTERN,
 };
 use crate::livekit::KeyRing;
+use crate::store::RedisOptions;
 
 pub const DEV_LIVEKIT_KEY: &str = "devkey";
 pub const DEV_LIVEKIT_SECRET: &str = "secret";
@@ -60,6 +61,12 @@ pub struct ServeArgs {
     /// Most WebSocket connections this node holds at once.
     #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS", default_value_t = 200_000)]
     pub max_connections: usize,
+    /// Room data in Redis expires this long after the room's last write.
+    #[arg(long, env = "ROLLCALL_REDIS_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub redis_retention: Duration,
+    /// Longest wait for a Redis command; past it webhooks get 503.
+    #[arg(long, env = "ROLLCALL_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
     /// Longest a graceful shutdown waits for in-flight work.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -84,6 +91,7 @@ pub enum ConfigError {
 pub struct Settings {
     pub listen: SocketAddr,
     pub redis_url: Option<String>,
+    pub redis: RedisOptions,
     pub livekit_keys: KeyRing,
     pub app_id: String,
     pub app_key: String,
@@ -127,6 +135,10 @@ impl Settings {
         Ok(Self {
             listen: args.listen,
             redis_url: args.redis_url.filter(|u| !u.is_empty()),
+            redis: RedisOptions {
+                retention: args.redis_retention,
+                command_timeout: args.redis_timeout,
+            },
             livekit_keys: KeyRing::new(pairs),
             naming: Naming::new(
                 &args.room_pattern,

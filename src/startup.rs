@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::snapshot::Snapshots;
-use crate::store::{LocalDelivery, MemoryStore, Store};
+use crate::store::{LocalDelivery, MemoryStore, RedisStore, Store};
 
 pub struct Application {
     listener: TcpListener,
@@ -45,9 +45,19 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let hub = Hub::new();
         let metrics = Arc::new(Metrics::default());
+        let mut bus_connections = None;
         let store: Arc<dyn Store> = match &settings.redis_url {
-            Some(_) => {
-                anyhow::bail!("ROLLCALL_REDIS_URL is set, but the Redis store is not built yet")
+            Some(url) => {
+                let delivery: Arc<dyn LocalDelivery> = Arc::new(hub.clone());
+                let redis = RedisStore::connect(url, delivery, settings.redis.clone())
+                    .await
+                    .context("invalid ROLLCALL_REDIS_URL")?;
+                if let Err(e) = redis.ping().await {
+                    tracing::warn!(error = %e, "Redis is not reachable yet; webhooks get 503 until it is");
+                }
+                tracing::info!(url = %redact(url), "state in Redis");
+                bus_connections = Some(redis.bus_connections());
+                Arc::new(redis)
             }
             None => {
                 tracing::warn!(
@@ -80,14 +90,19 @@ impl Application {
         pusher_config.activity_timeout = settings.activity_timeout;
         pusher_config.pong_timeout = settings.pong_timeout;
         pusher_config.max_connections = settings.max_connections;
-        let mut pusher_state = PusherState::new(
-            pusher_config,
-            hub,
-            Arc::new(Snapshots {
-                store,
-                naming: settings.naming.clone(),
-            }),
-        );
+        let snapshots = Arc::new(Snapshots {
+            store,
+            naming: settings.naming.clone(),
+        });
+        if let Some(connections) = bus_connections {
+            tracker.spawn(resync_after_bus_gaps(
+                connections,
+                Arc::clone(&snapshots),
+                hub.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
         let router = http::routes(state.clone()).merge(pusher::routes(pusher_state));
@@ -144,5 +159,45 @@ impl Application {
         }
         tracing::info!("rollcall stopped");
         result
+    }
+}
+
+/// While the bus was disconnected, broadcasts from other nodes may have
+/// been missed; after every reconnection but the first, every local
+/// subscriber is re-sent its channel's snapshot, so no page stays stale.
+async fn resync_after_bus_gaps(
+    mut connections: tokio::sync::watch::Receiver<u64>,
+    snapshots: Arc<Snapshots>,
+    hub: Hub,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = connections.changed() => if changed.is_err() { return },
+        }
+        if *connections.borrow_and_update() <= 1 {
+            continue;
+        }
+        let channels = hub.channel_names();
+        tracing::info!(
+            channels = channels.len(),
+            "bus reconnected: re-sending snapshots"
+        );
+        for channel in channels {
+            for frame in snapshots.frames(&channel).await {
+                hub.publish(&channel, frame, None);
+            }
+        }
+    }
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
     }
 }

@@ -180,6 +180,16 @@ impl Hub {
     pub fn socket_count(&self) -> usize {
         self.inner.sockets.len()
     }
+
+    /// The names of channels with at least one local subscriber (a copy:
+    /// no shard lock outlives the call).
+    pub fn channel_names(&self) -> Vec<String> {
+        self.inner
+            .channels
+            .iter()
+            .map(|e| e.key().clone())
+            .collect()
+    }
 }
 
 #[cfg(test)]

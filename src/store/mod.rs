@@ -11,7 +11,9 @@
 //! - A commit that returned `Committed` is durable as far as the store can
 //!   make it; only then may the webhook be acknowledged.
 
+pub mod bus;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -21,6 +23,7 @@ use crate::domain::{EventId, RoomName, UnixMillis};
 use crate::engine::RoomState;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisOptions, RedisStore};
 
 /// One accepted webhook as it arrived: the immutable log entry (rule 22).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,10 +58,14 @@ pub struct Who {
     /// Display name; defaults to the identity's name parts.
     #[arg(long)]
     pub name: Option<String>,
-    /// Participant sid; by default derived from the identity, so a `leave`
-    /// closes the cycle the matching `join` opened.
+    /// Participant sid; by default `PA_<identity>_<connection>`, so a
+    /// `leave` closes the cycle the matching `join` opened.
     #[arg(long)]
     pub sid: Option<String>,
+    /// Which connection of this person: LiveKit gives every connection a
+    /// new sid, so a re-join after a leave is `--connection 2`.
+    #[arg(long, default_value_t = 1)]
+    pub connection: u32,
     #[arg(long, default_value = "RM_simulated")]
     pub room_sid: String,
 }

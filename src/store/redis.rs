@@ -1,0 +1,313 @@
+//! The production store: all state in Redis, shared by any number of
+//! rollcall nodes.
+//!
+//! Key layout (every key of a room carries the hash tag `{room}`, so a room
+//! lives in one Redis Cluster slot and the commit script may touch all of
+//! them):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `rollcall:{<room>}:state` | hash | `v` (version, the CAS token), `state` (RoomState JSON) |
+//! | `rollcall:{<room>}:applied` | set | event ids already applied (rule 7) |
+//! | `rollcall:{<room>}:log` | stream | the event log: `id`, `received_at`, `body` (rule 22) |
+//! | `rollcall:channel:{<channel>}` | set | rooms whose updates go to the channel |
+//!
+//! Broadcasts travel on the pub/sub channel `rollcall:broadcast` as
+//! `<channel>\n<frame>`; every node (the committing one included) delivers
+//! them to its own sockets, so each socket gets each update exactly once.
+//!
+//! Room keys expire `retention` after the room's last write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::{Pool, Runtime};
+use redis::AsyncCommands;
+
+use super::{
+    Broadcast, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store, StoreError,
+    bus,
+};
+use crate::domain::{EventId, RoomName};
+use crate::engine::RoomState;
+
+/// The pub/sub channel every node listens on.
+pub const BROADCAST_CHANNEL: &str = "rollcall:broadcast";
+
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Room keys expire this long after the room's last write.
+    pub retention: Duration,
+    /// Longest wait for any Redis command (and for a pooled connection);
+    /// past it the request fails with 503 instead of stalling LiveKit's
+    /// per-room webhook queue.
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(30 * 24 * 3600),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct RedisStore {
+    pool: Pool,
+    options: RedisOptions,
+    commit_script: redis::Script,
+    bus: bus::BusHandle,
+}
+
+/// The atomic commit (see `Store::commit`). Only bookkeeping runs here;
+/// the attendance rules stay in Rust, which computed ARGV[5].
+///
+/// KEYS: state, applied, log. ARGV: expected version, event id,
+/// received_at, body, new state JSON ('' = unchanged), retention ms, log
+/// cap, then the broadcasts to publish.
+/// Returns the new version, -1 for a duplicate, -2 for a conflict.
+const COMMIT_LUA: &str = r#"
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return -1 end
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return -2 end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
+redis.call('HSET', KEYS[1], 'v', v + 1)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+for i = 8, #ARGV do redis.call('PUBLISH', 'rollcall:broadcast', ARGV[i]) end
+return v + 1
+"#;
+
+/// Most log entries kept per room: far above any real session, a bound
+/// against a runaway sender.
+const LOG_CAP: usize = 100_000;
+
+fn room_key(room: &RoomName, what: &str) -> String {
+    format!("rollcall:{{{room}}}:{what}")
+}
+
+fn channel_key(channel: &str) -> String {
+    format!("rollcall:channel:{{{channel}}}")
+}
+
+/// `<channel>\n<frame>`: channel names cannot contain a newline.
+pub fn encode_broadcast(b: &Broadcast) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.channel.len() + 1 + b.frame.len());
+    out.extend_from_slice(b.channel.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(b.frame.as_bytes());
+    out
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// A store on `url`. Does not fail when Redis is down: commands fail
+    /// (503) until it is back, `ping` says so, and the bus reconnects.
+    pub async fn connect(
+        url: &str,
+        delivery: Arc<dyn LocalDelivery>,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let mut config = deadpool_redis::Config::from_url(url);
+        let mut pool_config = deadpool_redis::PoolConfig::new(64);
+        pool_config.timeouts.wait = Some(options.command_timeout);
+        pool_config.timeouts.create = Some(options.command_timeout);
+        pool_config.timeouts.recycle = Some(options.command_timeout);
+        config.pool = Some(pool_config);
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
+        let bus = bus::spawn(client, delivery);
+        Ok(Self {
+            pool,
+            options,
+            commit_script: redis::Script::new(COMMIT_LUA),
+            bus,
+        })
+    }
+
+    /// Counts (re)connections of the pub/sub subscriber. A change after the
+    /// first means broadcasts may have been missed while it was down, so
+    /// local subscribers should be re-sent snapshots.
+    pub fn bus_connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.bus.connections()
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// Runs `f` on a pooled connection, bounded by the command timeout.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let conn = self.conn().await?;
+            f(conn).await.map_err(unavailable)
+        };
+        tokio::time::timeout(self.options.command_timeout, work)
+            .await
+            .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
+        let key = room_key(room, "state");
+        let (version, state): (Option<u64>, Option<String>) = self
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("v")
+                    .arg("state")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let Some(version) = version.filter(|v| *v > 0) else {
+            return Ok(None);
+        };
+        let state = match state {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("state of {room}: {e}")))?,
+            None => RoomState::default(),
+        };
+        Ok(Some(RoomRecord { state, version }))
+    }
+
+    async fn is_applied(&self, room: &RoomName, id: &EventId) -> Result<bool, StoreError> {
+        let key = room_key(room, "applied");
+        let id = id.to_string();
+        self.run(|mut c| async move { c.sismember(&key, &id).await })
+            .await
+    }
+
+    async fn commit(&self, room: &RoomName, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let state_json = match &commit.state {
+            Some(s) => serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => String::new(),
+        };
+        let mut invocation = self.commit_script.prepare_invoke();
+        invocation
+            .key(room_key(room, "state"))
+            .key(room_key(room, "applied"))
+            .key(room_key(room, "log"))
+            .arg(commit.expected_version)
+            .arg(commit.event.id.as_str())
+            .arg(commit.event.received_at)
+            .arg(commit.event.body.as_str())
+            .arg(state_json)
+            .arg(self.options.retention.as_millis() as u64)
+            .arg(LOG_CAP);
+        for b in &commit.broadcasts {
+            invocation.arg(encode_broadcast(b));
+        }
+        let result: i64 = self
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(match result {
+            -1 => CommitOutcome::Duplicate,
+            -2 => CommitOutcome::Conflict,
+            v => CommitOutcome::Committed { version: v as u64 },
+        })
+    }
+
+    async fn link_channel(&self, channel: &str, room: &RoomName) -> Result<(), StoreError> {
+        let key = channel_key(channel);
+        let room = room.to_string();
+        let ttl = self.options.retention.as_millis() as i64;
+        self.run(|mut c| async move {
+            redis::pipe()
+                .sadd(&key, &room)
+                .ignore()
+                .pexpire(&key, ttl)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn rooms_of_channel(&self, channel: &str) -> Result<Vec<RoomName>, StoreError> {
+        let key = channel_key(channel);
+        let mut rooms: Vec<String> = self
+            .run(|mut c| async move { c.smembers(&key).await })
+            .await?;
+        rooms.sort_unstable();
+        Ok(rooms.into_iter().map(RoomName::new).collect())
+    }
+
+    async fn event_log(&self, room: &RoomName) -> Result<Vec<LoggedEvent>, StoreError> {
+        let key = room_key(room, "log");
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .run(|mut c| async move {
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        entries
+            .into_iter()
+            .map(|(entry_id, fields)| {
+                let mut id = None;
+                let mut received_at = None;
+                let mut body = None;
+                for (k, v) in fields {
+                    match k.as_str() {
+                        "id" => id = Some(v),
+                        "received_at" => received_at = v.parse().ok(),
+                        "body" => body = Some(v),
+                        _ => {}
+                    }
+                }
+                match (id, received_at, body) {
+                    (Some(id), Some(received_at), Some(body)) => Ok(LoggedEvent {
+                        id: EventId::new(id),
+                        received_at,
+                        body,
+                    }),
+                    _ => Err(StoreError::Corrupt(format!(
+                        "log entry {entry_id} of {room} lacks a field"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError> {
+        if broadcasts.is_empty() {
+            return Ok(());
+        }
+        self.run(|mut c| async move {
+            let mut pipe = redis::pipe();
+            for b in &broadcasts {
+                pipe.publish(BROADCAST_CHANNEL, encode_broadcast(b))
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+}
