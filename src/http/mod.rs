@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, shared state, and the contract's error shape.
 //! The WebSocket endpoint lives in `pusher`; it is merged in here.
 
+pub mod assets;
 pub mod error;
 pub mod ops;
 pub mod webhook;
@@ -9,11 +10,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use error::AppError;
-use tower_http::services::ServeDir;
 
 use crate::ingest::Ingest;
 use crate::livekit::KeyRing;
@@ -31,10 +30,6 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
 }
 
-/// The dashboard's files, compiled into the binary's location at build time
-/// so `make run` serves them from any working directory.
-pub const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
-
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route(
@@ -44,14 +39,12 @@ pub fn routes(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .fallback_service(ServeDir::new(STATIC_DIR).not_found_service(get(not_found)))
+        .route("/", get(assets::index))
+        .route("/{file}", get(assets::file))
+        .fallback(not_found)
         .with_state(state)
 }
 
-async fn not_found() -> AppError {
-    AppError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint or file",
-    )
+pub async fn not_found() -> AppError {
+    AppError::not_found("no such endpoint or file")
 }
