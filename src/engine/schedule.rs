@@ -90,11 +90,26 @@ mod tests {
     fn metadata_schedules_table() {
         let t = Timestamp::parse_rfc3339("2025-11-21T10:00:00Z").unwrap();
         let cases: &[(&str, Option<u32>)] = &[
-            (r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":60}"#, Some(60)),
-            (r#"{"starts_at":"2025-11-21T12:00:00+02:00","duration_minutes":"45"}"#, Some(45)),
-            (r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":60,"teacher":"x"}"#, Some(60)),
-            (r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":0}"#, None),
-            (r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":-5}"#, None),
+            (
+                r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":60}"#,
+                Some(60),
+            ),
+            (
+                r#"{"starts_at":"2025-11-21T12:00:00+02:00","duration_minutes":"45"}"#,
+                Some(45),
+            ),
+            (
+                r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":60,"teacher":"x"}"#,
+                Some(60),
+            ),
+            (
+                r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":0}"#,
+                None,
+            ),
+            (
+                r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":-5}"#,
+                None,
+            ),
             (r#"{"starts_at":"tomorrow","duration_minutes":60}"#, None),
             (r#"{"duration_minutes":60}"#, None),
             ("not json", None),
@@ -113,7 +128,10 @@ mod tests {
     fn window_spans_the_scheduled_duration() {
         let s = Schedule::new(Timestamp(1_000), 2, vec![]).unwrap();
         assert_eq!(s.window(), Window::between(1_000, 121_000));
-        assert_eq!(Schedule::new(Timestamp(0), 0, vec![]), Err(ScheduleError::Duration));
+        assert_eq!(
+            Schedule::new(Timestamp(0), 0, vec![]),
+            Err(ScheduleError::Duration)
+        );
         assert_eq!(
             Schedule::new(Timestamp(0), 10, vec![Identity::new("")]),
             Err(ScheduleError::EmptyIdentity)

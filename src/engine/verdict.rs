@@ -78,14 +78,21 @@ mod tests {
             (-5, HOUR, 0.0),
         ];
         for (attended, scheduled, want) in cases {
-            assert_eq!(percentage(attended, scheduled), want, "{attended}/{scheduled}");
+            assert_eq!(
+                percentage(attended, scheduled),
+                want,
+                "{attended}/{scheduled}"
+            );
         }
     }
 
     #[test]
     fn rule17_late_only_after_the_grace() {
         let r = VerdictRules::default();
-        assert!(!is_late(15 * 60_000, 0, &r), "exactly at the grace is on time");
+        assert!(
+            !is_late(15 * 60_000, 0, &r),
+            "exactly at the grace is on time"
+        );
         assert!(is_late(15 * 60_000 + 1, 0, &r));
         assert!(!is_late(-60_000, 0, &r), "early is on time");
     }
@@ -111,6 +118,10 @@ mod tests {
             present_from: 90.0,
             ..r
         };
-        assert_eq!(status(80.0, true, &strict), Verdict::Late, "thresholds are configuration");
+        assert_eq!(
+            status(80.0, true, &strict),
+            Verdict::Late,
+            "thresholds are configuration"
+        );
     }
 }
