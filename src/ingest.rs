@@ -171,3 +171,137 @@ pub fn observe(event: &WebhookEvent, naming: &Naming) -> Option<Observation> {
         fact,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{Timestamp, UserId};
+
+    const T0: i64 = 1_763_719_200; // seconds
+
+    /// A webhook body as LiveKit would send it.
+    fn body(kind: u8, user: u8, sid: u8, at: i64, back: i64, n: u32, meta: bool) -> String {
+        let event = [
+            "participant_joined",
+            "participant_left",
+            "participant_connection_aborted",
+            "room_finished",
+        ][kind as usize % 4];
+        let metadata = if meta {
+            r#", "metadata":"{\"starts_at\":\"2025-11-21T10:00:00Z\",\"duration_minutes\":30}""#
+        } else {
+            ""
+        };
+        let participant = if event == "room_finished" {
+            String::new()
+        } else {
+            format!(
+                r#", "participant":{{"sid":"PA_{sid}", "identity":"{user}_U", "name":"U{user}", "joinedAtMs":"{}"}}"#,
+                (at - back) * 1000 + 123
+            )
+        };
+        format!(
+            r#"{{"event":"{event}", "room":{{"sid":"RM_a", "name":"x-quran-session-1"{metadata}}}{participant}, "id":"EV_{n}", "createdAt":"{at}"}}"#
+        )
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Webhook(String),
+        Schedule(u32),
+        Sweep {
+            beat_user: u8,
+            beat_at: i64,
+            now: i64,
+        },
+        Finalize,
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0u8..4, 1u8..4, 0u8..4, 0i64..3600, 0i64..600, 0u32..10_000, any::<bool>())
+                .prop_map(|(k, u, s, at, back, n, meta)| Step::Webhook(body(k, u, s, T0 + at, back, n, meta))),
+            1 => (1u32..120).prop_map(Step::Schedule),
+            1 => (1u8..4, 0i64..3600, 0i64..7200).prop_map(|(u, b, now)| Step::Sweep {
+                beat_user: u, beat_at: (T0 + b) * 1000, now: (T0 + now) * 1000,
+            }),
+            1 => Just(Step::Finalize),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Rule 22: rebuilding from the log (and what no webhook says)
+        /// gives exactly the state live processing reached.
+        #[test]
+        fn rule22_replay_equals_live(steps in prop::collection::vec(arb_step(), 0..40)) {
+            let naming = Naming::default();
+            let mut live = RoomState::default();
+            let mut log = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for step in steps {
+                match step {
+                    Step::Webhook(b) => {
+                        let event = parse_webhook(b.as_bytes()).unwrap();
+                        if !seen.insert(event.id.clone()) {
+                            continue; // a duplicate is neither applied nor logged
+                        }
+                        if let Some(o) = observe(&event, &naming) {
+                            live.apply(&o);
+                        }
+                        log.push(LoggedEvent { id: EventId::new(event.id), received_at: 0, body: b });
+                    }
+                    Step::Schedule(minutes) => {
+                        let s = Schedule::new(Timestamp(T0 * 1000), minutes, vec![]).unwrap();
+                        live.set_schedule(Some(s));
+                    }
+                    Step::Sweep { beat_user, beat_at, now } => {
+                        let beats: BTreeMap<UserId, i64> =
+                            [(UserId::new(beat_user.to_string()), beat_at)].into_iter().collect();
+                        let stale = live.stale_cycles(&beats, now, 300_000);
+                        live.close_stale(&stale);
+                    }
+                    Step::Finalize => {
+                        live.finalize();
+                    }
+                }
+            }
+            prop_assert_eq!(replay(&log, &live, &naming), live);
+        }
+    }
+
+    #[test]
+    fn the_fixtures_translate_into_the_rules_observations() {
+        let naming = Naming::default();
+        let joined = parse_webhook(include_bytes!(
+            "../tests/fixtures/livekit/participant_joined.json"
+        ))
+        .unwrap();
+        let o = observe(&joined, &naming).unwrap();
+        assert_eq!(o.created_at, 1_763_719_202_000);
+        assert!(matches!(&o.fact, Fact::Joined { joined_at, participant }
+            if *joined_at == 1_763_719_201_456 && participant.user_id.as_str() == "1"));
+        let egress = parse_webhook(include_bytes!(
+            "../tests/fixtures/livekit/egress_participant_joined.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            observe(&egress, &naming),
+            None,
+            "recorders are not attendees"
+        );
+        let finished = parse_webhook(include_bytes!(
+            "../tests/fixtures/livekit/room_finished.json"
+        ))
+        .unwrap();
+        assert!(matches!(
+            observe(&finished, &naming).unwrap().fact,
+            Fact::RoomFinished
+        ));
+    }
+}

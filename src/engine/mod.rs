@@ -10,6 +10,8 @@ pub mod verdict;
 pub mod view;
 
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod tests;
 
 pub use interval::{Interval, Window};
