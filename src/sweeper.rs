@@ -12,6 +12,11 @@
 //! processing, then re-reads the room and lowers it again if a writer
 //! committed meanwhile — so no deadline is ever lost, and an early one
 //! costs one empty sweep.
+//!
+//! Known window: heartbeats are read before the room's compare-and-set, so
+//! a heartbeat that lands between the two — after a silence of a whole
+//! timeout — can still see its cycle closed at the previous heartbeat. Its
+//! answer then says `in_meeting: true` once, the next says `false`.
 
 use std::time::Duration;
 
@@ -61,7 +66,10 @@ impl Sweeper {
     pub async fn sweep(&self, now: UnixMillis) -> Result<SweepStats, UpdateError> {
         let store = &self.rooms.store;
         let mut stats = SweepStats::default();
-        if !store.try_lease("sweep", &self.node, self.interval).await? {
+        // Shorter than the interval: this node's own next tick must find
+        // its lease expired, or it would sweep every other tick.
+        let lease = self.interval.mul_f64(0.75);
+        if !store.try_lease("sweep", &self.node, lease).await? {
             return Ok(stats);
         }
         for room in store.due_rooms(now, BATCH).await? {
