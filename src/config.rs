@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::engine::Naming;
 use crate::engine::naming::{
     DEFAULT_CHANNEL_TEMPLATE, DEFAULT_IDENTITY_PATTERN, DEFAULT_ROOM_PATTERN,
 };
+use crate::engine::{Naming, VerdictRules};
 use crate::livekit::KeyRing;
 use crate::store::RedisOptions;
 
@@ -52,6 +52,30 @@ pub struct ServeArgs {
     /// Channel a room's updates go to, e.g. `session.{id}`.
     #[arg(long, env = "ROLLCALL_CHANNEL_TEMPLATE", default_value = DEFAULT_CHANNEL_TEMPLATE)]
     pub channel_template: String,
+    /// No heartbeat for this long closes a person's open cycle (rule 13).
+    #[arg(long, env = "ROLLCALL_HEARTBEAT_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// How often stale cycles and due finalizations are looked for.
+    #[arg(long, env = "ROLLCALL_SWEEP_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+    /// Wait after a session's scheduled end before the final verdict.
+    #[arg(long, env = "ROLLCALL_FINALIZE_DELAY", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub finalize_delay: Duration,
+    /// Joining later than start + this is "late".
+    #[arg(long, env = "ROLLCALL_LATE_GRACE", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub late_grace: Duration,
+    /// Below this percentage of the scheduled time: absent.
+    #[arg(long, env = "ROLLCALL_ABSENT_BELOW", default_value_t = 10.0)]
+    pub absent_below: f64,
+    /// Below this percentage: partial.
+    #[arg(long, env = "ROLLCALL_PARTIAL_BELOW", default_value_t = 50.0)]
+    pub partial_below: f64,
+    /// From this percentage: present even when late.
+    #[arg(long, env = "ROLLCALL_PRESENT_FROM", default_value_t = 75.0)]
+    pub present_from: f64,
+    /// Where the final report is POSTed, signed with the app secret.
+    #[arg(long, env = "ROLLCALL_REPORT_WEBHOOK_URL")]
+    pub report_webhook_url: Option<String>,
     /// Silence after which the server pings a socket (announced to clients).
     #[arg(long, env = "ROLLCALL_ACTIVITY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub activity_timeout: Duration,
@@ -80,6 +104,12 @@ pub enum ConfigError {
     LivekitKeys(String),
     #[error(transparent)]
     Naming(#[from] crate::engine::naming::NamingError),
+    #[error("thresholds must satisfy 0 <= absent_below <= partial_below <= present_from <= 100")]
+    Thresholds,
+    #[error("ROLLCALL_REPORT_WEBHOOK_URL is not an http(s) URL: {0}")]
+    ReportUrl(String),
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
     #[error(
         "refusing to listen on {0}, a non-loopback address, with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
     )]
@@ -97,6 +127,11 @@ pub struct Settings {
     pub app_key: String,
     pub app_secret: String,
     pub naming: Naming,
+    pub rules: VerdictRules,
+    pub heartbeat_timeout: Duration,
+    pub sweep_interval: Duration,
+    pub finalize_delay: Duration,
+    pub report_webhook_url: Option<reqwest::Url>,
     pub activity_timeout: Duration,
     pub pong_timeout: Duration,
     pub max_connections: usize,
@@ -132,7 +167,44 @@ impl Settings {
         if !dev_defaults.is_empty() && !args.listen.ip().is_loopback() {
             return Err(ConfigError::DevSecretsInPublic(args.listen));
         }
+        let rules = VerdictRules {
+            late_grace_ms: args.late_grace.as_millis() as i64,
+            absent_below: args.absent_below,
+            partial_below: args.partial_below,
+            present_from: args.present_from,
+        };
+        let ordered = 0.0 <= rules.absent_below
+            && rules.absent_below <= rules.partial_below
+            && rules.partial_below <= rules.present_from
+            && rules.present_from <= 100.0;
+        if !ordered {
+            return Err(ConfigError::Thresholds);
+        }
+        for (name, d) in [
+            ("ROLLCALL_HEARTBEAT_TIMEOUT", args.heartbeat_timeout),
+            ("ROLLCALL_SWEEP_INTERVAL", args.sweep_interval),
+            ("ROLLCALL_ACTIVITY_TIMEOUT", args.activity_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        let report_webhook_url = match args.report_webhook_url.filter(|u| !u.is_empty()) {
+            Some(u) => {
+                let url = reqwest::Url::parse(&u).map_err(|_| ConfigError::ReportUrl(u.clone()))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::ReportUrl(u));
+                }
+                Some(url)
+            }
+            None => None,
+        };
         Ok(Self {
+            rules,
+            heartbeat_timeout: args.heartbeat_timeout,
+            sweep_interval: args.sweep_interval,
+            finalize_delay: args.finalize_delay,
+            report_webhook_url,
             listen: args.listen,
             redis_url: args.redis_url.filter(|u| !u.is_empty()),
             redis: RedisOptions {
@@ -234,6 +306,40 @@ mod tests {
         );
         assert!(s.dev_defaults.contains(&"ROLLCALL_APP_SECRET"));
         assert!(!s.dev_defaults.contains(&"LIVEKIT_API_SECRET"));
+    }
+
+    #[test]
+    fn issue4_settings_and_their_checks() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.heartbeat_timeout, Duration::from_secs(300));
+        assert_eq!(s.sweep_interval, Duration::from_secs(10));
+        assert_eq!(s.finalize_delay, Duration::from_secs(300));
+        assert_eq!(s.rules.late_grace_ms, 15 * 60_000);
+        assert!(s.report_webhook_url.is_none());
+        assert!(matches!(
+            parse(&["--absent-below", "60"]),
+            Err(ConfigError::Thresholds)
+        ));
+        assert!(matches!(
+            parse(&["--report-webhook-url", "ftp://x"]),
+            Err(ConfigError::ReportUrl(_))
+        ));
+        assert!(matches!(
+            parse(&["--sweep-interval", "0s"]),
+            Err(ConfigError::ZeroDuration(_))
+        ));
+        let s = parse(&[
+            "--report-webhook-url",
+            "http://127.0.0.1:9/r",
+            "--heartbeat-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.report_webhook_url.unwrap().as_str(),
+            "http://127.0.0.1:9/r"
+        );
+        assert_eq!(s.heartbeat_timeout, Duration::from_millis(250));
     }
 
     #[test]

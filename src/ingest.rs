@@ -1,26 +1,13 @@
-//! A verified LiveKit webhook → one atomic store commit → broadcasts.
-//!
-//! The attendance rules stay in the engine; this module only translates
-//! the webhook into an `Observation`, runs the optimistic
-//! load → apply → commit loop, and renders the `attendance.updated` frames
-//! that the store publishes with the commit (so they go out in commit order).
-
-use std::sync::Arc;
+//! A verified LiveKit webhook → an `Observation` → one `Rooms::update`.
+//! Also the replay of a room's log (rule 22), which must read events
+//! exactly as live ingestion does — hence both live here.
 
 use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UnixMillis};
-use crate::engine::view::UPDATED_EVENT;
-use crate::engine::{
-    Attendance, Fact, Naming, Observation, Participant, RoomState, Session, Window,
-};
-use crate::livekit::{ParseError, WebhookEvent, parse_webhook};
+use crate::engine::{Fact, Naming, Observation, Participant, RoomState, Schedule};
+use crate::livekit::{WebhookEvent, parse_webhook};
 use crate::metrics::Metrics;
-use crate::pusher::frame;
-use crate::store::{Broadcast, Commit, CommitOutcome, LoggedEvent, Store, StoreError};
-
-/// How many times a commit is retried after losing a race to another
-/// writer of the same room before the webhook is answered 503 (LiveKit
-/// then retries it).
-const MAX_COMMIT_ATTEMPTS: usize = 32;
+use crate::rooms::{Rooms, UpdateError, Updated};
+use crate::store::LoggedEvent;
 
 /// What became of an accepted webhook; all are answered 200.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,25 +23,18 @@ pub enum IngestError {
     #[error("malformed webhook body: {0}")]
     Malformed(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the room is being written too fast: gave up after {MAX_COMMIT_ATTEMPTS} attempts")]
-    Contention,
+    Update(#[from] UpdateError),
 }
 
-/// The webhook pipeline, shared by every request.
-#[derive(Clone)]
-pub struct Ingest {
-    pub store: Arc<dyn Store>,
-    pub naming: Naming,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Ingest {
+impl Rooms {
     /// Applies one verified webhook body. Returns only once the store has
     /// it (or knew it already), so the caller may acknowledge.
-    pub async fn webhook(&self, body: &[u8], received_at: UnixMillis) -> Result<Ack, IngestError> {
-        let event =
-            parse_webhook(body).map_err(|e: ParseError| IngestError::Malformed(e.to_string()))?;
+    pub async fn ingest_webhook(
+        &self,
+        body: &[u8],
+        received_at: UnixMillis,
+    ) -> Result<Ack, IngestError> {
+        let event = parse_webhook(body).map_err(|e| IngestError::Malformed(e.to_string()))?;
         if !is_attendance_event(&event.event) {
             return Ok(Ack::Ignored("event type"));
         }
@@ -69,7 +49,7 @@ impl Ingest {
         let Some(room) = event.room.as_ref().filter(|r| !r.name.is_empty()) else {
             return Ok(Ack::Ignored("no room"));
         };
-        let Some(session) = self.naming.session(&room.name) else {
+        let Some(session) = self.session(&room.name) else {
             Metrics::add(&self.metrics.rooms_unmatched, 1);
             tracing::debug!(room = %room.name, "room does not match ROLLCALL_ROOM_PATTERN; ignored");
             return Ok(Ack::Ignored("room"));
@@ -81,70 +61,49 @@ impl Ingest {
             // parse_webhook accepted it as JSON, hence UTF-8.
             body: String::from_utf8_lossy(body).into_owned(),
         };
-        if self.store.is_applied(&session.room, &logged.id).await? {
-            return Ok(Ack::Duplicate);
-        }
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let (version, mut state) = match self.store.load_room(&session.room).await? {
-                Some(record) => (record.version, record.state),
-                None => {
-                    // Before the first commit, so that a subscriber who
-                    // sees this room's first update can also find it.
-                    self.store
-                        .link_channel(&session.channel, &session.room)
-                        .await?;
-                    (0, RoomState::default())
-                }
-            };
-            let changes = observation
-                .as_ref()
-                .map(|o| state.apply(o))
-                .unwrap_or_default();
-            let now = crate::domain::now_millis();
-            let broadcasts: Vec<Broadcast> = changes
-                .people
-                .iter()
-                .filter_map(|user| {
-                    let person = state.people.get(user)?;
-                    let view =
-                        Attendance::read(&session, &state, user, person, Window::UNBOUNDED, now);
-                    Some(updated_broadcast(&session, &view, now))
-                })
-                .collect();
-            let n = broadcasts.len() as u64;
-            let commit = Commit {
-                expected_version: version,
-                event: logged.clone(),
-                state: observation.is_some().then_some(state),
-                broadcasts,
-            };
-            match self.store.commit(&session.room, commit).await? {
-                CommitOutcome::Committed { .. } => {
-                    Metrics::add(&self.metrics.attendance_updates, n);
-                    return Ok(if observation.is_some() {
-                        Ack::Applied
-                    } else {
-                        Ack::Ignored("participant")
-                    });
-                }
-                CommitOutcome::Duplicate => return Ok(Ack::Duplicate),
-                CommitOutcome::Conflict => Metrics::add(&self.metrics.commit_conflicts, 1),
-            }
-        }
-        Err(IngestError::Contention)
+        let updated = self
+            .update(&session, Some(logged), |state| match &observation {
+                Some(o) => state.apply(o),
+                None => Default::default(),
+            })
+            .await?;
+        Ok(match updated {
+            Updated::Duplicate => Ack::Duplicate,
+            _ if observation.is_none() => Ack::Ignored("participant"),
+            _ => Ack::Applied,
+        })
     }
 }
 
-/// The `attendance.updated` frame for one person, serialized once.
-pub fn updated_broadcast(session: &Session, view: &Attendance, now: UnixMillis) -> Broadcast {
-    Broadcast {
-        channel: session.channel.clone(),
-        frame: frame::event(
-            UPDATED_EVENT,
-            Some(&session.channel),
-            &view.updated_json(now),
-        ),
+/// Rebuilds a room from its log (rule 22): the webhook facts come from the
+/// log, in any order; what no webhook says — the API schedule, the
+/// finalization bookkeeping and the heartbeat-timeout closures (the
+/// heartbeat record) — is carried over from `current`.
+pub fn replay(log: &[LoggedEvent], current: &RoomState, naming: &Naming) -> RoomState {
+    let mut rebuilt = RoomState::default();
+    for entry in log {
+        let Ok(event) = parse_webhook(entry.body.as_bytes()) else {
+            continue;
+        };
+        if let Some(o) = observe(&event, naming) {
+            rebuilt.apply(&o);
+        }
     }
+    rebuilt.schedule = current.schedule.clone();
+    rebuilt.finalization = current.finalization.clone();
+    for (user, person) in &current.people {
+        for (sid, cycle) in &person.cycles {
+            if let Some(at) = cycle.timeout_at
+                && let Some(c) = rebuilt
+                    .people
+                    .get_mut(user)
+                    .and_then(|p| p.cycles.get_mut(sid))
+            {
+                c.timeout_at = Some(at);
+            }
+        }
+    }
+    rebuilt
 }
 
 /// The event types that carry attendance; everything else (tracks, egress,
@@ -161,42 +120,188 @@ fn is_attendance_event(name: &str) -> bool {
 }
 
 /// The engine's view of a webhook, or `None` when it says nothing about an
-/// attendee (rule 2: bots, recorders, identities outside the pattern).
-fn observe(event: &WebhookEvent, naming: &Naming) -> Option<Observation> {
+/// attendee (rule 2: bots, recorders, identities outside the pattern) and
+/// carries no schedule.
+pub fn observe(event: &WebhookEvent, naming: &Naming) -> Option<Observation> {
     let created_at = event.created_at.saturating_mul(1000);
-    let room_sid = RoomSid::new(event.room.as_ref().map_or("", |r| r.sid.as_str()));
-    let fact = if event.event == "room_finished" {
-        Fact::RoomFinished
-    } else {
-        let p = event.participant.as_ref()?;
+    let room = event.room.as_ref();
+    let room_sid = RoomSid::new(room.map_or("", |r| r.sid.as_str()));
+    let metadata_schedule = room.and_then(|r| Schedule::from_metadata(&r.metadata));
+    let attendee = event.participant.as_ref().and_then(|p| {
         if !p.kind.is_attendee() || p.sid.is_empty() {
             return None;
         }
         let identity = Identity::new(p.identity.clone());
-        let participant = Participant {
+        Some(Participant {
             user_id: naming.user_id(&identity)?,
             sid: ParticipantSid::new(p.sid.clone()),
             identity,
             name: p.name.clone(),
-        };
-        match event.event.as_str() {
-            "participant_joined" => Fact::Joined {
-                participant,
-                // Rule 4: joinedAtMs, else joinedAt × 1000, else createdAt.
-                joined_at: p.joined_at_millis().unwrap_or(created_at),
-            },
-            "participant_left" => Fact::Left {
-                participant,
-                joined_at: p.joined_at_millis(),
-            },
-            "participant_connection_aborted" => Fact::Aborted { participant },
-            _ => return None,
-        }
+        })
+    });
+    let fact = match (event.event.as_str(), attendee) {
+        ("room_finished", _) => Fact::RoomFinished,
+        ("participant_joined", Some(participant)) => Fact::Joined {
+            // Rule 4: joinedAtMs, else joinedAt × 1000, else createdAt.
+            joined_at: event
+                .participant
+                .as_ref()
+                .and_then(|p| p.joined_at_millis())
+                .unwrap_or(created_at),
+            participant,
+        },
+        ("participant_left", Some(participant)) => Fact::Left {
+            joined_at: event
+                .participant
+                .as_ref()
+                .and_then(|p| p.joined_at_millis()),
+            participant,
+        },
+        ("participant_connection_aborted", Some(participant)) => Fact::Aborted { participant },
+        // A skipped participant's event or room_started may still carry a
+        // schedule in the room metadata.
+        _ if metadata_schedule.is_some() => Fact::RoomStarted,
+        _ => return None,
     };
     Some(Observation {
         id: EventId::new(event.id.clone()),
         created_at,
         room_sid,
+        metadata_schedule,
         fact,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{Timestamp, UserId};
+
+    const T0: i64 = 1_763_719_200; // seconds
+
+    /// A webhook body as LiveKit would send it.
+    fn body(kind: u8, user: u8, sid: u8, at: i64, back: i64, n: u32, meta: bool) -> String {
+        let event = [
+            "participant_joined",
+            "participant_left",
+            "participant_connection_aborted",
+            "room_finished",
+        ][kind as usize % 4];
+        let metadata = if meta {
+            r#", "metadata":"{\"starts_at\":\"2025-11-21T10:00:00Z\",\"duration_minutes\":30}""#
+        } else {
+            ""
+        };
+        let participant = if event == "room_finished" {
+            String::new()
+        } else {
+            format!(
+                r#", "participant":{{"sid":"PA_{sid}", "identity":"{user}_U", "name":"U{user}", "joinedAtMs":"{}"}}"#,
+                (at - back) * 1000 + 123
+            )
+        };
+        format!(
+            r#"{{"event":"{event}", "room":{{"sid":"RM_a", "name":"x-quran-session-1"{metadata}}}{participant}, "id":"EV_{n}", "createdAt":"{at}"}}"#
+        )
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Webhook(String),
+        Schedule(u32),
+        Sweep {
+            beat_user: u8,
+            beat_at: i64,
+            now: i64,
+        },
+        Finalize,
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0u8..4, 1u8..4, 0u8..4, 0i64..3600, 0i64..600, 0u32..10_000, any::<bool>())
+                .prop_map(|(k, u, s, at, back, n, meta)| Step::Webhook(body(k, u, s, T0 + at, back, n, meta))),
+            1 => (1u32..120).prop_map(Step::Schedule),
+            1 => (1u8..4, 0i64..3600, 0i64..7200).prop_map(|(u, b, now)| Step::Sweep {
+                beat_user: u, beat_at: (T0 + b) * 1000, now: (T0 + now) * 1000,
+            }),
+            1 => Just(Step::Finalize),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Rule 22: rebuilding from the log (and what no webhook says)
+        /// gives exactly the state live processing reached.
+        #[test]
+        fn rule22_replay_equals_live(steps in prop::collection::vec(arb_step(), 0..40)) {
+            let naming = Naming::default();
+            let mut live = RoomState::default();
+            let mut log = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for step in steps {
+                match step {
+                    Step::Webhook(b) => {
+                        let event = parse_webhook(b.as_bytes()).unwrap();
+                        if !seen.insert(event.id.clone()) {
+                            continue; // a duplicate is neither applied nor logged
+                        }
+                        if let Some(o) = observe(&event, &naming) {
+                            live.apply(&o);
+                        }
+                        log.push(LoggedEvent { id: EventId::new(event.id), received_at: 0, body: b });
+                    }
+                    Step::Schedule(minutes) => {
+                        let s = Schedule::new(Timestamp(T0 * 1000), minutes, vec![]).unwrap();
+                        live.set_schedule(Some(s));
+                    }
+                    Step::Sweep { beat_user, beat_at, now } => {
+                        let beats: BTreeMap<UserId, i64> =
+                            [(UserId::new(beat_user.to_string()), beat_at)].into_iter().collect();
+                        let stale = live.stale_cycles(&beats, now, 300_000);
+                        live.close_stale(&stale);
+                    }
+                    Step::Finalize => {
+                        live.finalize();
+                    }
+                }
+            }
+            prop_assert_eq!(replay(&log, &live, &naming), live);
+        }
+    }
+
+    #[test]
+    fn the_fixtures_translate_into_the_rules_observations() {
+        let naming = Naming::default();
+        let joined = parse_webhook(include_bytes!(
+            "../tests/fixtures/livekit/participant_joined.json"
+        ))
+        .unwrap();
+        let o = observe(&joined, &naming).unwrap();
+        assert_eq!(o.created_at, 1_763_719_202_000);
+        assert!(matches!(&o.fact, Fact::Joined { joined_at, participant }
+            if *joined_at == 1_763_719_201_456 && participant.user_id.as_str() == "1"));
+        let egress = parse_webhook(include_bytes!(
+            "../tests/fixtures/livekit/egress_participant_joined.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            observe(&egress, &naming),
+            None,
+            "recorders are not attendees"
+        );
+        let finished = parse_webhook(include_bytes!(
+            "../tests/fixtures/livekit/room_finished.json"
+        ))
+        .unwrap();
+        assert!(matches!(
+            observe(&finished, &naming).unwrap().fact,
+            Fact::RoomFinished
+        ));
+    }
 }

@@ -14,12 +14,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
+use crate::report::Reporter;
+use crate::rooms::{Rooms, Timing};
 use crate::snapshot::Snapshots;
 use crate::store::{LocalDelivery, MemoryStore, RedisStore, Store};
+use crate::sweeper::Sweeper;
 
 pub struct Application {
     listener: TcpListener,
@@ -74,26 +76,48 @@ impl Application {
         }
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let ingest = Ingest {
+        let rooms = Rooms {
             store: Arc::clone(&store),
             naming: settings.naming.clone(),
+            rules: settings.rules,
+            timing: Timing {
+                heartbeat_timeout: settings.heartbeat_timeout,
+                finalize_delay: settings.finalize_delay,
+            },
+            reports: settings.report_webhook_url.is_some(),
             metrics: Arc::clone(&metrics),
         };
+        let node = format!("{}-{}", std::process::id(), rand::random::<u32>());
+        let reporter = settings.report_webhook_url.clone().map(|url| {
+            Reporter::new(
+                url,
+                settings.app_secret.clone(),
+                rooms.clone(),
+                node.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            )
+        });
+        let sweeper = Sweeper {
+            rooms: rooms.clone(),
+            reporter,
+            node,
+            interval: settings.sweep_interval,
+        };
+        tracker.spawn(sweeper.run(shutdown.clone()));
         let state = AppState {
-            ingest,
+            rooms: rooms.clone(),
             keys: Arc::new(settings.livekit_keys.clone()),
             metrics: Arc::clone(&metrics),
             hub: hub.clone(),
             store: Arc::clone(&store),
+            app_secret: Arc::from(settings.app_secret.as_str()),
         };
         let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
         pusher_config.activity_timeout = settings.activity_timeout;
         pusher_config.pong_timeout = settings.pong_timeout;
         pusher_config.max_connections = settings.max_connections;
-        let snapshots = Arc::new(Snapshots {
-            store,
-            naming: settings.naming.clone(),
-        });
+        let snapshots = Arc::new(Snapshots { rooms });
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
                 connections,

@@ -59,6 +59,7 @@ function connect() {
     clearTimeout(idleTimer);
     if (socket !== ws) return;
     socket = null;
+    console.info(`rollcall: socket closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
     // Pusher close codes: 4000–4099 and 4300–4399 mean "don't come back",
     // 4200–4299 "come back at once", anything else: back off and retry.
     if ((ev.code >= 4000 && ev.code < 4100) || (ev.code >= 4300 && ev.code < 4400)) {

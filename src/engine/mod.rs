@@ -4,13 +4,19 @@
 
 pub mod interval;
 pub mod naming;
+pub mod schedule;
 pub mod state;
+pub mod verdict;
 pub mod view;
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;
 
 pub use interval::{Interval, Window};
 pub use naming::{Naming, Session};
-pub use state::{Changes, ClosedBy, Fact, Observation, Participant, RoomState};
-pub use view::{Attendance, LiveStatus, Verdict};
+pub use schedule::Schedule;
+pub use state::{Changes, ClosedBy, Fact, Finalization, Observation, Participant, RoomState};
+pub use verdict::VerdictRules;
+pub use view::{Attendance, LiveStatus, RoomView, Verdict};

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::schedule::Schedule;
 use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UnixMillis, UserId};
 
 /// What one accepted webhook says about attendance, already filtered: only
@@ -22,6 +23,8 @@ pub struct Observation {
     /// The event's `createdAt`, in milliseconds.
     pub created_at: UnixMillis,
     pub room_sid: RoomSid,
+    /// A schedule found in the room's metadata (rule 21), if any.
+    pub metadata_schedule: Option<Schedule>,
     pub fact: Fact,
 }
 
@@ -43,6 +46,8 @@ pub enum Fact {
     Aborted { participant: Participant },
     /// `room_finished` (rule 14).
     RoomFinished,
+    /// `room_started`: no attendance, but its metadata may carry a schedule.
+    RoomStarted,
 }
 
 /// Who an observation is about.
@@ -63,6 +68,36 @@ pub struct RoomState {
     /// The earliest `room_finished` instant of each room instance.
     #[serde(default)]
     pub finished: BTreeMap<RoomSid, UnixMillis>,
+    /// The schedule set through the API; wins over the metadata's (rule 21).
+    /// Not a webhook fact: a replay of the log keeps it.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// The latest schedule found in room metadata.
+    #[serde(default)]
+    pub metadata_schedule: Option<Stamped<Schedule>>,
+    #[serde(default)]
+    pub finalization: Finalization,
+}
+
+/// Rule 20's bookkeeping. Not a webhook fact: a replay of the log keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finalization {
+    /// 0 until the session is first final; +1 at every re-finalization.
+    pub revision: u64,
+    /// The highest revision whose report the receiver accepted.
+    #[serde(default)]
+    pub reported_revision: u64,
+}
+
+impl Finalization {
+    pub fn is_final(&self) -> bool {
+        self.revision > 0
+    }
+
+    /// A report to (re)send: final, and the receiver lacks this revision.
+    pub fn report_due(&self) -> bool {
+        self.revision > self.reported_revision
+    }
 }
 
 /// One person's facts.
@@ -103,6 +138,10 @@ pub struct Cycle {
     /// The earliest leave a webhook reported; always beats estimates (rule 15).
     #[serde(default)]
     pub left_at: Option<UnixMillis>,
+    /// Where the sweeper closed the cycle for want of heartbeats (rule 13).
+    /// Recorded, not derived: a heartbeat arriving later must not reopen it.
+    #[serde(default)]
+    pub timeout_at: Option<UnixMillis>,
 }
 
 /// Why a cycle ended; the contract's `closed_by`.
@@ -119,11 +158,23 @@ pub enum ClosedBy {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Changes {
     pub people: Vec<UserId>,
+    /// Everyone's numbers changed (schedule, finalization): broadcast the
+    /// whole roster, expected absentees included.
+    pub everyone: bool,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.people.is_empty()
+        self.people.is_empty() && !self.everyone
+    }
+
+    pub fn merge(&mut self, other: Changes) {
+        self.everyone |= other.everyone;
+        for user in other.people {
+            if !self.people.contains(&user) {
+                self.people.push(user);
+            }
+        }
     }
 }
 
@@ -131,6 +182,31 @@ impl RoomState {
     /// Merges one observation into the state and says whose attendance it
     /// may have changed. Pure: no clock, no I/O.
     pub fn apply(&mut self, obs: &Observation) -> Changes {
+        let schedule_before = self.effective_schedule().cloned();
+        if let Some(schedule) = &obs.metadata_schedule {
+            let stamped = Stamped {
+                value: schedule.clone(),
+                at: obs.created_at,
+                event: obs.id.clone(),
+            };
+            match &mut self.metadata_schedule {
+                Some(current) => current.merge(stamped),
+                None => self.metadata_schedule = Some(stamped),
+            }
+        }
+        let mut changes = self.apply_fact(obs);
+        if self.effective_schedule() != schedule_before.as_ref() {
+            changes = self.everyone();
+        }
+        // Rule 20: a change after the verdict was final makes a new final
+        // verdict, with a higher revision (and a new report).
+        if self.finalization.is_final() && !changes.is_empty() {
+            self.finalization.revision += 1;
+        }
+        changes
+    }
+
+    fn apply_fact(&mut self, obs: &Observation) -> Changes {
         match &obs.fact {
             Fact::Joined {
                 participant,
@@ -151,7 +227,131 @@ impl RoomState {
                 self.merge_cycle(obs, participant, obs.created_at, Some(obs.created_at))
             }
             Fact::RoomFinished => self.merge_finish(obs),
+            Fact::RoomStarted => Changes::default(),
         }
+    }
+
+    /// Every person of the room, e.g. after the schedule changed (rule 21).
+    pub fn everyone(&self) -> Changes {
+        Changes {
+            people: self.people.keys().cloned().collect(),
+            everyone: true,
+        }
+    }
+
+    /// The schedule in force: the API's, else the metadata's (rule 21).
+    pub fn effective_schedule(&self) -> Option<&Schedule> {
+        self.schedule
+            .as_ref()
+            .or(self.metadata_schedule.as_ref().map(|s| &s.value))
+    }
+
+    /// Sets (or clears) the API schedule; everyone's numbers change.
+    pub fn set_schedule(&mut self, schedule: Option<Schedule>) -> Changes {
+        if self.schedule == schedule {
+            return Changes::default();
+        }
+        let before = self.effective_schedule().cloned();
+        self.schedule = schedule;
+        if self.effective_schedule() == before.as_ref() {
+            return Changes::default();
+        }
+        if self.finalization.is_final() {
+            self.finalization.revision += 1;
+        }
+        self.everyone()
+    }
+
+    /// Whether `user` has an open cycle: what a heartbeat answers (rule 12).
+    pub fn is_in_meeting(&self, user: &UserId) -> bool {
+        self.people
+            .get(user)
+            .is_some_and(|p| p.cycles.values().any(|c| self.closure(c).is_none()))
+    }
+
+    /// Rule 13: open cycles of people who sent heartbeats, whose later of
+    /// join and last heartbeat is older than `timeout_ms` at `now`, with the
+    /// instant each is to be closed at.
+    pub fn stale_cycles(
+        &self,
+        heartbeats: &BTreeMap<UserId, UnixMillis>,
+        now: UnixMillis,
+        timeout_ms: i64,
+    ) -> Vec<(UserId, ParticipantSid, UnixMillis)> {
+        let mut stale = Vec::new();
+        for (user, last_beat) in heartbeats {
+            let Some(person) = self.people.get(user) else {
+                continue;
+            };
+            for (sid, cycle) in &person.cycles {
+                let alive_at = cycle.joined_at.max(*last_beat);
+                if self.closure(cycle).is_none() && now - alive_at > timeout_ms {
+                    stale.push((user.clone(), sid.clone(), alive_at));
+                }
+            }
+        }
+        stale
+    }
+
+    /// Records heartbeat-timeout closures found by `stale_cycles`.
+    pub fn close_stale(&mut self, stale: &[(UserId, ParticipantSid, UnixMillis)]) -> Changes {
+        let mut people = Vec::new();
+        for (user, sid, at) in stale {
+            if let Some(cycle) = self
+                .people
+                .get_mut(user)
+                .and_then(|p| p.cycles.get_mut(sid))
+            {
+                cycle.timeout_at = Some(cycle.timeout_at.map_or(*at, |t| t.min(*at)));
+                if people.last() != Some(user) {
+                    people.push(user.clone());
+                }
+            }
+        }
+        if self.finalization.is_final() && !people.is_empty() {
+            self.finalization.revision += 1;
+        }
+        Changes {
+            people,
+            everyone: false,
+        }
+    }
+
+    /// Rule 20: the session is due to be final at window end + `delay`.
+    pub fn finalize_due(&self, now: UnixMillis, delay_ms: i64) -> bool {
+        !self.finalization.is_final()
+            && self
+                .effective_schedule()
+                .is_some_and(|s| now >= s.ends_at() + delay_ms)
+    }
+
+    /// Makes the verdict final (revision 1); open cycles now read as closed
+    /// at the window end (`session_end`).
+    pub fn finalize(&mut self) -> Changes {
+        self.finalization.revision = self.finalization.revision.max(1);
+        self.everyone()
+    }
+
+    /// The earliest instant at which the sweeper has something to do for
+    /// this room: a cycle going stale or the finalization falling due.
+    pub fn next_due(
+        &self,
+        heartbeats: &BTreeMap<UserId, UnixMillis>,
+        timeout_ms: i64,
+        delay_ms: i64,
+    ) -> Option<UnixMillis> {
+        let stale = heartbeats.iter().flat_map(|(user, beat)| {
+            self.people.get(user).into_iter().flat_map(move |p| {
+                p.cycles
+                    .values()
+                    .filter(|c| self.closure(c).is_none())
+                    .map(move |c| c.joined_at.max(*beat) + timeout_ms + 1)
+            })
+        });
+        let finalize = (!self.finalization.is_final())
+            .then(|| self.effective_schedule().map(|s| s.ends_at() + delay_ms))
+            .flatten();
+        stale.chain(finalize).min()
     }
 
     fn merge_cycle(
@@ -194,6 +394,7 @@ impl RoomState {
                 room_sid: obs.room_sid.clone(),
                 joined_at,
                 left_at: None,
+                timeout_at: None,
             });
         cycle.joined_at = cycle.joined_at.min(joined_at);
         cycle.left_at = min_some(cycle.left_at, left_at);
@@ -210,6 +411,7 @@ impl RoomState {
             } else {
                 vec![]
             },
+            everyone: false,
         }
     }
 
@@ -227,7 +429,10 @@ impl RoomState {
             .map(|(user, _)| user)
             .collect();
         people.dedup();
-        Changes { people }
+        Changes {
+            people,
+            everyone: false,
+        }
     }
 
     fn open_cycles(&self) -> Vec<(UserId, ParticipantSid)> {
@@ -244,12 +449,21 @@ impl RoomState {
     }
 
     /// How and when a cycle ended, or `None` while it is open. A webhook
-    /// leave wins over every estimate (rule 15).
+    /// leave wins over every estimate (rule 15); among estimates the
+    /// earliest wins (the person was gone by then).
     pub fn closure(&self, cycle: &Cycle) -> Option<(UnixMillis, ClosedBy)> {
         if let Some(left) = cycle.left_at {
             return Some((left, ClosedBy::Webhook));
         }
-        self.finish_of(cycle).map(|at| (at, ClosedBy::RoomFinished))
+        let timeout = cycle.timeout_at.map(|at| (at, ClosedBy::HeartbeatTimeout));
+        let finish = self.finish_of(cycle).map(|at| (at, ClosedBy::RoomFinished));
+        let session_end = self
+            .finalization
+            .is_final()
+            .then(|| self.effective_schedule())
+            .flatten()
+            .map(|s| (s.ends_at().max(cycle.joined_at), ClosedBy::SessionEnd));
+        [timeout, finish, session_end].into_iter().flatten().min()
     }
 
     /// The `room_finished` that ends this cycle: its own room instance's;

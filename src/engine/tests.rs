@@ -28,6 +28,7 @@ fn obs(id: &str, created_at: UnixMillis, fact: Fact) -> Observation {
         id: EventId::new(id),
         created_at,
         room_sid: RoomSid::new("RM_a"),
+        metadata_schedule: None,
         fact,
     }
 }
@@ -75,6 +76,7 @@ fn finish(id: &str, room_sid: &str, at: UnixMillis) -> Observation {
         id: EventId::new(id),
         created_at: at,
         room_sid: RoomSid::new(room_sid),
+        metadata_schedule: None,
         fact: Fact::RoomFinished,
     }
 }
@@ -412,6 +414,7 @@ fn arb_event() -> impl Strategy<Value = Observation> {
                 id: EventId::new(format!("EV_{n}")),
                 created_at: at,
                 room_sid: RoomSid::new(room_sid),
+                metadata_schedule: None,
                 fact,
             }
         })

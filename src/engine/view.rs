@@ -4,9 +4,107 @@
 use serde::Serialize;
 
 use super::interval::{Interval, Window, union_length};
-use super::naming::Session;
+use super::naming::{Naming, Session};
 use super::state::{ClosedBy, Person, RoomState};
-use crate::domain::{ParticipantSid, Timestamp, UnixMillis, UserId};
+use super::verdict::{self, VerdictRules};
+use crate::domain::{Identity, ParticipantSid, Timestamp, UnixMillis, UserId};
+
+/// A room read at an instant: the session it is, its facts, and the rules
+/// that turn them into numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomView<'a> {
+    pub session: &'a Session,
+    pub state: &'a RoomState,
+    pub naming: &'a Naming,
+    pub rules: &'a VerdictRules,
+}
+
+impl RoomView<'_> {
+    /// Rule 10: the schedule's window, unbounded without a schedule.
+    pub fn window(&self) -> Window {
+        self.state
+            .effective_schedule()
+            .map_or(Window::UNBOUNDED, |s| s.window())
+    }
+
+    pub fn attendance(&self, user: &UserId, now: UnixMillis) -> Option<Attendance> {
+        let person = self.state.people.get(user)?;
+        Some(self.read(user, person, now))
+    }
+
+    /// Everyone who joined, then every expected identity that never did
+    /// (rule 19), each read at `now`.
+    pub fn roster(&self, now: UnixMillis) -> Vec<Attendance> {
+        let mut roster: Vec<Attendance> = self
+            .state
+            .people
+            .iter()
+            .map(|(user, person)| self.read(user, person, now))
+            .collect();
+        if let Some(schedule) = self.state.effective_schedule() {
+            for identity in &schedule.expected {
+                let user = self
+                    .naming
+                    .user_id(identity)
+                    .unwrap_or_else(|| UserId::new(identity.as_str()));
+                if !self.state.people.contains_key(&user) {
+                    roster.push(self.absentee(user, identity));
+                }
+            }
+        }
+        roster
+    }
+
+    fn read(&self, user: &UserId, person: &Person, now: UnixMillis) -> Attendance {
+        let mut a = Attendance::read(self.session, self.state, user, person, self.window(), now);
+        self.judge(&mut a);
+        a
+    }
+
+    /// An expected person with no cycle at all.
+    fn absentee(&self, user: UserId, identity: &Identity) -> Attendance {
+        let mut a = Attendance {
+            room: self.session.room.to_string(),
+            session_id: self.session.session_id.clone(),
+            session_type: self.session.session_type.clone(),
+            identity: identity.to_string(),
+            name: identity.to_string(),
+            is_currently_in_meeting: false,
+            status: LiveStatus::Left,
+            duration_ms: 0,
+            duration_seconds: 0,
+            duration_minutes: 0,
+            current_cycle_started_at: None,
+            join_count: 0,
+            leave_count: 0,
+            first_join_time: None,
+            last_leave_time: None,
+            attendance_status: None,
+            attendance_percentage: None,
+            is_late: None,
+            is_final: false,
+            cycles: Vec::new(),
+            user_id: user,
+        };
+        self.judge(&mut a);
+        a
+    }
+
+    /// Rules 16–18 and `is_final`, once a schedule is known.
+    fn judge(&self, a: &mut Attendance) {
+        a.is_final = self.state.finalization.is_final();
+        let Some(schedule) = self.state.effective_schedule() else {
+            return;
+        };
+        let pct = verdict::percentage(a.duration_ms, schedule.duration_ms());
+        let late = a
+            .first_join_time
+            .map(|t| verdict::is_late(t.0, schedule.starts_at.0, self.rules));
+        a.attendance_percentage = Some(pct);
+        a.is_late = late;
+        a.attendance_status = Some(verdict::status(pct, late.unwrap_or(false), self.rules));
+    }
+}
 
 /// One person's attendance, exactly as PRODUCT.md's `attendance` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,6 +149,17 @@ pub enum Verdict {
     Late,
     Partial,
     Absent,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Late => "late",
+            Self::Partial => "partial",
+            Self::Absent => "absent",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,7 +1,10 @@
 //! The HTTP surface: routes, shared state, and the contract's error shape.
 //! The WebSocket endpoint lives in `pusher`; it is merged in here.
 
+pub mod api;
+pub mod assets;
 pub mod error;
+pub mod heartbeat;
 pub mod ops;
 pub mod webhook;
 
@@ -9,31 +12,39 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use error::AppError;
-use tower_http::services::ServeDir;
 
-use crate::ingest::Ingest;
 use crate::livekit::KeyRing;
 use crate::metrics::Metrics;
 use crate::pusher::hub::Hub;
+use crate::rooms::Rooms;
 use crate::store::Store;
 
 /// What every handler may need; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub ingest: Ingest,
+    pub rooms: Rooms,
     pub keys: Arc<KeyRing>,
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
     pub store: Arc<dyn Store>,
+    /// The Pusher app secret, which is also the API's bearer token.
+    pub app_secret: Arc<str>,
 }
 
-/// The dashboard's files, compiled into the binary's location at build time
-/// so `make run` serves them from any working directory.
-pub const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+/// The API's body limit: schedules with long expected lists fit easily.
+pub const MAX_API_BODY_BYTES: usize = 256 * 1024;
+
+/// Maps a body rejection to the contract's error (413 or 400).
+pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> AppError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::too_large(MAX_API_BODY_BYTES)
+    } else {
+        AppError::bad_request("unreadable_body", rejection.body_text())
+    }
+}
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -41,17 +52,23 @@ pub fn routes(state: AppState) -> Router {
             "/webhooks/livekit",
             post(webhook::livekit).layer(DefaultBodyLimit::max(webhook::MAX_WEBHOOK_BYTES)),
         )
+        .route("/api/heartbeat", post(heartbeat::heartbeat))
+        .route(
+            "/api/sessions/{room}/schedule",
+            put(api::put_schedule).layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES)),
+        )
+        .route("/api/sessions/{room}/attendance", get(api::attendance))
+        .route("/api/sessions/{room}/events", get(api::events))
+        .route("/api/sessions/{room}/recalculate", post(api::recalculate))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .fallback_service(ServeDir::new(STATIC_DIR).not_found_service(get(not_found)))
+        .route("/", get(assets::index))
+        .route("/{file}", get(assets::file))
+        .fallback(not_found)
         .with_state(state)
 }
 
-async fn not_found() -> AppError {
-    AppError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint or file",
-    )
+pub async fn not_found() -> AppError {
+    AppError::not_found("no such endpoint or file")
 }

@@ -67,15 +67,14 @@ async fn handle(
         tracing::info!(error = %e, "webhook rejected");
         AppError::unauthorized(e.code(), e.to_string())
     })?;
-    app.ingest.webhook(&body, now).await.map_err(|e| match e {
-        IngestError::Malformed(why) => AppError::bad_request("malformed_webhook", why),
-        IngestError::Store(e) => {
-            tracing::error!(error = %e, "webhook not stored; answered 503 so LiveKit retries");
-            AppError::store_unavailable()
-        }
-        IngestError::Contention => {
-            tracing::warn!("webhook not stored after repeated conflicts; answered 503");
-            AppError::store_unavailable()
-        }
-    })
+    app.rooms
+        .ingest_webhook(&body, now)
+        .await
+        .map_err(|e| match e {
+            IngestError::Malformed(why) => AppError::bad_request("malformed_webhook", why),
+            IngestError::Update(e) => {
+                tracing::error!(error = %e, "webhook not stored; answered 503 so LiveKit retries");
+                AppError::store_unavailable()
+            }
+        })
 }

@@ -2,8 +2,9 @@
 //! rollcall and for single-node development — state is lost on restart and
 //! not shared between nodes (the server says so when it starts).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -11,7 +12,7 @@ use dashmap::DashMap;
 use super::{
     Broadcast, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store, StoreError,
 };
-use crate::domain::{EventId, RoomName};
+use crate::domain::{EventId, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 
 pub struct MemoryStore {
@@ -20,6 +21,9 @@ pub struct MemoryStore {
     /// order. The lock is never held across an `.await`.
     rooms: DashMap<RoomName, Arc<Mutex<RoomSlot>>>,
     channels: DashMap<String, BTreeSet<RoomName>>,
+    heartbeats: DashMap<RoomName, BTreeMap<UserId, UnixMillis>>,
+    due: DashMap<RoomName, UnixMillis>,
+    leases: DashMap<String, (String, Instant)>,
     delivery: Arc<dyn LocalDelivery>,
 }
 
@@ -36,6 +40,9 @@ impl MemoryStore {
         Self {
             rooms: DashMap::new(),
             channels: DashMap::new(),
+            heartbeats: DashMap::new(),
+            due: DashMap::new(),
+            leases: DashMap::new(),
             delivery,
         }
     }
@@ -76,14 +83,18 @@ impl Store for MemoryStore {
     async fn commit(&self, room: &RoomName, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let slot = Arc::clone(self.rooms.entry(room.clone()).or_default().value());
         let mut slot = slot.lock().map_err(poisoned)?;
-        if slot.applied.contains(&commit.event.id) {
+        if let Some(event) = &commit.event
+            && slot.applied.contains(&event.id)
+        {
             return Ok(CommitOutcome::Duplicate);
         }
         if slot.version != commit.expected_version {
             return Ok(CommitOutcome::Conflict);
         }
-        slot.applied.insert(commit.event.id.clone());
-        slot.log.push(commit.event);
+        if let Some(event) = commit.event {
+            slot.applied.insert(event.id.clone());
+            slot.log.push(event);
+        }
         if let Some(state) = commit.state {
             slot.state = state;
         }
@@ -128,5 +139,76 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn record_heartbeat(
+        &self,
+        room: &RoomName,
+        user: &UserId,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut beats = self.heartbeats.entry(room.clone()).or_default();
+        let last = beats.entry(user.clone()).or_insert(at);
+        *last = (*last).max(at);
+        Ok(())
+    }
+
+    async fn heartbeats(
+        &self,
+        room: &RoomName,
+    ) -> Result<BTreeMap<UserId, UnixMillis>, StoreError> {
+        Ok(self
+            .heartbeats
+            .get(room)
+            .map(|b| b.clone())
+            .unwrap_or_default())
+    }
+
+    async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError> {
+        let mut due = self.due.entry(room.clone()).or_insert(at);
+        *due = (*due).min(at);
+        Ok(())
+    }
+
+    async fn set_due(&self, room: &RoomName, at: Option<UnixMillis>) -> Result<(), StoreError> {
+        match at {
+            Some(at) => {
+                self.due.insert(room.clone(), at);
+            }
+            None => {
+                self.due.remove(room);
+            }
+        }
+        Ok(())
+    }
+
+    async fn due_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
+        let mut due: Vec<(UnixMillis, RoomName)> = self
+            .due
+            .iter()
+            .filter(|e| *e.value() <= now)
+            .map(|e| (*e.value(), e.key().clone()))
+            .collect();
+        due.sort_unstable();
+        Ok(due.into_iter().take(limit).map(|(_, room)| room).collect())
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut taken = false;
+        self.leases
+            .entry(name.to_string())
+            .and_modify(|(h, until)| {
+                if *until <= now {
+                    *h = holder.to_string();
+                    *until = now + ttl;
+                    taken = true;
+                }
+            })
+            .or_insert_with(|| {
+                taken = true;
+                (holder.to_string(), now + ttl)
+            });
+        Ok(taken)
     }
 }

@@ -19,7 +19,10 @@ use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{EventId, RoomName, UnixMillis};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::domain::{EventId, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 
 pub use memory::MemoryStore;
@@ -54,7 +57,9 @@ pub struct Broadcast {
 pub struct Commit {
     /// The version read; `0` when the room had no record.
     pub expected_version: u64,
-    pub event: LoggedEvent,
+    /// The webhook behind this change, if any; schedule changes, sweeps and
+    /// recalculations have none (they are not LiveKit's events).
+    pub event: Option<LoggedEvent>,
     /// The new state, or `None` when the event changed nothing (it is still
     /// logged and its id remembered).
     pub state: Option<RoomState>,
@@ -113,4 +118,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store can take writes (`/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records `user`'s latest heartbeat in `room` (rule 13's record).
+    async fn record_heartbeat(
+        &self,
+        room: &RoomName,
+        user: &UserId,
+        at: UnixMillis,
+    ) -> Result<(), StoreError>;
+
+    /// The latest heartbeat of every person who sent one in `room`.
+    async fn heartbeats(&self, room: &RoomName)
+    -> Result<BTreeMap<UserId, UnixMillis>, StoreError>;
+
+    /// Lowers `room`'s due time in the sweeper's index to `at` (never
+    /// raises it): a change that may need the sweeper sooner.
+    async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError>;
+
+    /// Sets `room`'s due time, raising it if need be, or removes the room
+    /// from the index (`None`). Only the sweeper calls this, for a room it
+    /// just processed; see `sweeper` for why that is safe.
+    async fn set_due(&self, room: &RoomName, at: Option<UnixMillis>) -> Result<(), StoreError>;
+
+    /// Rooms whose due time is at or before `now`, earliest first.
+    async fn due_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError>;
+
+    /// Takes the named lease for `ttl` if nobody holds it; `true` if taken.
+    /// Leases make one node do a job other nodes would only repeat
+    /// (a sweep, a report); correctness never depends on them.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
 }

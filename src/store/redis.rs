@@ -10,7 +10,11 @@
 //! | `rollcall:{<room>}:state` | hash | `v` (version, the CAS token), `state` (RoomState JSON) |
 //! | `rollcall:{<room>}:applied` | set | event ids already applied (rule 7) |
 //! | `rollcall:{<room>}:log` | stream | the event log: `id`, `received_at`, `body` (rule 22) |
+//! | `rollcall:{<room>}:heartbeats` | hash | user id → last heartbeat (ms), rule 13's record |
+//! | `rollcall:{<room>}:lease:<job>` | string | a short lease (report delivery) |
 //! | `rollcall:channel:{<channel>}` | set | rooms whose updates go to the channel |
+//! | `rollcall:due` | sorted set | room → when the sweeper next has work there (ms) |
+//! | `rollcall:lease:<job>` | string | a short lease for node-wide jobs (the sweep) |
 //!
 //! Broadcasts travel on the pub/sub channel `rollcall:broadcast` as
 //! `<channel>\n<frame>`; every node (the committing one included) delivers
@@ -18,6 +22,7 @@
 //!
 //! Room keys expire `retention` after the room's last write.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +34,7 @@ use super::{
     Broadcast, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store, StoreError,
     bus,
 };
-use crate::domain::{EventId, RoomName};
+use crate::domain::{EventId, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 
 /// The pub/sub channel every node listens on.
@@ -64,19 +69,22 @@ pub struct RedisStore {
 /// The atomic commit (see `Store::commit`). Only bookkeeping runs here;
 /// the attendance rules stay in Rust, which computed ARGV[5].
 ///
-/// KEYS: state, applied, log. ARGV: expected version, event id,
-/// received_at, body, new state JSON ('' = unchanged), retention ms, log
-/// cap, then the broadcasts to publish.
+/// KEYS: state, applied, log, heartbeats. ARGV: expected version, event
+/// id ('' = no event), received_at, body, new state JSON ('' =
+/// unchanged), retention ms, log cap, then the broadcasts to publish.
 /// Returns the new version, -1 for a duplicate, -2 for a conflict.
 const COMMIT_LUA: &str = r#"
-if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return -1 end
+local has_event = ARGV[2] ~= ''
+if has_event and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return -1 end
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then return -2 end
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
+if has_event then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
+end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
 redis.call('HSET', KEYS[1], 'v', v + 1)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
 for i = 8, #ARGV do redis.call('PUBLISH', 'rollcall:broadcast', ARGV[i]) end
 return v + 1
 "#;
@@ -201,15 +209,20 @@ impl Store for RedisStore {
             Some(s) => serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
         };
+        let (event_id, received_at, body) = match &commit.event {
+            Some(e) => (e.id.as_str(), e.received_at, e.body.as_str()),
+            None => ("", 0, ""),
+        };
         let mut invocation = self.commit_script.prepare_invoke();
         invocation
             .key(room_key(room, "state"))
             .key(room_key(room, "applied"))
             .key(room_key(room, "log"))
+            .key(room_key(room, "heartbeats"))
             .arg(commit.expected_version)
-            .arg(commit.event.id.as_str())
-            .arg(commit.event.received_at)
-            .arg(commit.event.body.as_str())
+            .arg(event_id)
+            .arg(received_at)
+            .arg(body)
             .arg(state_json)
             .arg(self.options.retention.as_millis() as u64)
             .arg(LOG_CAP);
@@ -310,4 +323,104 @@ impl Store for RedisStore {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
     }
+
+    async fn record_heartbeat(
+        &self,
+        room: &RoomName,
+        user: &UserId,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let key = room_key(room, "heartbeats");
+        let user = user.to_string();
+        let ttl = self.options.retention.as_millis() as i64;
+        self.run(|mut c| async move {
+            redis::pipe()
+                .hset(&key, &user, at)
+                .ignore()
+                .pexpire(&key, ttl)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn heartbeats(
+        &self,
+        room: &RoomName,
+    ) -> Result<BTreeMap<UserId, UnixMillis>, StoreError> {
+        let key = room_key(room, "heartbeats");
+        let beats: BTreeMap<String, UnixMillis> = self
+            .run(|mut c| async move { c.hgetall(&key).await })
+            .await?;
+        Ok(beats
+            .into_iter()
+            .map(|(u, at)| (UserId::new(u), at))
+            .collect())
+    }
+
+    async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError> {
+        let room = room.to_string();
+        self.run(|mut c| async move {
+            redis::cmd("ZADD")
+                .arg(DUE_KEY)
+                .arg("LT")
+                .arg(at)
+                .arg(&room)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn set_due(&self, room: &RoomName, at: Option<UnixMillis>) -> Result<(), StoreError> {
+        let room = room.to_string();
+        self.run(|mut c| async move {
+            match at {
+                Some(at) => c.zadd::<_, _, _, ()>(DUE_KEY, &room, at).await,
+                None => c.zrem::<_, _, ()>(DUE_KEY, &room).await,
+            }
+        })
+        .await
+    }
+
+    async fn due_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
+        let rooms: Vec<String> = self
+            .run(|mut c| async move {
+                redis::cmd("ZRANGE")
+                    .arg(DUE_KEY)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(rooms.into_iter().map(RoomName::new).collect())
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = format!("rollcall:lease:{name}");
+        let holder = holder.to_string();
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let taken: Option<String> = self
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(taken.is_some())
+    }
 }
+
+/// The sweeper's index (see `Store::due_rooms`).
+const DUE_KEY: &str = "rollcall:due";

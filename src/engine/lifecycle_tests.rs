@@ -1,0 +1,303 @@
+//! Rules 12–21 in the engine: heartbeat closures, schedules, verdicts,
+//! expected attendees, finalization.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, Timestamp, UnixMillis, UserId};
+
+const ROOM: &str = "itqan-academy-quran-session-121";
+const T0: UnixMillis = 1_763_719_200_000; // 10:00:00
+const MIN: i64 = 60_000;
+const TIMEOUT: i64 = 5 * MIN;
+
+fn session() -> Session {
+    Naming::default().session(ROOM).unwrap()
+}
+
+fn who(user: &str, sid: &str) -> Participant {
+    Participant {
+        user_id: UserId::new(user),
+        sid: ParticipantSid::new(sid),
+        identity: Identity::new(format!("{user}_Test")),
+        name: format!("User {user}"),
+    }
+}
+
+fn obs(id: &str, at: UnixMillis, fact: Fact) -> Observation {
+    Observation {
+        id: EventId::new(id),
+        created_at: at,
+        room_sid: RoomSid::new("RM_a"),
+        metadata_schedule: None,
+        fact,
+    }
+}
+
+fn join(id: &str, user: &str, sid: &str, at: UnixMillis) -> Observation {
+    obs(
+        id,
+        at,
+        Fact::Joined {
+            participant: who(user, sid),
+            joined_at: at,
+        },
+    )
+}
+
+fn leave(id: &str, user: &str, sid: &str, joined: UnixMillis, at: UnixMillis) -> Observation {
+    obs(
+        id,
+        at,
+        Fact::Left {
+            participant: who(user, sid),
+            joined_at: Some(joined),
+        },
+    )
+}
+
+fn schedule(start: UnixMillis, minutes: u32, expected: &[&str]) -> Schedule {
+    Schedule::new(
+        Timestamp(start),
+        minutes,
+        expected.iter().map(|i| Identity::new(*i)).collect(),
+    )
+    .unwrap()
+}
+
+fn view_of(state: &RoomState, user: &str, now: UnixMillis) -> Attendance {
+    let (s, n, r) = (session(), Naming::default(), VerdictRules::default());
+    let view = RoomView {
+        session: &s,
+        state,
+        naming: &n,
+        rules: &r,
+    };
+    view.attendance(&UserId::new(user), now).unwrap()
+}
+
+fn roster(state: &RoomState, now: UnixMillis) -> Vec<Attendance> {
+    let (s, n, r) = (session(), Naming::default(), VerdictRules::default());
+    RoomView {
+        session: &s,
+        state,
+        naming: &n,
+        rules: &r,
+    }
+    .roster(now)
+}
+
+fn beats(pairs: &[(&str, UnixMillis)]) -> BTreeMap<UserId, UnixMillis> {
+    pairs.iter().map(|(u, t)| (UserId::new(*u), *t)).collect()
+}
+
+#[test]
+fn rule12_no_open_cycle_means_not_in_the_meeting() {
+    let mut s = RoomState::default();
+    assert!(!s.is_in_meeting(&UserId::new("1")), "nobody yet");
+    s.apply(&join("e1", "1", "PA_a", T0));
+    assert!(s.is_in_meeting(&UserId::new("1")));
+    s.apply(&leave("e2", "1", "PA_a", T0, T0 + MIN));
+    assert!(!s.is_in_meeting(&UserId::new("1")));
+}
+
+#[test]
+fn rule13_stale_cycles_close_at_the_later_of_join_and_last_heartbeat() {
+    let mut s = RoomState::default();
+    s.apply(&join("e1", "1", "PA_a", T0));
+    s.apply(&join("e2", "2", "PA_b", T0));
+    let hb = beats(&[("1", T0 + 2 * MIN)]);
+    // Not yet: exactly the timeout after the last heartbeat is not "older".
+    assert!(
+        s.stale_cycles(&hb, T0 + 2 * MIN + TIMEOUT, TIMEOUT)
+            .is_empty()
+    );
+    let stale = s.stale_cycles(&hb, T0 + 2 * MIN + TIMEOUT + 1, TIMEOUT);
+    assert_eq!(
+        stale,
+        vec![(UserId::new("1"), ParticipantSid::new("PA_a"), T0 + 2 * MIN)]
+    );
+    // Person 2 never sent a heartbeat: never closed this way.
+    let changes = s.close_stale(&stale);
+    assert_eq!(changes.people, vec![UserId::new("1")]);
+    let a = view_of(&s, "1", T0 + 60 * MIN);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::HeartbeatTimeout));
+    assert_eq!(a.cycles[0].left_at, Some(Timestamp(T0 + 2 * MIN)));
+    assert_eq!(a.duration_ms, 2 * MIN);
+    assert!(view_of(&s, "2", T0 + 60 * MIN).is_currently_in_meeting);
+    // A heartbeat after the closure does not reopen it (it is recorded).
+    let later = beats(&[("1", T0 + 30 * MIN)]);
+    assert!(s.stale_cycles(&later, T0 + 60 * MIN, TIMEOUT).is_empty());
+    assert!(!s.is_in_meeting(&UserId::new("1")));
+}
+
+#[test]
+fn rule13_a_heartbeat_before_the_join_counts_from_the_join() {
+    let mut s = RoomState::default();
+    s.apply(&join("e1", "1", "PA_a", T0 + 10 * MIN));
+    let hb = beats(&[("1", T0)]);
+    let stale = s.stale_cycles(&hb, T0 + 10 * MIN + TIMEOUT + 1, TIMEOUT);
+    assert_eq!(stale[0].2, T0 + 10 * MIN, "the later of join and heartbeat");
+}
+
+#[test]
+fn rule15_the_webhook_replaces_every_estimate_later_or_earlier() {
+    for real_leave in [T0 + MIN, T0 + 20 * MIN] {
+        let mut s = RoomState::default();
+        s.apply(&join("e1", "1", "PA_a", T0));
+        let stale = s.stale_cycles(&beats(&[("1", T0 + 5 * MIN)]), T0 + 11 * MIN, TIMEOUT);
+        s.close_stale(&stale);
+        s.apply(&leave("e2", "1", "PA_a", T0, real_leave));
+        let a = view_of(&s, "1", T0 + 60 * MIN);
+        assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::Webhook));
+        assert_eq!(a.duration_ms, real_leave - T0);
+    }
+    // And the session_end estimate.
+    let mut s = RoomState::default();
+    s.set_schedule(Some(schedule(T0, 30, &[])));
+    s.apply(&join("e1", "1", "PA_a", T0));
+    s.finalize();
+    assert_eq!(
+        view_of(&s, "1", T0 + 90 * MIN).cycles[0].closed_by,
+        Some(ClosedBy::SessionEnd)
+    );
+    s.apply(&leave("e2", "1", "PA_a", T0, T0 + 12 * MIN));
+    let a = view_of(&s, "1", T0 + 90 * MIN);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::Webhook));
+    assert_eq!(a.duration_ms, 12 * MIN);
+}
+
+#[test]
+fn rules16_to_18_verdicts_from_the_schedule() {
+    let mut s = RoomState::default();
+    s.set_schedule(Some(schedule(T0, 60, &[])));
+    // 1: prep time then the whole hour → 100 %, present, on time.
+    s.apply(&join("a1", "1", "PA_1", T0 - 10 * MIN));
+    s.apply(&leave("a2", "1", "PA_1", T0 - 10 * MIN, T0 + 70 * MIN));
+    // 2: joins 20 min late and stays 40 min → 66.7 %, late.
+    s.apply(&join("b1", "2", "PA_2", T0 + 20 * MIN));
+    s.apply(&leave("b2", "2", "PA_2", T0 + 20 * MIN, T0 + 60 * MIN));
+    // 3: on time, 30 min → 50 %, present (on time).
+    s.apply(&join("c1", "3", "PA_3", T0));
+    s.apply(&leave("c2", "3", "PA_3", T0, T0 + 30 * MIN));
+    // 4: 20 min → 33.3 %, partial. 5: 3 min → 5 %, absent.
+    s.apply(&join("d1", "4", "PA_4", T0));
+    s.apply(&leave("d2", "4", "PA_4", T0, T0 + 20 * MIN));
+    s.apply(&join("e1", "5", "PA_5", T0));
+    s.apply(&leave("e2", "5", "PA_5", T0, T0 + 3 * MIN));
+    let now = T0 + 90 * MIN;
+    let cases = [
+        ("1", 100.0, false, Verdict::Present, 60 * MIN),
+        ("2", 66.7, true, Verdict::Late, 40 * MIN),
+        ("3", 50.0, false, Verdict::Present, 30 * MIN),
+        ("4", 33.3, false, Verdict::Partial, 20 * MIN),
+        ("5", 5.0, false, Verdict::Absent, 3 * MIN),
+    ];
+    for (user, pct, late, status, ms) in cases {
+        let a = view_of(&s, user, now);
+        assert_eq!(a.duration_ms, ms, "user {user}");
+        assert_eq!(a.attendance_percentage, Some(pct), "user {user}");
+        assert_eq!(a.is_late, Some(late), "user {user}");
+        assert_eq!(a.attendance_status, Some(status), "user {user}");
+    }
+}
+
+#[test]
+fn without_a_schedule_there_is_no_verdict() {
+    let mut s = RoomState::default();
+    s.apply(&join("a1", "1", "PA_1", T0));
+    let a = view_of(&s, "1", T0 + MIN);
+    assert_eq!(a.attendance_status, None);
+    assert_eq!(a.attendance_percentage, None);
+    assert_eq!(a.is_late, None);
+}
+
+#[test]
+fn rule19_expected_but_never_joined_is_absent_with_zero() {
+    let mut s = RoomState::default();
+    s.set_schedule(Some(schedule(T0, 60, &["1_Test", "7_Missing_Person"])));
+    s.apply(&join("a1", "1", "PA_1", T0));
+    let r = roster(&s, T0 + 30 * MIN);
+    assert_eq!(r.len(), 2, "the one who came and the one who did not");
+    let missing = &r[1];
+    assert_eq!(missing.identity, "7_Missing_Person");
+    assert_eq!(missing.user_id, UserId::new("7"));
+    assert_eq!(missing.duration_seconds, 0);
+    assert_eq!(missing.join_count, 0);
+    assert_eq!(missing.attendance_status, Some(Verdict::Absent));
+    assert_eq!(missing.attendance_percentage, Some(0.0));
+}
+
+#[test]
+fn rule20_finalization_closes_at_the_window_end_and_refinalizes() {
+    let mut s = RoomState::default();
+    s.set_schedule(Some(schedule(T0, 60, &[])));
+    s.apply(&join("a1", "1", "PA_1", T0));
+    let end = T0 + 60 * MIN;
+    let delay = 5 * MIN;
+    assert!(!s.finalize_due(end + delay - 1, delay));
+    assert!(s.finalize_due(end + delay, delay));
+    assert_eq!(
+        s.next_due(&BTreeMap::new(), TIMEOUT, delay),
+        Some(end + delay)
+    );
+    let changes = s.finalize();
+    assert!(changes.everyone);
+    assert!(!s.finalize_due(end + 2 * delay, delay), "exactly once");
+    assert_eq!(s.finalization.revision, 1);
+    assert!(s.finalization.report_due());
+    let a = view_of(&s, "1", end + delay);
+    assert!(a.is_final);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::SessionEnd));
+    assert_eq!(a.cycles[0].left_at, Some(Timestamp(end)));
+    assert_eq!(a.duration_ms, 60 * MIN);
+    // The report went out; then a late event arrives: revision 2.
+    s.finalization.reported_revision = 1;
+    assert!(!s.finalization.report_due());
+    s.apply(&leave("a2", "1", "PA_1", T0, T0 + 45 * MIN));
+    assert_eq!(s.finalization.revision, 2);
+    assert!(s.finalization.report_due());
+    assert_eq!(view_of(&s, "1", end + delay).duration_ms, 45 * MIN);
+    // A duplicate-equivalent event that changes nothing does not bump it.
+    s.apply(&leave("a2", "1", "PA_1", T0, T0 + 45 * MIN));
+    assert_eq!(s.finalization.revision, 2);
+}
+
+#[test]
+fn rule21_metadata_schedule_and_the_explicit_one_wins() {
+    let mut s = RoomState::default();
+    let mut j = join("a1", "1", "PA_1", T0 - 10 * MIN);
+    j.metadata_schedule = Some(schedule(T0, 60, &[]));
+    let changes = s.apply(&j);
+    assert!(changes.everyone, "a new schedule recomputes everyone");
+    assert_eq!(s.effective_schedule().unwrap().duration_minutes, 60);
+    assert_eq!(
+        view_of(&s, "1", T0 + 10 * MIN).duration_ms,
+        10 * MIN,
+        "prep time excluded"
+    );
+    let explicit = schedule(T0, 30, &[]);
+    assert!(s.set_schedule(Some(explicit.clone())).everyone);
+    assert_eq!(s.effective_schedule(), Some(&explicit));
+    // Later metadata does not override the explicit schedule.
+    let mut j2 = join("a2", "2", "PA_2", T0);
+    j2.metadata_schedule = Some(schedule(T0, 90, &[]));
+    assert!(!s.apply(&j2).everyone);
+    assert_eq!(s.effective_schedule(), Some(&explicit));
+    // Setting the same schedule again changes nothing.
+    assert!(s.set_schedule(Some(explicit)).is_empty());
+}
+
+#[test]
+fn next_due_tracks_the_earliest_stale_deadline() {
+    let mut s = RoomState::default();
+    s.apply(&join("a1", "1", "PA_1", T0));
+    s.apply(&join("a2", "2", "PA_2", T0));
+    assert_eq!(
+        s.next_due(&BTreeMap::new(), TIMEOUT, 0),
+        None,
+        "no heartbeats, no schedule"
+    );
+    let hb = beats(&[("1", T0 + MIN), ("2", T0 + 3 * MIN)]);
+    assert_eq!(s.next_due(&hb, TIMEOUT, 0), Some(T0 + MIN + TIMEOUT + 1));
+}

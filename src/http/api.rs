@@ -1,0 +1,200 @@
+//! The main app's API: `/api/sessions/{room}/…`, authenticated with
+//! `Authorization: Bearer <app secret>`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::AppError;
+use crate::domain::{Identity, RoomName, Timestamp};
+use crate::engine::{RoomState, Schedule, Session};
+use crate::report;
+use crate::rooms::UpdateError;
+
+/// Checks `Authorization: Bearer <app secret>` in constant time.
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(AppError::unauthorized(
+            "missing_authorization",
+            "Authorization: Bearer <app secret> is required",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .unwrap_or_default()
+        .trim();
+    let ok: bool = token.as_bytes().ct_eq(app.app_secret.as_bytes()).into();
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::unauthorized(
+            "invalid_credentials",
+            "the bearer token is not the app secret",
+        ))
+    }
+}
+
+fn session_of(app: &AppState, room: &str) -> Result<Session, AppError> {
+    app.rooms
+        .session(room)
+        .ok_or_else(|| AppError::not_found(format!("{room} does not match ROLLCALL_ROOM_PATTERN")))
+}
+
+/// The room's state, or 404 when rollcall knows nothing about it.
+async fn state_of(app: &AppState, session: &Session) -> Result<RoomState, AppError> {
+    app.rooms
+        .load(&session.room)
+        .await
+        .map_err(|e| store_error(e.into()))?
+        .ok_or_else(|| AppError::not_found(format!("nothing is known about {}", session.room)))
+}
+
+pub fn store_error(e: UpdateError) -> AppError {
+    tracing::error!(error = %e, "store operation failed");
+    AppError::store_unavailable()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    starts_at: String,
+    duration_minutes: u32,
+    #[serde(default)]
+    expected: Vec<String>,
+}
+
+/// `PUT /api/sessions/{room}/schedule` (rule 21).
+pub async fn put_schedule(
+    State(app): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, AppError> {
+    authorize(&app, &headers)?;
+    let session = session_of(&app, &room)?;
+    let body = body.map_err(super::body_error)?;
+    let parsed: ScheduleBody = serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request("invalid_schedule", e.to_string()))?;
+    let starts_at = Timestamp::parse_rfc3339(&parsed.starts_at).ok_or_else(|| {
+        AppError::bad_request("invalid_schedule", "starts_at must be an RFC 3339 instant")
+    })?;
+    let expected = parsed.expected.into_iter().map(Identity::new).collect();
+    let schedule = Schedule::new(starts_at, parsed.duration_minutes, expected)
+        .map_err(|e| AppError::bad_request("invalid_schedule", e.to_string()))?;
+    app.rooms
+        .update(&session, None, |state| {
+            state.set_schedule(Some(schedule.clone()))
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({"room": session.room, "schedule": schedule})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AttendanceQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/sessions/{room}/attendance` (`?format=csv`).
+pub async fn attendance(
+    State(app): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<AttendanceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    authorize(&app, &headers)?;
+    let session = session_of(&app, &room)?;
+    let state = state_of(&app, &session).await?;
+    let now = crate::domain::now_millis();
+    match query.format.as_deref() {
+        None | Some("json") => {
+            Ok(Json(report::roster(&app.rooms, &session, &state, now)).into_response())
+        }
+        Some("csv") => {
+            let csv = report::roster_csv(&app.rooms.view(&session, &state).roster(now));
+            let filename = format!("attendance-{}.csv", sanitize(session.room.as_str()));
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{filename}\""),
+                    ),
+                ],
+                csv,
+            )
+                .into_response())
+        }
+        Some(other) => Err(AppError::bad_request(
+            "invalid_format",
+            format!("unknown format {other:?}; use json or csv"),
+        )),
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `GET /api/sessions/{room}/events`: the immutable log, oldest first,
+/// each body exactly as LiveKit signed it.
+pub async fn events(
+    State(app): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authorize(&app, &headers)?;
+    let session = session_of(&app, &room)?;
+    let log = app
+        .rooms
+        .store
+        .event_log(&session.room)
+        .await
+        .map_err(|e| store_error(e.into()))?;
+    if log.is_empty() {
+        state_of(&app, &session).await?;
+    }
+    let events: Vec<Value> = log
+        .iter()
+        .map(|e| json!({"id": e.id, "received_at": Timestamp(e.received_at), "body": e.body}))
+        .collect();
+    Ok(Json(json!({"room": session.room, "events": events})))
+}
+
+/// `POST /api/sessions/{room}/recalculate` (rule 22).
+pub async fn recalculate(
+    State(app): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authorize(&app, &headers)?;
+    let session = session_of(&app, &room)?;
+    state_of(&app, &session).await?;
+    let changed = app.rooms.recalculate(&session).await.map_err(store_error)?;
+    let state = state_of(&app, &session).await?;
+    Ok(Json(json!({
+        "room": RoomName::new(session.room.as_str()),
+        "changed": changed,
+        "revision": state.finalization.revision,
+    })))
+}

@@ -1,0 +1,50 @@
+//! The dashboard (`static/`), compiled into the binary so that one file is
+//! the whole server, whatever the working directory.
+
+use axum::extract::Path;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::error::AppError;
+
+/// `(name, content type, bytes)` of every file in `static/`.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../static/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../static/style.css"),
+    ),
+];
+
+pub async fn index() -> Response {
+    serve("index.html")
+}
+
+pub async fn file(Path(name): Path<String>) -> Response {
+    serve(&name)
+}
+
+fn serve(name: &str) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                // Files change with the binary: revalidate, don't guess.
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => AppError::not_found("no such endpoint or file").into_response(),
+    }
+}

@@ -1,0 +1,239 @@
+//! The application service: every change to a room — a webhook, a
+//! schedule, a sweep, a finalization, a recalculation — goes through
+//! `Rooms::update`, one optimistic load → mutate → commit loop, so the
+//! store's atomicity covers them all and broadcasts leave in commit order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{RoomName, UnixMillis};
+use crate::engine::view::UPDATED_EVENT;
+use crate::engine::{Attendance, Changes, Naming, RoomState, RoomView, Session, VerdictRules};
+use crate::metrics::Metrics;
+use crate::pusher::frame;
+use crate::store::{Broadcast, Commit, CommitOutcome, LoggedEvent, Store, StoreError};
+
+/// How many times a commit is retried after losing a race to another
+/// writer of the same room before the caller gets a 503 (LiveKit retries).
+const MAX_COMMIT_ATTEMPTS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the room is being written too fast: gave up after {MAX_COMMIT_ATTEMPTS} attempts")]
+    Contention,
+}
+
+/// Timing rules the sweeper applies (rules 13 and 20).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat_timeout: Duration,
+    pub finalize_delay: Duration,
+}
+
+impl Timing {
+    pub fn heartbeat_timeout_ms(&self) -> i64 {
+        self.heartbeat_timeout.as_millis() as i64
+    }
+
+    pub fn finalize_delay_ms(&self) -> i64 {
+        self.finalize_delay.as_millis() as i64
+    }
+}
+
+#[derive(Debug)]
+pub enum Updated {
+    /// Committed; the state as stored and what changed.
+    Committed { state: RoomState, changes: Changes },
+    /// The event was already applied (rule 7): nothing changed.
+    Duplicate,
+    /// The mutation found nothing to do; nothing was written.
+    Unchanged { state: RoomState },
+}
+
+#[derive(Clone)]
+pub struct Rooms {
+    pub store: Arc<dyn Store>,
+    pub naming: Naming,
+    pub rules: VerdictRules,
+    pub timing: Timing,
+    /// Whether final reports are delivered (a report URL is configured).
+    pub reports: bool,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Rooms {
+    /// The session a room name stands for, if it is one of ours.
+    pub fn session(&self, room: &str) -> Option<Session> {
+        self.naming.session(room)
+    }
+
+    pub fn view<'a>(&'a self, session: &'a Session, state: &'a RoomState) -> RoomView<'a> {
+        RoomView {
+            session,
+            state,
+            naming: &self.naming,
+            rules: &self.rules,
+        }
+    }
+
+    /// Applies `mutate` to the room's current state and commits it with
+    /// `event` (logged and deduplicated) and the `attendance.updated`
+    /// broadcasts of whom it changed. Retries on a concurrent write;
+    /// `mutate` must therefore be a function of the state it is given.
+    /// Without an event, a mutation that changes nothing writes nothing.
+    pub async fn update(
+        &self,
+        session: &Session,
+        event: Option<LoggedEvent>,
+        mut mutate: impl FnMut(&mut RoomState) -> Changes,
+    ) -> Result<Updated, UpdateError> {
+        if let Some(e) = &event
+            && self.store.is_applied(&session.room, &e.id).await?
+        {
+            return Ok(Updated::Duplicate);
+        }
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let (version, before) = match self.store.load_room(&session.room).await? {
+                Some(record) => (record.version, record.state),
+                None => {
+                    // Before the first commit, so that a subscriber who
+                    // sees this room's first update can also find it.
+                    self.store
+                        .link_channel(&session.channel, &session.room)
+                        .await?;
+                    (0, RoomState::default())
+                }
+            };
+            let mut state = before.clone();
+            let changes = mutate(&mut state);
+            if event.is_none() && state == before {
+                return Ok(Updated::Unchanged { state });
+            }
+            if let Some(done) = self
+                .try_commit(session, version, event.clone(), state, changes)
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        Err(UpdateError::Contention)
+    }
+
+    /// Commits `state` over `expected_version` with its broadcasts; `None`
+    /// when another writer got there first (reload and retry).
+    pub async fn try_commit(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        event: Option<LoggedEvent>,
+        state: RoomState,
+        changes: Changes,
+    ) -> Result<Option<Updated>, UpdateError> {
+        let now = crate::domain::now_millis();
+        let broadcasts = self.broadcasts(session, &state, &changes, now);
+        let n = broadcasts.len() as u64;
+        // The sweeper's index first: if the commit then fails, a sweep
+        // that finds nothing to do costs nothing.
+        if let Some(due) = self.due_hint(&state, now) {
+            self.store.due_no_later_than(&session.room, due).await?;
+        }
+        let commit = Commit {
+            expected_version,
+            event,
+            state: Some(state.clone()),
+            broadcasts,
+        };
+        Ok(match self.store.commit(&session.room, commit).await? {
+            CommitOutcome::Committed { .. } => {
+                Metrics::add(&self.metrics.attendance_updates, n);
+                Some(Updated::Committed { state, changes })
+            }
+            CommitOutcome::Duplicate => Some(Updated::Duplicate),
+            CommitOutcome::Conflict => {
+                Metrics::add(&self.metrics.commit_conflicts, 1);
+                None
+            }
+        })
+    }
+
+    /// One `attendance.updated` per changed person (the whole roster when
+    /// everyone changed), each serialized once.
+    pub fn broadcasts(
+        &self,
+        session: &Session,
+        state: &RoomState,
+        changes: &Changes,
+        now: UnixMillis,
+    ) -> Vec<Broadcast> {
+        let view = self.view(session, state);
+        let people: Vec<Attendance> = if changes.everyone {
+            view.roster(now)
+        } else {
+            changes
+                .people
+                .iter()
+                .filter_map(|user| view.attendance(user, now))
+                .collect()
+        };
+        people
+            .iter()
+            .map(|a| Broadcast {
+                channel: session.channel.clone(),
+                frame: frame::event(UPDATED_EVENT, Some(&session.channel), &a.updated_json(now)),
+            })
+            .collect()
+    }
+
+    /// A conservative "look at this room by then" for the sweeper, from the
+    /// state alone: an open cycle may go stale one timeout from now at the
+    /// earliest; a schedule falls due at its end + delay; an undelivered
+    /// report is due now. Earlier than needed is harmless (the sweep finds
+    /// nothing and sets the exact time), later would not be.
+    pub fn due_hint(&self, state: &RoomState, now: UnixMillis) -> Option<UnixMillis> {
+        let open = state
+            .people
+            .values()
+            .any(|p| p.cycles.values().any(|c| state.closure(c).is_none()));
+        let stale = open.then_some(now + self.timing.heartbeat_timeout_ms());
+        let exact = state.next_due(&Default::default(), 0, self.timing.finalize_delay_ms());
+        let report = (self.reports && state.finalization.report_due()).then_some(now);
+        [stale, exact, report].into_iter().flatten().min()
+    }
+
+    /// Rule 22: rebuilds the room from its log and the heartbeat record,
+    /// atomically with respect to concurrent webhooks: the version is read
+    /// before the log, so an event logged after it makes the commit
+    /// conflict and the rebuild is redone. Returns whether anything changed.
+    pub async fn recalculate(&self, session: &Session) -> Result<bool, UpdateError> {
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let Some(record) = self.store.load_room(&session.room).await? else {
+                return Ok(false);
+            };
+            let log = self.store.event_log(&session.room).await?;
+            let mut rebuilt = crate::ingest::replay(&log, &record.state, &self.naming);
+            if rebuilt == record.state {
+                return Ok(false);
+            }
+            tracing::warn!(room = %session.room, "recalculation changed the state");
+            if rebuilt.finalization.is_final() {
+                rebuilt.finalization.revision += 1;
+            }
+            let changes = rebuilt.everyone();
+            if self
+                .try_commit(session, record.version, None, rebuilt, changes)
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Err(UpdateError::Contention)
+    }
+
+    /// The room's state, or `None` when nothing is known about it.
+    pub async fn load(&self, room: &RoomName) -> Result<Option<RoomState>, StoreError> {
+        Ok(self.store.load_room(room).await?.map(|r| r.state))
+    }
+}
