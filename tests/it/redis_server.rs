@@ -199,3 +199,64 @@ async fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The harness runs the repository's redis.conf: its durability and
+/// hardening are in force, and data survives both ways of stopping.
+#[tokio::test]
+async fn redis_conf_is_in_force_and_data_survives_stop_and_kill() {
+    let mut redis = RedisServer::start().await;
+    let mut conn = connection(redis.port).await.expect("connect");
+    let config = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
+    for (name, value) in [
+        ("appendonly", "yes"),
+        ("appendfsync", "everysec"),
+        ("save", ""),
+        ("maxmemory-policy", "noeviction"),
+        ("protected-mode", "yes"),
+        ("bind", "127.0.0.1 -::1"),
+        ("notify-keyspace-events", ""),
+        ("enable-debug-command", "no"),
+    ] {
+        let got: (String, String) = config(name).query_async(&mut conn).await.unwrap();
+        assert_eq!(got.1, value, "{name}");
+    }
+    for refused in [
+        redis::cmd("FLUSHALL"),
+        redis::cmd("KEYS").arg("*").clone(),
+        redis::cmd("DEBUG").arg("SLEEP").arg(0).clone(),
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("dir")
+            .arg("/tmp")
+            .clone(),
+    ] {
+        let result: redis::RedisResult<redis::Value> = refused.query_async(&mut conn).await;
+        assert!(result.is_err(), "{refused:?} must be refused");
+    }
+
+    let _: () = redis::cmd("SET")
+        .arg("stopped")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis.stop().await;
+    redis.restart().await;
+    let mut conn = connection(redis.port).await.expect("reconnect");
+    let _: () = redis::cmd("SET")
+        .arg("killed")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis.kill().await;
+    redis.restart().await;
+    let mut conn = connection(redis.port).await.expect("reconnect");
+    let (stopped, killed): (Option<i64>, Option<i64>) = redis::cmd("MGET")
+        .arg("stopped")
+        .arg("killed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((stopped, killed), (Some(1), Some(2)), "{}", redis.log());
+}

@@ -9,7 +9,7 @@
 //! "Nothing was delivered" is proven with a marker: a later delivery that
 //! must come next, never with a sleep.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,7 @@ fn joined_observation(id: &str, user: u32, sid: &str) -> Observation {
         id: EventId::new(id),
         created_at: 1_763_719_200_000 + i64::from(user),
         room_sid: RoomSid::new("RM_suite"),
+        metadata_schedule: None,
         fact: Fact::Joined {
             participant: Participant {
                 user_id: UserId::new(user.to_string()),
@@ -194,7 +195,7 @@ fn commit(
 ) -> Commit {
     Commit {
         expected_version,
-        event: logged(id, &format!(r#"{{"id":"{id}"}}"#)),
+        event: Some(logged(id, &format!(r#"{{"id":"{id}"}}"#))),
         state,
         broadcasts,
     }
@@ -245,6 +246,10 @@ conformance!(
     publish_delivers_without_a_commit,
     ping_answers_and_kind_names_the_store,
     racing_writers_apply_every_event_exactly_once,
+    a_commit_without_an_event_changes_state_but_not_the_log,
+    heartbeats_keep_each_persons_latest,
+    the_due_index_is_only_lowered_by_writers_and_set_by_the_sweeper,
+    a_lease_has_one_holder_until_it_expires,
 );
 
 async fn an_unknown_room_has_no_record_log_or_applied_ids(b: Backend) {
@@ -375,7 +380,7 @@ async fn a_duplicate_id_is_refused_and_changes_nothing(b: Backend) {
         Some(first.clone()),
         vec![broadcast(CHANNEL, "first")],
     );
-    let original_event = original.event.clone();
+    let original_event = original.event.clone().expect("an event");
     assert_eq!(
         b.store.commit(&r, original).await.unwrap(),
         CommitOutcome::Committed { version: 1 }
@@ -389,7 +394,7 @@ async fn a_duplicate_id_is_refused_and_changes_nothing(b: Backend) {
         Some(state_of(&["PA_1", "PA_2"])),
         vec![broadcast(CHANNEL, "duplicate")],
     );
-    retry.event.body = r#"{"id":"EV_1","retried":true}"#.into();
+    retry.event.as_mut().expect("an event").body = r#"{"id":"EV_1","retried":true}"#.into();
     assert_eq!(
         b.store.commit(&r, retry.clone()).await.unwrap(),
         CommitOutcome::Duplicate
@@ -514,7 +519,7 @@ async fn the_event_log_keeps_commit_order_and_raw_bodies_byte_for_byte(b: Backen
     for (i, event) in events.iter().enumerate() {
         let c = Commit {
             expected_version: i as u64,
-            event: event.clone(),
+            event: Some(event.clone()),
             state: Some(state_of(&["PA_1"])),
             broadcasts: vec![],
         };
@@ -641,7 +646,7 @@ async fn racing_writers_apply_every_event_exactly_once(b: Backend) {
                     state.apply(&obs);
                     let c = Commit {
                         expected_version: version,
-                        event: logged(obs.id.as_str(), obs.id.as_str()),
+                        event: Some(logged(obs.id.as_str(), obs.id.as_str())),
                         state: Some(state),
                         broadcasts: vec![broadcast(CHANNEL, obs.id.as_str())],
                     };
@@ -698,6 +703,153 @@ async fn racing_writers_apply_every_event_exactly_once(b: Backend) {
     let mut expected: Vec<(String, String)> = log.iter().map(|id| delivered(CHANNEL, id)).collect();
     expected.push(delivered(CHANNEL, "marker"));
     assert_eq!(frames, expected);
+}
+
+/// Sweeps, schedule changes and recalculations commit without a webhook:
+/// state and version move, the log and the applied ids do not, and the
+/// compare-and-set still guards them.
+async fn a_commit_without_an_event_changes_state_but_not_the_log(b: Backend) {
+    let r = room(ROOM);
+    let first = commit(0, "EV_1", Some(state_of(&["PA_1"])), vec![]);
+    assert_eq!(
+        b.store.commit(&r, first).await.unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+    let sweep = |expected_version, sids: &[&str], text: &str| Commit {
+        expected_version,
+        event: None,
+        state: Some(state_of(sids)),
+        broadcasts: vec![broadcast(CHANNEL, text)],
+    };
+    assert_eq!(
+        b.store
+            .commit(&r, sweep(1, &["PA_1", "PA_2"], "swept"))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 2 }
+    );
+    // The same change again from a node that read version 1: refused.
+    assert_eq!(
+        b.store
+            .commit(&r, sweep(1, &["PA_3"], "stale sweep"))
+            .await
+            .unwrap(),
+        CommitOutcome::Conflict
+    );
+    assert_eq!(
+        b.store.load_room(&r).await.unwrap(),
+        Some(RoomRecord {
+            state: state_of(&["PA_1", "PA_2"]),
+            version: 2
+        })
+    );
+    assert_eq!(log_ids(&*b.store, &r).await, ["EV_1"]);
+    let next = commit(2, "EV_2", None, vec![broadcast(CHANNEL, "next")]);
+    assert_eq!(
+        b.store.commit(&r, next).await.unwrap(),
+        CommitOutcome::Committed { version: 3 }
+    );
+    assert_eq!(
+        b.delivered.wait_for(2).await,
+        [delivered(CHANNEL, "swept"), delivered(CHANNEL, "next")]
+    );
+}
+
+/// Heartbeats of one person can reach different nodes out of order; the
+/// record keeps the latest, so a late, older one never brings a person
+/// closer to a heartbeat timeout.
+async fn heartbeats_keep_each_persons_latest(b: Backend) {
+    let (r, other) = (room(ROOM), room("x-quran-session-7"));
+    let (one, two) = (UserId::new("1"), UserId::new("2"));
+    assert!(b.store.heartbeats(&r).await.unwrap().is_empty());
+    b.store.record_heartbeat(&r, &one, 1_000).await.unwrap();
+    b.store.record_heartbeat(&r, &two, 500).await.unwrap();
+    b.store.record_heartbeat(&r, &one, 3_000).await.unwrap();
+    // A heartbeat answered earlier elsewhere, recorded late.
+    b.store.record_heartbeat(&r, &one, 2_000).await.unwrap();
+    b.store.record_heartbeat(&other, &one, 9_000).await.unwrap();
+    assert_eq!(
+        b.store.heartbeats(&r).await.unwrap(),
+        BTreeMap::from([(one.clone(), 3_000), (two, 500)])
+    );
+    assert_eq!(
+        b.store.heartbeats(&other).await.unwrap(),
+        BTreeMap::from([(one, 9_000)])
+    );
+}
+
+async fn the_due_index_is_only_lowered_by_writers_and_set_by_the_sweeper(b: Backend) {
+    let (r1, r2, r3) = (
+        room("a-quran-session-1"),
+        room("a-quran-session-2"),
+        room("a-quran-session-3"),
+    );
+    assert!(b.store.due_rooms(i64::MAX, 10).await.unwrap().is_empty());
+    b.store.due_no_later_than(&r1, 500).await.unwrap();
+    b.store.due_no_later_than(&r1, 700).await.unwrap(); // never raises
+    b.store.due_no_later_than(&r2, 100).await.unwrap();
+    b.store.due_no_later_than(&r3, 900).await.unwrap();
+    b.store.due_no_later_than(&r3, 300).await.unwrap(); // lowers
+    assert_eq!(
+        b.store.due_rooms(99, 10).await.unwrap(),
+        Vec::<RoomName>::new()
+    );
+    assert_eq!(
+        b.store.due_rooms(100, 10).await.unwrap(),
+        std::slice::from_ref(&r2)
+    );
+    assert_eq!(
+        b.store.due_rooms(600, 10).await.unwrap(),
+        [r2.clone(), r3.clone(), r1.clone()],
+        "earliest first"
+    );
+    assert_eq!(
+        b.store.due_rooms(600, 2).await.unwrap(),
+        [r2.clone(), r3.clone()]
+    );
+    // The sweeper processed r2 (nothing left) and r3 (next due later).
+    b.store.set_due(&r2, None).await.unwrap();
+    b.store.set_due(&r3, Some(800)).await.unwrap();
+    assert_eq!(
+        b.store.due_rooms(600, 10).await.unwrap(),
+        std::slice::from_ref(&r1)
+    );
+    assert_eq!(
+        b.store.due_rooms(800, 10).await.unwrap(),
+        [r1.clone(), r3.clone()]
+    );
+    // A writer brings r2 back.
+    b.store.due_no_later_than(&r2, 50).await.unwrap();
+    assert_eq!(b.store.due_rooms(800, 10).await.unwrap(), [r2, r1, r3]);
+}
+
+async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
+    let ttl = Duration::from_millis(150);
+    let taken_at = Instant::now();
+    assert!(b.store.try_lease("sweep", "node-a", ttl).await.unwrap());
+    assert!(!b.store.try_lease("sweep", "node-b", ttl).await.unwrap());
+    assert!(!b.store.try_lease("sweep", "node-a", ttl).await.unwrap());
+    assert!(
+        b.store
+            .try_lease("report:121", "node-b", ttl)
+            .await
+            .unwrap()
+    );
+    // Nobody else gets it before it expires; someone does after.
+    loop {
+        let taken = b.store.try_lease("sweep", "node-b", ttl).await.unwrap();
+        if taken {
+            assert!(
+                taken_at.elapsed() >= ttl,
+                "taken after {:?}",
+                taken_at.elapsed()
+            );
+            break;
+        }
+        assert!(taken_at.elapsed() < GUARD, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!b.store.try_lease("sweep", "node-a", ttl).await.unwrap());
 }
 
 // ---- Redis only -----------------------------------------------------------
@@ -927,7 +1079,9 @@ async fn a_redis_outage_fails_fast_and_the_same_store_recovers() {
 }
 
 /// Nothing rollcall writes lives forever: every key carries a TTL no longer
-/// than the retention (room keys refreshed by each write).
+/// than the retention (room keys refreshed by each write). The one
+/// exception is the sweeper's index of due rooms, a single key whose
+/// entries the sweeper removes once a room has nothing left to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_rollcall_writes_expires_within_the_retention() {
     let server = RedisServer::start().await;
@@ -951,6 +1105,17 @@ async fn every_key_rollcall_writes_expires_within_the_retention() {
         .commit(&room("x-quran-session-7"), commit(0, "EV_1", None, vec![]))
         .await
         .unwrap();
+    store
+        .record_heartbeat(&r, &UserId::new("1"), 1_000)
+        .await
+        .unwrap();
+    store.due_no_later_than(&r, 1_000).await.unwrap();
+    assert!(
+        store
+            .try_lease("sweep", "node-a", Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
 
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -968,8 +1133,8 @@ async fn every_key_rollcall_writes_expires_within_the_retention() {
         }
         cursor = next;
     }
-    assert!(keys.len() >= 4, "{keys:?}");
-    for key in keys {
+    assert!(keys.len() >= 8, "{keys:?}");
+    for key in keys.into_iter().filter(|k| k != "rollcall:due") {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(&key)
             .query_async(&mut conn)
