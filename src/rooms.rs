@@ -54,6 +54,11 @@ pub enum Updated {
 
 #[derive(Clone)]
 pub struct Rooms {
+    /// Striped per-room locks: updates of one room on this node queue up
+    /// instead of racing each other's compare-and-set (only other nodes can
+    /// still conflict). A fixed array, so nothing grows with the number of
+    /// rooms and nothing needs cleaning up.
+    locks: Arc<[tokio::sync::Mutex<()>]>,
     pub store: Arc<dyn Store>,
     pub naming: Naming,
     pub rules: VerdictRules,
@@ -63,7 +68,51 @@ pub struct Rooms {
     pub metrics: Arc<Metrics>,
 }
 
+/// Lock stripes; rooms that share one only queue behind each other.
+const LOCK_STRIPES: usize = 256;
+
 impl Rooms {
+    pub fn new(
+        store: Arc<dyn Store>,
+        naming: Naming,
+        rules: VerdictRules,
+        timing: Timing,
+        reports: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            store,
+            naming,
+            rules,
+            timing,
+            reports,
+            metrics,
+        }
+    }
+
+    async fn lock(&self, room: &RoomName) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        // Fixed keys: the same room must map to the same stripe for the
+        // life of the process; the hash need not resist anything.
+        let mut hasher =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .build_hasher();
+        room.hash(&mut hasher);
+        self.locks[(hasher.finish() as usize) % self.locks.len()]
+            .lock()
+            .await
+    }
+
+    /// After losing a race to another node: wait a little, randomly, so the
+    /// racers do not collide again in lockstep.
+    async fn back_off(attempt: usize) {
+        let cap_us = 200 * (1u64 << attempt.min(6));
+        tokio::time::sleep(Duration::from_micros(rand::random_range(0..=cap_us))).await;
+    }
+
     /// The session a room name stands for, if it is one of ours.
     pub fn session(&self, room: &str) -> Option<Session> {
         self.naming.session(room)
@@ -94,7 +143,11 @@ impl Rooms {
         {
             return Ok(Updated::Duplicate);
         }
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let _room = self.lock(&session.room).await;
+        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                Self::back_off(attempt).await;
+            }
             let (version, before) = match self.store.load_room(&session.room).await? {
                 Some(record) => (record.version, record.state),
                 None => {
@@ -134,16 +187,14 @@ impl Rooms {
         let now = crate::domain::now_millis();
         let broadcasts = self.broadcasts(session, &state, &changes, now);
         let n = broadcasts.len() as u64;
-        // The sweeper's index first: if the commit then fails, a sweep
-        // that finds nothing to do costs nothing.
-        if let Some(due) = self.due_hint(&state, now) {
-            self.store.due_no_later_than(&session.room, due).await?;
-        }
         let commit = Commit {
             expected_version,
             event,
             state: Some(state.clone()),
             broadcasts,
+            // The sweeper's index goes first: if the commit then fails, a
+            // sweep that finds nothing to do costs nothing.
+            due: self.due_hint(&state, now),
         };
         Ok(match self.store.commit(&session.room, commit).await? {
             CommitOutcome::Committed { .. } => {
@@ -207,7 +258,11 @@ impl Rooms {
     /// before the log, so an event logged after it makes the commit
     /// conflict and the rebuild is redone. Returns whether anything changed.
     pub async fn recalculate(&self, session: &Session) -> Result<bool, UpdateError> {
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let _room = self.lock(&session.room).await;
+        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                Self::back_off(attempt).await;
+            }
             let Some(record) = self.store.load_room(&session.room).await? else {
                 return Ok(false);
             };

@@ -76,17 +76,17 @@ impl Application {
         }
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let rooms = Rooms {
-            store: Arc::clone(&store),
-            naming: settings.naming.clone(),
-            rules: settings.rules,
-            timing: Timing {
+        let rooms = Rooms::new(
+            Arc::clone(&store),
+            settings.naming.clone(),
+            settings.rules,
+            Timing {
                 heartbeat_timeout: settings.heartbeat_timeout,
                 finalize_delay: settings.finalize_delay,
             },
-            reports: settings.report_webhook_url.is_some(),
-            metrics: Arc::clone(&metrics),
-        };
+            settings.report_webhook_url.is_some(),
+            Arc::clone(&metrics),
+        );
         let node = format!("{}-{}", std::process::id(), rand::random::<u32>());
         let reporter = settings.report_webhook_url.clone().map(|url| {
             Reporter::new(
@@ -186,9 +186,10 @@ impl Application {
     }
 }
 
-/// While the bus was disconnected, broadcasts from other nodes may have
-/// been missed; after every reconnection but the first, every local
-/// subscriber is re-sent its channel's snapshot, so no page stays stale.
+/// While the bus was disconnected, broadcasts may have been missed; after
+/// every (re)connection, every local subscriber is re-sent its channel's
+/// snapshot, so no page stays stale. (After the first there is usually
+/// nobody to re-send to; when Redis was down at startup there may be.)
 async fn resync_after_bus_gaps(
     mut connections: tokio::sync::watch::Receiver<u64>,
     snapshots: Arc<Snapshots>,
@@ -200,9 +201,7 @@ async fn resync_after_bus_gaps(
             _ = shutdown.cancelled() => return,
             changed = connections.changed() => if changed.is_err() { return },
         }
-        if *connections.borrow_and_update() <= 1 {
-            continue;
-        }
+        connections.borrow_and_update();
         let channels = hub.channel_names();
         tracing::info!(
             channels = channels.len(),

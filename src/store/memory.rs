@@ -81,6 +81,9 @@ impl Store for MemoryStore {
     }
 
     async fn commit(&self, room: &RoomName, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        if let Some(due) = commit.due {
+            self.due_no_later_than(room, due).await?;
+        }
         let slot = Arc::clone(self.rooms.entry(room.clone()).or_default().value());
         let mut slot = slot.lock().map_err(poisoned)?;
         if let Some(event) = &commit.event

@@ -64,6 +64,9 @@ pub struct Commit {
     /// logged and its id remembered).
     pub state: Option<RoomState>,
     pub broadcasts: Vec<Broadcast>,
+    /// Lower the room's due time in the sweeper's index to this, before
+    /// the commit and in the same round trip (see `due_no_later_than`).
+    pub due: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

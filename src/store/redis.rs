@@ -63,8 +63,18 @@ pub struct RedisStore {
     pool: Pool,
     options: RedisOptions,
     commit_script: redis::Script,
+    heartbeat_script: redis::Script,
     bus: bus::BusHandle,
 }
+
+/// Keeps each person's latest heartbeat: a delayed, older heartbeat (from
+/// another node) must not move it back. KEYS: heartbeats. ARGV: user, at,
+/// retention ms.
+const HEARTBEAT_LUA: &str = r#"
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+"#;
 
 /// The atomic commit (see `Store::commit`). Only bookkeeping runs here;
 /// the attendance rules stay in Rust, which computed ARGV[5].
@@ -133,10 +143,21 @@ impl RedisStore {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
         let bus = bus::spawn(client, delivery);
+        // Until the bus is subscribed, this node's sockets would miss
+        // broadcasts, its own commits' included: wait for it, bounded, so
+        // a node that starts while Redis is up never has that gap.
+        let mut connections = bus.connections();
+        if tokio::time::timeout(options.command_timeout, connections.wait_for(|n| *n > 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the broadcast bus is not subscribed yet; continuing (Redis down?)");
+        }
         Ok(Self {
             pool,
             options,
             commit_script: redis::Script::new(COMMIT_LUA),
+            heartbeat_script: redis::Script::new(HEARTBEAT_LUA),
             bus,
         })
     }
@@ -213,12 +234,24 @@ impl Store for RedisStore {
             Some(e) => (e.id.as_str(), e.received_at, e.body.as_str()),
             None => ("", 0, ""),
         };
-        let mut invocation = self.commit_script.prepare_invoke();
-        invocation
-            .key(room_key(room, "state"))
-            .key(room_key(room, "applied"))
-            .key(room_key(room, "log"))
-            .key(room_key(room, "heartbeats"))
+        // One round trip: the due-index update (first, so the index never
+        // lags a commit) and the commit script, by hash.
+        let mut pipe = redis::pipe();
+        if let Some(due) = commit.due {
+            pipe.cmd("ZADD")
+                .arg(DUE_KEY)
+                .arg("LT")
+                .arg(due)
+                .arg(room.as_str())
+                .ignore();
+        }
+        pipe.cmd("EVALSHA")
+            .arg(self.commit_script.get_hash())
+            .arg(4)
+            .arg(room_key(room, "state"))
+            .arg(room_key(room, "applied"))
+            .arg(room_key(room, "log"))
+            .arg(room_key(room, "heartbeats"))
             .arg(commit.expected_version)
             .arg(event_id)
             .arg(received_at)
@@ -227,10 +260,24 @@ impl Store for RedisStore {
             .arg(self.options.retention.as_millis() as u64)
             .arg(LOG_CAP);
         for b in &commit.broadcasts {
-            invocation.arg(encode_broadcast(b));
+            pipe.arg(encode_broadcast(b));
         }
-        let result: i64 = self
-            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+        let script = &self.commit_script;
+        let (result,): (i64,) = self
+            .run(|mut c| async move {
+                match pipe.query_async(&mut c).await {
+                    // Redis restarted and forgot the script: load it, redo
+                    // (the ZADD LT is idempotent, the script did not run).
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        script.prepare_invoke().load_async(&mut c).await?;
+                        pipe.query_async(&mut c).await
+                    }
+                    other => other,
+                }
+            })
             .await?;
         Ok(match result {
             -1 => CommitOutcome::Duplicate,
@@ -330,19 +377,14 @@ impl Store for RedisStore {
         user: &UserId,
         at: UnixMillis,
     ) -> Result<(), StoreError> {
-        let key = room_key(room, "heartbeats");
-        let user = user.to_string();
-        let ttl = self.options.retention.as_millis() as i64;
-        self.run(|mut c| async move {
-            redis::pipe()
-                .hset(&key, &user, at)
-                .ignore()
-                .pexpire(&key, ttl)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+        let mut invocation = self.heartbeat_script.prepare_invoke();
+        invocation
+            .key(room_key(room, "heartbeats"))
+            .arg(user.as_str())
+            .arg(at)
+            .arg(self.options.retention.as_millis() as u64);
+        self.run(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .await
     }
 
     async fn heartbeats(

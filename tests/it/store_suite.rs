@@ -198,6 +198,7 @@ fn commit(
         event: Some(logged(id, &format!(r#"{{"id":"{id}"}}"#))),
         state,
         broadcasts,
+        due: None,
     }
 }
 
@@ -522,6 +523,7 @@ async fn the_event_log_keeps_commit_order_and_raw_bodies_byte_for_byte(b: Backen
             event: Some(event.clone()),
             state: Some(state_of(&["PA_1"])),
             broadcasts: vec![],
+            due: None,
         };
         assert!(matches!(
             b.store.commit(&r, c).await.unwrap(),
@@ -649,6 +651,7 @@ async fn racing_writers_apply_every_event_exactly_once(b: Backend) {
                         event: Some(logged(obs.id.as_str(), obs.id.as_str())),
                         state: Some(state),
                         broadcasts: vec![broadcast(CHANNEL, obs.id.as_str())],
+                        due: None,
                     };
                     match store.commit(&r, c).await.unwrap() {
                         CommitOutcome::Committed { version: v } => {
@@ -720,6 +723,7 @@ async fn a_commit_without_an_event_changes_state_but_not_the_log(b: Backend) {
         event: None,
         state: Some(state_of(sids)),
         broadcasts: vec![broadcast(CHANNEL, text)],
+        due: None,
     };
     assert_eq!(
         b.store
@@ -820,7 +824,32 @@ async fn the_due_index_is_only_lowered_by_writers_and_set_by_the_sweeper(b: Back
     );
     // A writer brings r2 back.
     b.store.due_no_later_than(&r2, 50).await.unwrap();
-    assert_eq!(b.store.due_rooms(800, 10).await.unwrap(), [r2, r1, r3]);
+    assert_eq!(
+        b.store.due_rooms(800, 10).await.unwrap(),
+        [r2, r1, r3.clone()]
+    );
+    // A commit carries its due time in the same step, and only lowers it.
+    let mut c = commit(0, "EV_due_1", Some(RoomState::default()), vec![]);
+    c.due = Some(10);
+    assert!(matches!(
+        b.store.commit(&r3, c).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(
+        b.store.due_rooms(10, 10).await.unwrap(),
+        std::slice::from_ref(&r3)
+    );
+    let mut c = commit(1, "EV_due_2", Some(RoomState::default()), vec![]);
+    c.due = Some(5_000);
+    assert!(matches!(
+        b.store.commit(&r3, c).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(
+        b.store.due_rooms(10, 10).await.unwrap(),
+        [r3],
+        "never raised by a commit"
+    );
 }
 
 async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
