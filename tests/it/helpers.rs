@@ -21,6 +21,9 @@ pub const GUARD: Duration = Duration::from_secs(10);
 
 pub const ROOM: &str = "itqan-academy-quran-session-121";
 pub const CHANNEL: &str = "session.121";
+/// The development app secret: the API's bearer token and the report's
+/// signing key.
+pub const APP_SECRET: &str = "rollcall-secret";
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -83,6 +86,52 @@ impl TestApp {
             req = req.header("Authorization", auth);
         }
         req.send().await.expect("server answers")
+    }
+
+    /// A request to the main app's API, with `Authorization: Bearer <app secret>`.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(APP_SECRET)
+    }
+
+    /// `GET path` with the app secret.
+    pub async fn api_get(&self, path: &str) -> reqwest::Response {
+        self.api(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("server answers")
+    }
+
+    /// `PUT /api/sessions/{room}/schedule` with `schedule` as its JSON body.
+    pub async fn put_schedule(&self, room: &str, schedule: &Value) -> reqwest::Response {
+        self.api(
+            reqwest::Method::PUT,
+            &format!("/api/sessions/{room}/schedule"),
+        )
+        .json(schedule)
+        .send()
+        .await
+        .expect("server answers")
+    }
+
+    /// `GET /api/sessions/{room}/attendance`, which must answer 200: the roster.
+    pub async fn get_attendance(&self, room: &str) -> Value {
+        let res = self
+            .api_get(&format!("/api/sessions/{room}/attendance"))
+            .await;
+        assert_eq!(res.status(), 200, "GET attendance of {room}");
+        res.json().await.expect("a JSON roster")
+    }
+
+    /// `POST /api/heartbeat` with `Authorization: Bearer <token>`.
+    pub async fn heartbeat(&self, token: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/heartbeat"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("server answers")
     }
 
     /// A Pusher client subscribed to `channel` (subscription confirmed).
@@ -164,11 +213,23 @@ impl PusherClient {
 
     /// The next Pusher frame, or `None` once the socket is closed.
     pub async fn next_frame(&mut self) -> Option<Frame> {
+        tokio::time::timeout(GUARD, self.read_frame())
+            .await
+            .expect("a frame within the guard time")
+    }
+
+    /// The next frame if one arrives within `window`: for asserting that
+    /// nothing more is sent, where there is no event to wait for.
+    pub async fn frame_within(&mut self, window: Duration) -> Option<Frame> {
+        tokio::time::timeout(window, self.read_frame())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn read_frame(&mut self) -> Option<Frame> {
         loop {
-            let msg = tokio::time::timeout(GUARD, self.ws.next())
-                .await
-                .expect("a frame within the guard time")?
-                .ok()?;
+            let msg = self.ws.next().await?.ok()?;
             if let Message::Text(text) = msg {
                 let v: Value = serde_json::from_str(text.as_str()).expect("frames are JSON");
                 let data = match &v["data"] {

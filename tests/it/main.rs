@@ -7,5 +7,6 @@ mod helpers;
 mod lifecycle;
 mod multi_node;
 mod redis_server;
+mod scenarios;
 mod store_suite;
 mod webhook_errors;
