@@ -155,7 +155,7 @@ fn publish(hub: &Hub, body: &[u8]) -> Option<usize> {
 }
 
 async fn socket(stream: TcpStream, hub: Arc<Hub>) {
-    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(crate::client::ws_config())).await else {
         return;
     };
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);

@@ -38,6 +38,14 @@ impl From<Target> for Proto {
     }
 }
 
+/// Small buffers: 100k clients with tungstenite's default 128 KiB read
+/// buffer each would need 13 GB.
+pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
 /// Opens a WebSocket to `url` from 127.0.0.`src`.
 async fn open(url: &str, src: u8) -> anyhow::Result<Ws> {
     let hostport = url
@@ -51,7 +59,7 @@ async fn open(url: &str, src: u8) -> anyhow::Result<Ws> {
     socket.bind(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, src), 0)))?;
     let stream = socket.connect(dest).await?;
     stream.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
     Ok(ws)
 }
 
