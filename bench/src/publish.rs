@@ -178,8 +178,6 @@ pub struct Sent {
     pub ok: u64,
     pub errors: u64,
     pub first_error: Option<String>,
-    /// Seqs that were answered 2xx.
-    pub ok_seqs: Vec<u64>,
     /// How far behind its schedule the sender fell at worst.
     pub max_lag: Duration,
     pub elapsed: Duration,
@@ -200,7 +198,6 @@ pub async fn at_rate(
     let gate = Arc::new(Semaphore::new(in_flight));
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let ok_seqs = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count as usize)));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let start = tokio::time::Instant::now();
     let mut max_lag = Duration::ZERO;
@@ -211,12 +208,11 @@ pub async fn at_rate(
         let permit = gate.clone().acquire_owned().await.expect("open semaphore");
         max_lag = max_lag.max(tokio::time::Instant::now().saturating_duration_since(due));
         let seq = from + i;
-        let (p, t, ok, errors, ok_seqs, first_error, lat) = (
+        let (p, t, ok, errors, first_error, lat) = (
             publisher.clone(),
             tracker.clone(),
             ok.clone(),
             errors.clone(),
-            ok_seqs.clone(),
             first_error.clone(),
             request_latency.clone(),
         );
@@ -231,7 +227,6 @@ pub async fn at_rate(
             match result {
                 Ok(true) => {
                     ok.fetch_add(1, Ordering::Relaxed);
-                    ok_seqs.lock().unwrap().push(seq);
                 }
                 other => {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -247,14 +242,11 @@ pub async fn at_rate(
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let mut ok_seqs = std::mem::take(&mut *ok_seqs.lock().unwrap());
-    ok_seqs.sort_unstable();
     let first_error = first_error.lock().unwrap().clone();
     Sent {
         ok: ok.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         first_error,
-        ok_seqs,
         max_lag,
         elapsed: start.elapsed(),
     }

@@ -41,10 +41,6 @@ impl Tracker {
         }
     }
 
-    pub fn capacity(&self) -> u64 {
-        self.sent_ns.len() as u64
-    }
-
     pub fn mark_sent(&self, seq: u64) {
         let ns = self.base.elapsed().as_nanos() as u64 + 1;
         self.sent_ns[seq as usize].store(ns, Ordering::Release);
@@ -75,13 +71,6 @@ impl Tracker {
 
     pub fn phase(&self, i: usize) -> &Latencies {
         &self.phases[i]
-    }
-
-    /// Receipts of the seqs in `range`.
-    pub fn receipts_in(&self, range: std::ops::Range<u64>) -> u64 {
-        range
-            .map(|s| self.receipts[s as usize].load(Ordering::Relaxed) as u64)
-            .sum()
     }
 }
 
