@@ -33,7 +33,9 @@ struct Hub {
 impl Hub {
     fn publish(&self, channel: &str, frame: Utf8Bytes) -> usize {
         let map = self.channels.read().unwrap();
-        let Some(subs) = map.get(channel) else { return 0 };
+        let Some(subs) = map.get(channel) else {
+            return 0;
+        };
         let msg = Message::Text(frame);
         subs.iter()
             .filter(|(_, tx)| tx.try_send(msg.clone()).is_ok())
@@ -62,7 +64,10 @@ impl Hub {
 }
 
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
-    anyhow::ensure!(listen.ip().is_loopback(), "the bare server listens on loopback only");
+    anyhow::ensure!(
+        listen.ip().is_loopback(),
+        "the bare server listens on loopback only"
+    );
     crate::sys::raise_fd_limit();
     let listener = TcpListener::bind(listen).await?;
     let hub = Arc::new(Hub::default());
@@ -155,7 +160,9 @@ fn publish(hub: &Hub, body: &[u8]) -> Option<usize> {
 }
 
 async fn socket(stream: TcpStream, hub: Arc<Hub>) {
-    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(crate::client::ws_config())).await else {
+    let Ok(ws) =
+        tokio_tungstenite::accept_async_with_config(stream, Some(crate::client::ws_config())).await
+    else {
         return;
     };
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +198,9 @@ async fn socket(stream: TcpStream, hub: Arc<Hub>) {
         };
         match v["event"].as_str() {
             Some("pusher:subscribe") => {
-                let Some(ch) = v["data"]["channel"].as_str() else { continue };
+                let Some(ch) = v["data"]["channel"].as_str() else {
+                    continue;
+                };
                 // Confirm first, then join: nothing published after the
                 // confirmation can be missed or arrive before it.
                 let ok = serde_json::json!({

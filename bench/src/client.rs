@@ -56,10 +56,14 @@ async fn open(url: &str, src: u8) -> anyhow::Result<Ws> {
     let dest: SocketAddr = hostport.parse().context("ws url must be ip:port")?;
     anyhow::ensure!(dest.ip().is_loopback(), "loopback only");
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, src), 0)))?;
+    socket.bind(SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(127, 0, 0, src),
+        0,
+    )))?;
     let stream = socket.connect(dest).await?;
     stream.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
     Ok(ws)
 }
 

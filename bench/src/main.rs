@@ -14,7 +14,10 @@ mod track;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcall-bench", about = "Benchmarks for rollcall (loopback only)")]
+#[command(
+    name = "rollcall-bench",
+    about = "Benchmarks for rollcall (loopback only)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

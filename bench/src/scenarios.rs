@@ -226,7 +226,12 @@ pub async fn b2(a: B2Args) -> anyhow::Result<()> {
         let cpu0 = server.cpu();
         let sent = publish::at_rate(&publisher, &tracker, 0, 1, 1.0, 1, None).await;
         let expected = sent.ok * crowd.connected;
-        drain(&tracker, expected, Duration::from_secs(a.client.drain_secs.max(10))).await;
+        drain(
+            &tracker,
+            expected,
+            Duration::from_secs(a.client.drain_secs.max(10)),
+        )
+        .await;
         let received = tracker.received.load(Ordering::Relaxed);
         let cpu = server.cpu().saturating_sub(cpu0);
         let per_socket = rss_peak.saturating_sub(rss_base) as f64 / crowd.connected.max(1) as f64;
@@ -362,7 +367,8 @@ pub async fn b3(a: B3Args) -> anyhow::Result<()> {
                 ..Row::default()
             }
             .with_latencies(&tracker.phase(i).merged());
-            let good = (row.p99_us as f64) <= a.p99_ms * 1000.0 && row.lost() <= 0 && row.send_errors == 0;
+            let good =
+                (row.p99_us as f64) <= a.p99_ms * 1000.0 && row.lost() <= 0 && row.send_errors == 0;
             if good {
                 best_rate = Some(row.per_sec);
             }
@@ -385,7 +391,10 @@ pub async fn b3(a: B3Args) -> anyhow::Result<()> {
     print_table(&rows);
     for (t, b) in best {
         match b {
-            Some(b) => println!("B3 best {t}: {b:.0} delivered/s with p99 <= {} ms", a.p99_ms),
+            Some(b) => println!(
+                "B3 best {t}: {b:.0} delivered/s with p99 <= {} ms",
+                a.p99_ms
+            ),
             None => println!("B3 best {t}: no step met p99 <= {} ms", a.p99_ms),
         }
     }
@@ -455,7 +464,9 @@ pub async fn b4(a: B4Args) -> anyhow::Result<()> {
                     elapsed.as_secs_f64(),
                     a.max_requests,
                     generated.as_secs_f64(),
-                    first_error.map(|e| format!("; first error {e}")).unwrap_or_default()
+                    first_error
+                        .map(|e| format!("; first error {e}"))
+                        .unwrap_or_default()
                 ),
                 ..Row::default()
             }
@@ -518,10 +529,17 @@ pub async fn b5(mut a: B5Args) -> anyhow::Result<()> {
 
     // Everyone joins (seqs below rooms x per_room are all joins).
     let publisher = Publisher::new(&server.base, Target::Rollcall, plan, 0);
-    let joins: Arc<Vec<Request>> = Arc::new((0..a.attendees).map(|s| publisher.request(s)).collect());
+    let joins: Arc<Vec<Request>> =
+        Arc::new((0..a.attendees).map(|s| publisher.request(s)).collect());
     let jl = Arc::new(Latencies::new());
-    let (joined, join_errors, join_err, join_time) =
-        publish::closed_loop(&publisher, joins, a.workers, Duration::from_secs(600), jl.clone()).await;
+    let (joined, join_errors, join_err, join_time) = publish::closed_loop(
+        &publisher,
+        joins,
+        a.workers,
+        Duration::from_secs(600),
+        jl.clone(),
+    )
+    .await;
     println!(
         "{label}: {joined} joined in {:.1} s ({join_errors} errors{})",
         join_time.as_secs_f64(),
@@ -606,7 +624,8 @@ pub async fn b5(mut a: B5Args) -> anyhow::Result<()> {
     let cpu1 = server.cpu();
     let window = Duration::from_secs(timeout_secs + 3);
     tokio::time::sleep(window).await;
-    let sweep_cpu = server.cpu().saturating_sub(cpu1).as_secs_f64() - idle_rate * window.as_secs_f64();
+    let sweep_cpu =
+        server.cpu().saturating_sub(cpu1).as_secs_f64() - idle_rate * window.as_secs_f64();
 
     let mut rows = vec![
         Row {

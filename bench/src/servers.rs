@@ -186,7 +186,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        for child in [self.child.as_mut(), self.redis.as_mut()].into_iter().flatten() {
+        for child in [self.child.as_mut(), self.redis.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             // SIGTERM first so servers shut down as they would in production.
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
