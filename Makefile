@@ -8,7 +8,7 @@ CARGO ?= cargo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 E2E := tests/e2e
 
-.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean
+.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps
 
 run:
 	$(CARGO) run --release -- serve
@@ -61,3 +61,42 @@ deps-node:
 clean:
 	$(CARGO) clean
 	rm -rf $(E2E)/node_modules
+
+# ---- benchmarks (loopback only, bounded; see BENCHMARKS.md) ----
+# `make bench`: short sizes of every scenario (a few minutes);
+# `make bench-full`: the issue's sizes. Both start their own servers
+# (rollcall, the bare tokio-tungstenite server, the Socket.IO peer, Redis).
+BENCH_DIR := bench
+BENCH_TARGET_DIR ?= $(CURDIR)/$(BENCH_DIR)/target
+ROLLCALL_BIN ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/rollcall
+BENCH := $(BENCH_TARGET_DIR)/release/rollcall-bench
+BENCH_RUN = $(BENCH) $(1) --server-bin $(ROLLCALL_BIN) --socketio-dir $(BENCH_DIR)/socketio
+PEERS := --target rollcall,bare,socketio
+
+bench-deps: deps-system
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@if [ ! -d $(BENCH_DIR)/socketio/node_modules ] || [ $(BENCH_DIR)/socketio/package-lock.json -nt $(BENCH_DIR)/socketio/node_modules/.package-lock.json ]; then \
+		cd $(BENCH_DIR)/socketio && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
+bench-build: bench-deps
+	$(CARGO) build --release
+	cd $(BENCH_DIR) && CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) $(CARGO) build --release
+
+bench: bench-build
+	$(call BENCH_RUN,b1) $(PEERS) --rooms 20 --subscribers 30 --rate 200 --secs 10
+	$(call BENCH_RUN,b1) $(PEERS) --store redis --rooms 20 --subscribers 30 --rate 200 --secs 10
+	$(call BENCH_RUN,b2) $(PEERS) --sockets 5000 --hold-secs 5
+	$(call BENCH_RUN,b3) $(PEERS) --subscribers 2000 --start-rate 10 --steps 5 --step-secs 3
+	$(call BENCH_RUN,b4) $(PEERS) --secs 5 --max-requests 100000
+	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 5 --max-requests 100000
+	$(call BENCH_RUN,b5) --attendees 5000 --secs 5 --heartbeat-timeout 10s --idle-secs 3
+
+bench-full: bench-build
+	$(call BENCH_RUN,b1) $(PEERS) --rooms 100 --subscribers 30 --rate 1000 --secs 30
+	$(call BENCH_RUN,b1) $(PEERS) --store redis --rooms 100 --subscribers 30 --rate 1000 --secs 30
+	$(call BENCH_RUN,b2) $(PEERS) --sockets 100000 --hold-secs 60
+	$(call BENCH_RUN,b3) $(PEERS) --subscribers 10000 --start-rate 10 --steps 10 --step-secs 10
+	$(call BENCH_RUN,b4) $(PEERS) --secs 20 --max-requests 600000
+	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 20 --max-requests 400000
+	$(call BENCH_RUN,b5) --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5

@@ -1,0 +1,60 @@
+//! `rollcall-bench`: measures rollcall's latency, throughput and footprint
+//! side by side with a Socket.IO peer and a bare tokio-tungstenite server.
+//! Loopback only; every scenario is bounded in count and time.
+
+mod bare;
+mod client;
+mod publish;
+mod scenarios;
+mod servers;
+mod stats;
+mod sys;
+mod track;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rollcall-bench",
+    about = "Benchmarks for rollcall (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Meeting fan-out: rooms x subscribers, webhooks at a fixed rate.
+    B1(scenarios::B1Args),
+    /// Idle capacity: many subscribed sockets held, then one broadcast.
+    B2(scenarios::B2Args),
+    /// Hot channel: one channel, publishes at increasing rates.
+    B3(scenarios::B3Args),
+    /// Webhook (publish) ingest: as fast as accepted.
+    B4(scenarios::B4Args),
+    /// Heartbeats: cost per heartbeat and the sweeper's cost (rollcall).
+    B5(scenarios::B5Args),
+    /// Run the bare tokio-tungstenite broadcast server.
+    BareServer {
+        #[arg(long, default_value = "127.0.0.1:6101")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::BareServer { listen } => bare::run(listen).await,
+            Command::B1(a) => scenarios::b1(a).await,
+            Command::B2(a) => scenarios::b2(a).await,
+            Command::B3(a) => scenarios::b3(a).await,
+            Command::B4(a) => scenarios::b4(a).await,
+            Command::B5(a) => scenarios::b5(a).await,
+        }
+    })
+}

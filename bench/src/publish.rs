@@ -1,0 +1,312 @@
+//! What the bench publishes: for rollcall, LiveKit webhooks signed the way
+//! LiveKit signs them (each attendance-changing one yields one
+//! `attendance.updated`); for the bare and Socket.IO servers, an HTTP
+//! `POST /publish {room, event, data}` with a payload of similar size.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rollcall::livekit::sign_webhook;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::servers::Target;
+use crate::stats::Latencies;
+use crate::track::Tracker;
+
+pub const KEY: &str = "devkey";
+pub const SECRET: &str = "secret";
+
+/// Which room and person a sequence number stands for. Rooms are
+/// `bench-quran-session-{id}` (channel `session.{id}`), people
+/// `{uid}_Bench_User`. Round-robin over rooms; within a room each person
+/// joins with a fresh sid, then (a whole round later) leaves it, so the
+/// state per room stays bounded and every event changes someone.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub rooms: u64,
+    pub people_per_room: u64,
+    /// Distinguishes runs against a long-lived server (event ids stay unique).
+    pub nonce: u32,
+}
+
+pub struct Event {
+    pub room: u64,
+    pub uid: u64,
+    pub leave: bool,
+    pub connection: u64,
+}
+
+impl Plan {
+    pub fn room_id(&self, r: u64) -> u64 {
+        1000 + r
+    }
+
+    pub fn room_name(&self, r: u64) -> String {
+        format!("bench-quran-session-{}", self.room_id(r))
+    }
+
+    pub fn channel(&self, r: u64) -> String {
+        format!("session.{}", self.room_id(r))
+    }
+
+    pub fn event(&self, seq: u64) -> Event {
+        let room = seq % self.rooms;
+        let k = seq / self.rooms;
+        let person = k % self.people_per_room;
+        Event {
+            room,
+            uid: room * self.people_per_room + person + 1,
+            leave: (k / self.people_per_room) % 2 == 1,
+            connection: k / (2 * self.people_per_room),
+        }
+    }
+
+    /// The webhook body for `seq`, in LiveKit's protojson shape. Event ids
+    /// sort by seq, so the latest display name (which carries the marker)
+    /// always wins in rollcall's state.
+    pub fn webhook_body(&self, seq: u64, now_ms: i64) -> String {
+        let e = self.event(seq);
+        let created = (now_ms / 1000).to_string();
+        let mut participant = json!({
+            "sid": format!("PA_b{}x{}", e.uid, e.connection),
+            "identity": format!("{}_Bench_User", e.uid),
+            "name": format!("Bench ~S{seq}~"),
+            "state": if e.leave { "DISCONNECTED" } else { "ACTIVE" },
+        });
+        if !e.leave {
+            participant["joinedAt"] = json!(created);
+            participant["joinedAtMs"] = json!(now_ms.to_string());
+        }
+        json!({
+            "event": if e.leave { "participant_left" } else { "participant_joined" },
+            "room": {"sid": format!("RM_bench{}", self.room_id(e.room)), "name": self.room_name(e.room)},
+            "participant": participant,
+            "id": format!("EV_{:05}{:012}", self.nonce, seq),
+            "createdAt": created,
+        })
+        .to_string()
+    }
+
+    /// `POST /publish` body for the peers: `data` about as large as
+    /// rollcall's `attendance.updated` data for one person with a few cycles.
+    pub fn publish_body(&self, seq: u64, pad: usize) -> String {
+        let e = self.event(seq);
+        let data = json!({
+            "user_id": e.uid,
+            "attendance": {"name": format!("Bench ~S{seq}~"), "pad": "x".repeat(pad)},
+        })
+        .to_string();
+        json!({"room": self.channel(e.room), "event": "attendance.updated", "data": data})
+            .to_string()
+    }
+}
+
+/// A ready-to-send request.
+pub struct Request {
+    pub body: bytes::Bytes,
+    pub authorization: Option<String>,
+}
+
+/// Sends to one server, the way its target is driven.
+#[derive(Clone)]
+pub struct Publisher {
+    http: reqwest::Client,
+    url: String,
+    target: Target,
+    pub plan: Plan,
+    pub pad: usize,
+}
+
+impl Publisher {
+    pub fn new(base: &str, target: Target, plan: Plan, pad: usize) -> Self {
+        let path = match target {
+            Target::Rollcall => "/webhooks/livekit",
+            _ => "/publish",
+        };
+        Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .tcp_nodelay(true)
+                .build()
+                .expect("http client"),
+            url: format!("{base}{path}"),
+            target,
+            plan,
+            pad,
+        }
+    }
+
+    pub fn request(&self, seq: u64) -> Request {
+        match self.target {
+            Target::Rollcall => {
+                let now_ms = rollcall::domain::now_millis();
+                let body = self.plan.webhook_body(seq, now_ms);
+                let auth = sign_webhook(KEY, SECRET, body.as_bytes(), now_ms / 1000, 600);
+                Request {
+                    body: body.into(),
+                    authorization: Some(auth),
+                }
+            }
+            _ => Request {
+                body: self.plan.publish_body(seq, self.pad).into(),
+                authorization: None,
+            },
+        }
+    }
+
+    /// Sends one request; `Ok(true)` on 2xx.
+    pub async fn send(&self, req: &Request) -> Result<bool, reqwest::Error> {
+        let mut b = self.http.post(&self.url).body(req.body.clone());
+        b = match &req.authorization {
+            Some(a) => b
+                .header("Content-Type", "application/webhook+json")
+                .header("Authorization", a.as_str()),
+            None => b.header("Content-Type", "application/json"),
+        };
+        let r = b.send().await?;
+        let ok = r.status().is_success();
+        let _ = r.bytes().await?;
+        Ok(ok)
+    }
+}
+
+/// What a sending phase did.
+#[derive(Default, Debug)]
+pub struct Sent {
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// How far behind its schedule the sender fell at worst.
+    pub max_lag: Duration,
+    pub elapsed: Duration,
+}
+
+/// Open loop: sends seqs `from..from+count` at `rate` per second, each
+/// stamped in `tracker` right before it leaves, with at most `in_flight`
+/// outstanding (past that the schedule slips, reported as `max_lag`).
+pub async fn at_rate(
+    publisher: &Publisher,
+    tracker: &Arc<Tracker>,
+    from: u64,
+    count: u64,
+    rate: f64,
+    in_flight: usize,
+    request_latency: Option<Arc<Latencies>>,
+) -> Sent {
+    let gate = Arc::new(Semaphore::new(in_flight));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let start = tokio::time::Instant::now();
+    let mut max_lag = Duration::ZERO;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let permit = gate.clone().acquire_owned().await.expect("open semaphore");
+        max_lag = max_lag.max(tokio::time::Instant::now().saturating_duration_since(due));
+        let seq = from + i;
+        let (p, t, ok, errors, first_error, lat) = (
+            publisher.clone(),
+            tracker.clone(),
+            ok.clone(),
+            errors.clone(),
+            first_error.clone(),
+            request_latency.clone(),
+        );
+        tasks.spawn(async move {
+            let req = p.request(seq);
+            t.mark_sent(seq);
+            let t0 = Instant::now();
+            let result = p.send(&req).await;
+            if let Some(l) = lat {
+                l.record(seq as usize, t0.elapsed());
+            }
+            match result {
+                Ok(true) => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                other => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    first_error
+                        .lock()
+                        .unwrap()
+                        .get_or_insert_with(|| format!("{other:?}"));
+                }
+            }
+            drop(permit);
+        });
+        // Reap finished tasks as we go so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let first_error = first_error.lock().unwrap().clone();
+    Sent {
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+        max_lag,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Closed loop: `workers` senders each send their share of `requests` back
+/// to back until done or `deadline`; returns (accepted, errors, elapsed).
+pub async fn closed_loop(
+    publisher: &Publisher,
+    requests: Arc<Vec<Request>>,
+    workers: usize,
+    deadline: Duration,
+    latency: Arc<Latencies>,
+) -> (u64, u64, Option<String>, Duration) {
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (p, reqs, next, ok, errors, first_error, lat) = (
+            publisher.clone(),
+            requests.clone(),
+            next.clone(),
+            ok.clone(),
+            errors.clone(),
+            first_error.clone(),
+            latency.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= reqs.len() || start.elapsed() > deadline {
+                    break;
+                }
+                let t0 = Instant::now();
+                let r = p.send(&reqs[i]).await;
+                lat.record(w, t0.elapsed());
+                match r {
+                    Ok(true) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert_with(|| format!("{other:?}"));
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let first_error = first_error.lock().unwrap().clone();
+    (
+        ok.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        first_error,
+        start.elapsed(),
+    )
+}

@@ -1,0 +1,221 @@
+//! The servers under test, started and stopped by the bench itself so that
+//! their RSS, CPU time and lifecycle are ours to control: rollcall (memory
+//! or Redis store), the bare tokio-tungstenite server, the Socket.IO peer,
+//! and a throwaway redis-server. Everything listens on 127.0.0.1.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// rollcall: publish = a signed LiveKit webhook.
+    Rollcall,
+    /// The bare tokio-tungstenite broadcast server: our stack's limit.
+    Bare,
+    /// Socket.IO (node) with the same job, via Engine.IO v4.
+    Socketio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Store {
+    Memory,
+    Redis,
+}
+
+/// How to start (or find) the servers.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Targets to run side by side, in this order (the first is the base of
+    /// the printed ratios).
+    #[arg(long, value_delimiter = ',', default_value = "rollcall")]
+    pub target: Vec<Target>,
+    /// Store behind rollcall, and whether Socket.IO uses the Redis adapter.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub store: Store,
+    /// The rollcall binary to start (`cargo build --release`).
+    #[arg(long, env = "ROLLCALL_BIN", default_value = "target/release/rollcall")]
+    pub server_bin: PathBuf,
+    /// Directory of the Socket.IO peer (server.mjs, node_modules).
+    #[arg(long, default_value = "bench/socketio")]
+    pub socketio_dir: PathBuf,
+    #[arg(long, default_value = "redis-server")]
+    pub redis_bin: String,
+    /// Use an already running server at this base URL instead of starting
+    /// one (then give --server-pid for RSS). Loopback only.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Extra `rollcall serve` flags, e.g. `--sweep-interval=1s`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub rollcall_flag: Vec<String>,
+}
+
+/// A running server under test.
+pub struct Server {
+    pub target: Target,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    pub pid: Option<u32>,
+    child: Option<Child>,
+    redis: Option<Child>,
+}
+
+impl Server {
+    pub async fn start(args: &ServerArgs, target: Target) -> anyhow::Result<Server> {
+        if let Some(url) = &args.url {
+            let host = url
+                .trim_start_matches("http://")
+                .split([':', '/'])
+                .next()
+                .unwrap_or_default();
+            if !host.starts_with("127.") && host != "localhost" {
+                bail!("--url must be a loopback address, got {url}");
+            }
+            return Ok(Server {
+                target,
+                base: url.trim_end_matches('/').to_string(),
+                pid: args.server_pid,
+                child: None,
+                redis: None,
+            });
+        }
+        let mut redis = None;
+        let redis_url = if args.store == Store::Redis {
+            let port = sys::free_port();
+            let child = Command::new(&args.redis_bin)
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("cannot start {}", args.redis_bin))?;
+            redis = Some(child);
+            wait_tcp(port).await?;
+            Some(format!("redis://127.0.0.1:{port}"))
+        } else {
+            None
+        };
+        let port = sys::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = match target {
+            Target::Rollcall => {
+                let mut c = Command::new(&args.server_bin);
+                c.args(["serve", "--listen", &listen])
+                    .args(["--max-connections", "1000000"])
+                    .args(&args.rollcall_flag)
+                    .env("RUST_LOG", "warn,rollcall::startup=error");
+                if let Some(u) = &redis_url {
+                    c.args(["--redis-url", u]);
+                }
+                c
+            }
+            Target::Bare => {
+                let mut c = Command::new(std::env::current_exe()?);
+                c.args(["bare-server", "--listen", &listen]);
+                c
+            }
+            Target::Socketio => {
+                let mut c = Command::new("node");
+                c.arg(args.socketio_dir.join("server.mjs"))
+                    .env("PORT", port.to_string());
+                if let Some(u) = &redis_url {
+                    c.env("REDIS_URL", u);
+                }
+                c
+            }
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start the {target:?} server"))?;
+        let pid = child.id();
+        let server = Server {
+            target,
+            base: format!("http://{listen}"),
+            pid: Some(pid),
+            child: Some(child),
+            redis,
+        };
+        wait_tcp(port).await?;
+        // Socket.IO with the Redis adapter listens before Redis is connected;
+        // rollcall's /readyz answers once its store does.
+        let ready = match target {
+            Target::Rollcall => "/readyz",
+            _ => "/healthz",
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{}{ready}", server.base)).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{target:?} server not ready in 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    pub fn ws_url(&self) -> String {
+        let hostport = self.base.trim_start_matches("http://");
+        match self.target {
+            Target::Socketio => format!("ws://{hostport}/socket.io/?EIO=4&transport=websocket"),
+            _ => format!(
+                "ws://{hostport}/app/rollcall-key?protocol=7&client=js&version=8.4.0&flash=false"
+            ),
+        }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        self.pid.and_then(sys::rss_kib).unwrap_or(0)
+    }
+
+    pub fn cpu(&self) -> Duration {
+        self.pid.and_then(sys::cpu_time).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for child in [self.child.as_mut(), self.redis.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            // SIGTERM first so servers shut down as they would in production.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn wait_tcp(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port} after 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

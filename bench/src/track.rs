@@ -1,0 +1,95 @@
+//! Send and receipt timestamps. Every published message has a sequence
+//! number carried in its payload as the marker `~S<seq>~` (rollcall: the
+//! participant's display name, which `attendance.updated` echoes); the
+//! sender stores when it sent `seq`, each receiver looks the time up.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::stats::Latencies;
+
+pub struct Tracker {
+    base: Instant,
+    /// Nanoseconds since `base` + 1 at which `seq` was sent; 0 = not sent.
+    sent_ns: Vec<AtomicU64>,
+    /// How many subscribers received `seq`.
+    receipts: Vec<AtomicU32>,
+    /// First sequence number of each phase (ascending); a receipt's latency
+    /// goes to its phase's histogram.
+    phase_starts: Vec<u64>,
+    phases: Vec<Latencies>,
+    pub received: AtomicU64,
+    /// Marked frames whose seq was never stamped (should stay 0).
+    pub unknown: AtomicU64,
+}
+
+impl Tracker {
+    pub fn new(capacity: u64, phase_starts: Vec<u64>) -> Self {
+        let phase_starts = if phase_starts.is_empty() {
+            vec![0]
+        } else {
+            phase_starts
+        };
+        Self {
+            base: Instant::now(),
+            sent_ns: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            receipts: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            phases: phase_starts.iter().map(|_| Latencies::new()).collect(),
+            phase_starts,
+            received: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
+        }
+    }
+
+    pub fn mark_sent(&self, seq: u64) {
+        let ns = self.base.elapsed().as_nanos() as u64 + 1;
+        self.sent_ns[seq as usize].store(ns, Ordering::Release);
+    }
+
+    pub fn sent_at(&self, seq: u64) -> Option<Instant> {
+        let ns = self.sent_ns.get(seq as usize)?.load(Ordering::Acquire);
+        (ns != 0).then(|| self.base + Duration::from_nanos(ns - 1))
+    }
+
+    /// A subscriber (`who`, for sharding) got a frame; records it if it
+    /// carries a marker.
+    pub fn on_text(&self, who: usize, text: &str) {
+        let now = Instant::now();
+        let Some(seq) = marker(text) else { return };
+        match self.sent_at(seq) {
+            Some(sent) => {
+                self.receipts[seq as usize].fetch_add(1, Ordering::Relaxed);
+                self.received.fetch_add(1, Ordering::Relaxed);
+                let phase = self.phase_starts.partition_point(|&s| s <= seq).max(1) - 1;
+                self.phases[phase].record(who, now.saturating_duration_since(sent));
+            }
+            None => {
+                self.unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn phase(&self, i: usize) -> &Latencies {
+        &self.phases[i]
+    }
+}
+
+/// `~S<digits>~` anywhere in the frame.
+pub fn marker(text: &str) -> Option<u64> {
+    let at = text.find("~S")?;
+    let digits = &text[at + 2..];
+    let end = digits.find('~')?;
+    digits[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_marker_in_a_pusher_frame() {
+        let f = r#"{"event":"attendance.updated","channel":"session.1","data":"{\"name\":\"Bench ~S42~\"}"}"#;
+        assert_eq!(marker(f), Some(42));
+        assert_eq!(marker("42[\"attendance.updated\",\"x\"]"), None);
+    }
+}
