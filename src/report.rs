@@ -182,16 +182,24 @@ impl ReporterInner {
             return Ok(true);
         }
         let lease = format!("report:{}", session.room);
-        if !self
-            .rooms
-            .store
-            .try_lease(&lease, &self.node, ATTEMPT_TIMEOUT + Duration::from_secs(5))
-            .await?
-        {
+        let store = &self.rooms.store;
+        let ttl = ATTEMPT_TIMEOUT + Duration::from_secs(5);
+        if !store.try_lease(&lease, &self.node, ttl).await? {
             return Ok(false); // another node is posting it right now
         }
+        let result = self.post(session, &state).await;
+        // Held for one attempt only: the next attempt, here or on another
+        // node, must not wait out the lease.
+        if let Err(e) = store.release_lease(&lease, &self.node).await {
+            tracing::debug!(error = %e, "report lease not released; it expires by itself");
+        }
+        result
+    }
+
+    /// Posts the report of `state`'s revision and records its acceptance.
+    async fn post(&self, session: &Session, state: &RoomState) -> anyhow::Result<bool> {
         let revision = state.finalization.revision;
-        let mut body = roster(&self.rooms, session, &state, crate::domain::now_millis());
+        let mut body = roster(&self.rooms, session, state, crate::domain::now_millis());
         body["event"] = json!(FINALIZED_EVENT);
         let bytes = serde_json::to_vec(&body)?;
         let response = self

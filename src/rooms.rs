@@ -94,16 +94,12 @@ impl Rooms {
     }
 
     async fn lock(&self, room: &RoomName) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, Hash, Hasher};
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{BuildHasher, BuildHasherDefault};
         // Fixed keys: the same room must map to the same stripe for the
         // life of the process; the hash need not resist anything.
-        let mut hasher =
-            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                .build_hasher();
-        room.hash(&mut hasher);
-        self.locks[(hasher.finish() as usize) % self.locks.len()]
-            .lock()
-            .await
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room);
+        self.locks[(hash as usize) % self.locks.len()].lock().await
     }
 
     /// After losing a race to another node: wait a little, randomly, so the

@@ -85,7 +85,16 @@ pub async fn put_schedule(
     authorize(&app, &headers)?;
     let session = session_of(&app, &room)?;
     let body = body.map_err(super::body_error)?;
-    let parsed: ScheduleBody = serde_json::from_slice(&body)
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request("invalid_schedule", e.to_string()))?;
+    // serde would also build the struct from an array in field order.
+    if !value.is_object() {
+        return Err(AppError::bad_request(
+            "invalid_schedule",
+            "the body must be a JSON object",
+        ));
+    }
+    let parsed: ScheduleBody = serde_json::from_value(value)
         .map_err(|e| AppError::bad_request("invalid_schedule", e.to_string()))?;
     let starts_at = Timestamp::parse_rfc3339(&parsed.starts_at).ok_or_else(|| {
         AppError::bad_request("invalid_schedule", "starts_at must be an RFC 3339 instant")

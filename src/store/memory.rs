@@ -214,4 +214,9 @@ impl Store for MemoryStore {
             });
         Ok(taken)
     }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.leases.remove_if(name, |_, (h, _)| h == holder);
+        Ok(())
+    }
 }

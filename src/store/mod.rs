@@ -150,4 +150,8 @@ pub trait Store: Send + Sync + 'static {
     /// Leases make one node do a job other nodes would only repeat
     /// (a sweep, a report); correctness never depends on them.
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives the lease back if `holder` still holds it (never someone
+    /// else's that replaced an expired one).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }

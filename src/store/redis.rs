@@ -64,6 +64,7 @@ pub struct RedisStore {
     options: RedisOptions,
     commit_script: redis::Script,
     heartbeat_script: redis::Script,
+    release_script: redis::Script,
     bus: bus::BusHandle,
 }
 
@@ -158,6 +159,7 @@ impl RedisStore {
             options,
             commit_script: redis::Script::new(COMMIT_LUA),
             heartbeat_script: redis::Script::new(HEARTBEAT_LUA),
+            release_script: redis::Script::new(RELEASE_LUA),
             bus,
         })
     }
@@ -462,7 +464,19 @@ impl Store for RedisStore {
             .await?;
         Ok(taken.is_some())
     }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut invocation = self.release_script.prepare_invoke();
+        invocation.key(format!("rollcall:lease:{name}")).arg(holder);
+        self.run(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .await
+    }
 }
+
+/// Deletes a lease only if its holder is still the caller.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"#;
 
 /// The sweeper's index (see `Store::due_rooms`).
 const DUE_KEY: &str = "rollcall:due";

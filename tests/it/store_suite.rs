@@ -251,6 +251,7 @@ conformance!(
     heartbeats_keep_each_persons_latest,
     the_due_index_is_only_lowered_by_writers_and_set_by_the_sweeper,
     a_lease_has_one_holder_until_it_expires,
+    a_released_lease_is_free_at_once_but_only_its_holder_releases_it,
 );
 
 async fn an_unknown_room_has_no_record_log_or_applied_ids(b: Backend) {
@@ -850,6 +851,19 @@ async fn the_due_index_is_only_lowered_by_writers_and_set_by_the_sweeper(b: Back
         [r3],
         "never raised by a commit"
     );
+}
+
+async fn a_released_lease_is_free_at_once_but_only_its_holder_releases_it(b: Backend) {
+    let ttl = Duration::from_secs(60);
+    assert!(b.store.try_lease("report:7", "node-a", ttl).await.unwrap());
+    b.store.release_lease("report:7", "node-b").await.unwrap();
+    assert!(
+        !b.store.try_lease("report:7", "node-b", ttl).await.unwrap(),
+        "someone else's release does nothing"
+    );
+    b.store.release_lease("report:7", "node-a").await.unwrap();
+    assert!(b.store.try_lease("report:7", "node-b", ttl).await.unwrap());
+    b.store.release_lease("report:7", "node-b").await.unwrap();
 }
 
 async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
