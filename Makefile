@@ -7,6 +7,8 @@ CARGO ?= cargo
 # apt-get needs root; use sudo when we are not root and it exists.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 E2E := tests/e2e
+# Where cargo puts binaries (honours CARGO_TARGET_DIR).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps
 
@@ -36,7 +38,7 @@ test-rust:
 
 test-e2e: deps-node
 	$(CARGO) build --quiet
-	cd $(E2E) && ROLLCALL_BIN=$(CURDIR)/target/debug/rollcall node --test --test-concurrency=1
+	cd $(E2E) && ROLLCALL_BIN=$(TARGET_DIR)/debug/rollcall node --test --test-concurrency=1
 
 deps: deps-system deps-node
 
