@@ -45,11 +45,14 @@ impl Timing {
 #[derive(Debug)]
 pub enum Updated {
     /// Committed; the state as stored and what changed.
-    Committed { state: RoomState, changes: Changes },
+    Committed {
+        state: Arc<RoomState>,
+        changes: Changes,
+    },
     /// The event was already applied (rule 7): nothing changed.
     Duplicate,
     /// The mutation found nothing to do; nothing was written.
-    Unchanged { state: RoomState },
+    Unchanged { state: Arc<RoomState> },
 }
 
 #[derive(Clone)]
@@ -134,17 +137,20 @@ impl Rooms {
         event: Option<LoggedEvent>,
         mut mutate: impl FnMut(&mut RoomState) -> Changes,
     ) -> Result<Updated, UpdateError> {
-        if let Some(e) = &event
-            && self.store.is_applied(&session.room, &e.id).await?
-        {
-            return Ok(Updated::Duplicate);
-        }
         let _room = self.lock(&session.room).await;
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
             if attempt > 0 {
                 Self::back_off(attempt).await;
             }
-            let (version, before) = match self.store.load_room(&session.room).await? {
+            let record = match &event {
+                // The duplicate check rides along with the load.
+                Some(e) => match self.store.load_room_for_event(&session.room, &e.id).await? {
+                    (_, true) => return Ok(Updated::Duplicate),
+                    (record, false) => record,
+                },
+                None => self.store.load_room(&session.room).await?,
+            };
+            let (version, before) = match record {
                 Some(record) => (record.version, record.state),
                 None => {
                     // Before the first commit, so that a subscriber who
@@ -152,13 +158,14 @@ impl Rooms {
                     self.store
                         .link_channel(&session.channel, &session.room)
                         .await?;
-                    (0, RoomState::default())
+                    (0, Arc::new(RoomState::default()))
                 }
             };
-            let mut state = before.clone();
+            // The one copy an update makes.
+            let mut state = RoomState::clone(&before);
             let changes = mutate(&mut state);
-            if event.is_none() && state == before {
-                return Ok(Updated::Unchanged { state });
+            if event.is_none() && state == *before {
+                return Ok(Updated::Unchanged { state: before });
             }
             if let Some(done) = self
                 .try_commit(session, version, event.clone(), state, changes)
@@ -183,10 +190,11 @@ impl Rooms {
         let now = crate::domain::now_millis();
         let broadcasts = self.broadcasts(session, &state, &changes, now);
         let n = broadcasts.len() as u64;
+        let state = Arc::new(state);
         let commit = Commit {
             expected_version,
             event,
-            state: Some(state.clone()),
+            state: Some(Arc::clone(&state)),
             broadcasts,
             // The sweeper's index goes first: if the commit then fails, a
             // sweep that finds nothing to do costs nothing.
@@ -264,7 +272,7 @@ impl Rooms {
             };
             let log = self.store.event_log(&session.room).await?;
             let mut rebuilt = crate::ingest::replay(&log, &record.state, &self.naming);
-            if rebuilt == record.state {
+            if rebuilt == *record.state {
                 return Ok(false);
             }
             tracing::warn!(room = %session.room, "recalculation changed the state");
@@ -284,7 +292,7 @@ impl Rooms {
     }
 
     /// The room's state, or `None` when nothing is known about it.
-    pub async fn load(&self, room: &RoomName) -> Result<Option<RoomState>, StoreError> {
+    pub async fn load(&self, room: &RoomName) -> Result<Option<Arc<RoomState>>, StoreError> {
         Ok(self.store.load_room(room).await?.map(|r| r.state))
     }
 }

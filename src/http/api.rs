@@ -1,6 +1,8 @@
 //! The main app's API: `/api/sessions/{room}/…`, authenticated with
 //! `Authorization: Bearer <app secret>`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -53,7 +55,7 @@ fn session_of(app: &AppState, room: &str) -> Result<Session, AppError> {
 }
 
 /// The room's state, or 404 when rollcall knows nothing about it.
-async fn state_of(app: &AppState, session: &Session) -> Result<RoomState, AppError> {
+async fn state_of(app: &AppState, session: &Session) -> Result<Arc<RoomState>, AppError> {
     app.rooms
         .load(&session.room)
         .await

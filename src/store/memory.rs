@@ -29,7 +29,7 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct RoomSlot {
-    state: RoomState,
+    state: Arc<RoomState>,
     version: u64,
     applied: HashSet<EventId>,
     log: Vec<LoggedEvent>,
@@ -68,7 +68,7 @@ impl Store for MemoryStore {
         };
         let slot = slot.lock().map_err(poisoned)?;
         Ok((slot.version > 0).then(|| RoomRecord {
-            state: slot.state.clone(),
+            state: Arc::clone(&slot.state),
             version: slot.version,
         }))
     }

@@ -20,6 +20,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{EventId, RoomName, UnixMillis, UserId};
@@ -37,10 +38,12 @@ pub struct LoggedEvent {
     pub body: String,
 }
 
-/// A room's state and the version a commit must name to replace it.
+/// A room's state and the version a commit must name to replace it. The
+/// state is shared, not copied: readers (snapshots, reports, heartbeats)
+/// never pay for a clone; a writer clones once to mutate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRecord {
-    pub state: RoomState,
+    pub state: Arc<RoomState>,
     pub version: u64,
 }
 
@@ -62,7 +65,7 @@ pub struct Commit {
     pub event: Option<LoggedEvent>,
     /// The new state, or `None` when the event changed nothing (it is still
     /// logged and its id remembered).
-    pub state: Option<RoomState>,
+    pub state: Option<Arc<RoomState>>,
     pub broadcasts: Vec<Broadcast>,
     /// Lower the room's due time in the sweeper's index to this, before
     /// the commit and in the same round trip (see `due_no_later_than`).
@@ -100,6 +103,17 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// `load_room` and `is_applied` together: what a webhook needs before
+    /// it can apply. Stores that can answer both in one round trip do.
+    async fn load_room_for_event(
+        &self,
+        room: &RoomName,
+        id: &EventId,
+    ) -> Result<(Option<RoomRecord>, bool), StoreError> {
+        let applied = self.is_applied(room, id).await?;
+        Ok((self.load_room(room).await?, applied))
+    }
 
     /// Whether `id` was already applied to `room`: a cheap early answer for
     /// retries. `commit` checks again atomically.

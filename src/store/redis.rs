@@ -212,12 +212,39 @@ impl Store for RedisStore {
         let Some(version) = version.filter(|v| *v > 0) else {
             return Ok(None);
         };
-        let state = match state {
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("state of {room}: {e}")))?,
-            None => RoomState::default(),
+        Ok(Some(RoomRecord {
+            state: Arc::new(parse_state(room, state)?),
+            version,
+        }))
+    }
+
+    async fn load_room_for_event(
+        &self,
+        room: &RoomName,
+        id: &EventId,
+    ) -> Result<(Option<RoomRecord>, bool), StoreError> {
+        let (state_key, applied_key) = (room_key(room, "state"), room_key(room, "applied"));
+        let id = id.to_string();
+        let ((version, state), applied): ((Option<u64>, Option<String>), bool) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .cmd("HMGET")
+                    .arg(&state_key)
+                    .arg("v")
+                    .arg("state")
+                    .sismember(&applied_key, &id)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let record = match version.filter(|v| *v > 0) {
+            Some(version) => Some(RoomRecord {
+                state: Arc::new(parse_state(room, state)?),
+                version,
+            }),
+            None => None,
         };
-        Ok(Some(RoomRecord { state, version }))
+        Ok((record, applied))
     }
 
     async fn is_applied(&self, room: &RoomName, id: &EventId) -> Result<bool, StoreError> {
@@ -229,7 +256,9 @@ impl Store for RedisStore {
 
     async fn commit(&self, room: &RoomName, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let state_json = match &commit.state {
-            Some(s) => serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            Some(s) => {
+                serde_json::to_string(&**s).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
             None => String::new(),
         };
         let (event_id, received_at, body) = match &commit.event {
@@ -477,6 +506,14 @@ impl Store for RedisStore {
 const RELEASE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 "#;
+
+fn parse_state(room: &RoomName, json: Option<String>) -> Result<RoomState, StoreError> {
+    match json {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| StoreError::Corrupt(format!("state of {room}: {e}"))),
+        None => Ok(RoomState::default()),
+    }
+}
 
 /// The sweeper's index (see `Store::due_rooms`).
 const DUE_KEY: &str = "rollcall:due";

@@ -196,7 +196,7 @@ fn commit(
     Commit {
         expected_version,
         event: Some(logged(id, &format!(r#"{{"id":"{id}"}}"#))),
-        state,
+        state: state.map(Arc::new),
         broadcasts,
         due: None,
     }
@@ -251,6 +251,7 @@ conformance!(
     heartbeats_keep_each_persons_latest,
     the_due_index_is_only_lowered_by_writers_and_set_by_the_sweeper,
     a_lease_has_one_holder_until_it_expires,
+    loading_for_an_event_also_says_whether_it_was_applied,
     a_released_lease_is_free_at_once_but_only_its_holder_releases_it,
 );
 
@@ -288,7 +289,7 @@ async fn commits_create_the_room_and_count_versions(b: Backend) {
         assert_eq!(
             b.store.load_room(&r).await.unwrap(),
             Some(RoomRecord {
-                state: state.clone(),
+                state: state.clone().into(),
                 version: expected + 1
             })
         );
@@ -348,7 +349,7 @@ async fn a_stale_version_conflicts_and_changes_nothing(b: Backend) {
     assert_eq!(
         b.store.load_room(&r).await.unwrap(),
         Some(RoomRecord {
-            state: first,
+            state: first.into(),
             version: 1
         })
     );
@@ -413,7 +414,7 @@ async fn a_duplicate_id_is_refused_and_changes_nothing(b: Backend) {
     assert_eq!(
         b.store.load_room(&r).await.unwrap(),
         Some(RoomRecord {
-            state: first,
+            state: first.into(),
             version: 1
         })
     );
@@ -448,7 +449,7 @@ async fn an_event_without_a_state_change_is_still_logged_and_remembered(b: Backe
     );
     assert_eq!(
         record.map(|r| r.state).unwrap_or_default(),
-        RoomState::default()
+        RoomState::default().into()
     );
     assert!(
         b.store
@@ -485,7 +486,10 @@ async fn an_event_without_a_state_change_is_still_logged_and_remembered(b: Backe
     assert!(v1 < v2 && v2 <= v3, "{v1} {v2} {v3}");
     assert_eq!(
         b.store.load_room(&r).await.unwrap(),
-        Some(RoomRecord { state, version: v3 })
+        Some(RoomRecord {
+            state: state.into(),
+            version: v3
+        })
     );
     assert!(
         b.store
@@ -522,7 +526,7 @@ async fn the_event_log_keeps_commit_order_and_raw_bodies_byte_for_byte(b: Backen
         let c = Commit {
             expected_version: i as u64,
             event: Some(event.clone()),
-            state: Some(state_of(&["PA_1"])),
+            state: Some(state_of(&["PA_1"]).into()),
             broadcasts: vec![],
             due: None,
         };
@@ -643,14 +647,14 @@ async fn racing_writers_apply_every_event_exactly_once(b: Backend) {
                     attempts += 1;
                     assert!(attempts < 20_000, "a writer is starved");
                     let (version, mut state) = match store.load_room(&r).await.unwrap() {
-                        Some(record) => (record.version, record.state),
+                        Some(record) => (record.version, RoomState::clone(&record.state)),
                         None => (0, RoomState::default()),
                     };
                     state.apply(&obs);
                     let c = Commit {
                         expected_version: version,
                         event: Some(logged(obs.id.as_str(), obs.id.as_str())),
-                        state: Some(state),
+                        state: Some(state.into()),
                         broadcasts: vec![broadcast(CHANNEL, obs.id.as_str())],
                         due: None,
                     };
@@ -683,7 +687,7 @@ async fn racing_writers_apply_every_event_exactly_once(b: Backend) {
     }
     let record = b.store.load_room(&r).await.unwrap().unwrap();
     assert_eq!(record.version, u64::from(EVENTS));
-    assert_eq!(record.state, expected_state, "no update was lost");
+    assert_eq!(record.state, expected_state.into(), "no update was lost");
 
     let log = log_ids(&*b.store, &r).await;
     let unique: BTreeSet<&String> = log.iter().collect();
@@ -722,7 +726,7 @@ async fn a_commit_without_an_event_changes_state_but_not_the_log(b: Backend) {
     let sweep = |expected_version, sids: &[&str], text: &str| Commit {
         expected_version,
         event: None,
-        state: Some(state_of(sids)),
+        state: Some(state_of(sids).into()),
         broadcasts: vec![broadcast(CHANNEL, text)],
         due: None,
     };
@@ -744,7 +748,7 @@ async fn a_commit_without_an_event_changes_state_but_not_the_log(b: Backend) {
     assert_eq!(
         b.store.load_room(&r).await.unwrap(),
         Some(RoomRecord {
-            state: state_of(&["PA_1", "PA_2"]),
+            state: state_of(&["PA_1", "PA_2"]).into(),
             version: 2
         })
     );
@@ -866,6 +870,22 @@ async fn a_released_lease_is_free_at_once_but_only_its_holder_releases_it(b: Bac
     b.store.release_lease("report:7", "node-b").await.unwrap();
 }
 
+async fn loading_for_an_event_also_says_whether_it_was_applied(b: Backend) {
+    let r = room("a-quran-session-42");
+    let id = EventId::new("EV_load_for_1");
+    assert_eq!(
+        b.store.load_room_for_event(&r, &id).await.unwrap(),
+        (None, false)
+    );
+    let c = commit(0, "EV_load_for_1", Some(RoomState::default()), vec![]);
+    b.store.commit(&r, c).await.unwrap();
+    let (record, applied) = b.store.load_room_for_event(&r, &id).await.unwrap();
+    assert_eq!(record.map(|r| r.version), Some(1));
+    assert!(applied);
+    let other = EventId::new("EV_load_for_2");
+    assert!(!b.store.load_room_for_event(&r, &other).await.unwrap().1);
+}
+
 async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
     let ttl = Duration::from_millis(150);
     let taken_at = Instant::now();
@@ -922,7 +942,7 @@ async fn two_redis_stores_share_state_and_each_delivers_every_broadcast_once() {
     );
     assert_eq!(
         b.load_room(&r).await.unwrap().unwrap().state,
-        state_of(&["PA_1"])
+        state_of(&["PA_1"]).into()
     );
     assert!(b.is_applied(&r, &EventId::new("EV_1")).await.unwrap());
     // B read nothing yet and writes: conflict, then duplicate of A's event.
@@ -1102,7 +1122,7 @@ async fn a_redis_outage_fails_fast_and_the_same_store_recovers() {
     // The data survived the restart (AOF), and the bus is back.
     assert_eq!(
         store.load_room(&r).await.unwrap().unwrap().state,
-        state_of(&["PA_1"])
+        state_of(&["PA_1"]).into()
     );
     bus_subscribed(&store, 2).await;
     let c = commit(
