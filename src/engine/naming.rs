@@ -2,6 +2,7 @@
 //! identities are people, and which channel a session's updates go to.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use regex::Regex;
 
@@ -37,11 +38,13 @@ pub struct Session {
 }
 
 /// The compiled room pattern, identity pattern and channel template.
+/// Clones share the compiled regexes: a cloned `Regex` would start with
+/// cold caches of its own, and handlers clone their state per request.
 #[derive(Debug, Clone)]
 pub struct Naming {
-    room: Regex,
-    identity: Regex,
-    template: Vec<TemplatePart>,
+    room: Arc<Regex>,
+    identity: Arc<Regex>,
+    template: Arc<[TemplatePart]>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,9 +93,9 @@ impl Naming {
             }
         }
         Ok(Self {
-            room,
-            identity,
-            template,
+            room: Arc::new(room),
+            identity: Arc::new(identity),
+            template: template.into(),
         })
     }
 
@@ -108,7 +111,7 @@ impl Naming {
             .filter_map(|name| caps.name(name).map(|m| (name, m.as_str())))
             .collect();
         let mut channel = String::new();
-        for part in &self.template {
+        for part in self.template.iter() {
             match part {
                 TemplatePart::Text(t) => channel.push_str(t),
                 TemplatePart::Field(f) if f == "room" => channel.push_str(room),

@@ -120,10 +120,15 @@ pub struct Stamped<T> {
     pub event: EventId,
 }
 
-impl<T> Stamped<T> {
-    fn merge(&mut self, other: Stamped<T>) {
+impl<T: PartialEq> Stamped<T> {
+    /// Keeps the later of the two; says whether the value changed.
+    fn merge(&mut self, other: Stamped<T>) -> bool {
         if (other.at, &other.event) > (self.at, &self.event) {
+            let changed = other.value != self.value;
             *self = other;
+            changed
+        } else {
+            false
         }
     }
 }
@@ -190,7 +195,9 @@ impl RoomState {
                 event: obs.id.clone(),
             };
             match &mut self.metadata_schedule {
-                Some(current) => current.merge(stamped),
+                Some(current) => {
+                    current.merge(stamped);
+                }
                 None => self.metadata_schedule = Some(stamped),
             }
         }
@@ -366,16 +373,18 @@ impl RoomState {
             at: obs.created_at,
             event: obs.id.clone(),
         };
-        let person = self
-            .people
-            .entry(who.user_id.clone())
-            .or_insert_with(|| Person {
+        // `changed` tracks what a reader could see change (values, not the
+        // stamps that order them), without copying the person to compare.
+        let mut changed = false;
+        let person = self.people.entry(who.user_id.clone()).or_insert_with(|| {
+            changed = true;
+            Person {
                 identity: identity.clone(),
                 name: None,
                 cycles: BTreeMap::new(),
-            });
-        let before = person.clone();
-        person.identity.merge(identity);
+            }
+        });
+        changed |= person.identity.merge(identity);
         if !who.name.is_empty() {
             let name = Stamped {
                 value: who.name.clone(),
@@ -383,28 +392,33 @@ impl RoomState {
                 event: obs.id.clone(),
             };
             match &mut person.name {
-                Some(current) => current.merge(name),
-                None => person.name = Some(name),
+                Some(current) => changed |= current.merge(name),
+                None => {
+                    person.name = Some(name);
+                    changed = true;
+                }
             }
         }
-        let cycle = person
-            .cycles
-            .entry(who.sid.clone())
-            .or_insert_with(|| Cycle {
+        let cycle = person.cycles.entry(who.sid.clone()).or_insert_with(|| {
+            changed = true;
+            Cycle {
                 room_sid: obs.room_sid.clone(),
                 joined_at,
                 left_at: None,
                 timeout_at: None,
-            });
+            }
+        });
+        let (joined_before, left_before) = (cycle.joined_at, cycle.left_at);
         cycle.joined_at = cycle.joined_at.min(joined_at);
         cycle.left_at = min_some(cycle.left_at, left_at);
+        changed |= cycle.joined_at != joined_before || cycle.left_at != left_before;
         // Keep the room sid deterministic if events disagree on it.
         if !obs.room_sid.as_str().is_empty()
             && (cycle.room_sid.as_str().is_empty() || obs.room_sid < cycle.room_sid)
         {
             cycle.room_sid = obs.room_sid.clone();
+            changed = true;
         }
-        let changed = *person != before;
         Changes {
             people: if changed {
                 vec![who.user_id.clone()]
