@@ -97,7 +97,7 @@ pub fn replay(log: &[LoggedEvent], current: &RoomState, naming: &Naming) -> Room
                 && let Some(c) = rebuilt
                     .people
                     .get_mut(user)
-                    .and_then(|p| p.cycles.get_mut(sid))
+                    .and_then(|p| std::sync::Arc::make_mut(p).cycles.get_mut(sid))
             {
                 c.timeout_at = Some(at);
             }

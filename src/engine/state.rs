@@ -9,6 +9,7 @@
 //! any number of times, yields the same state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,8 +64,10 @@ pub struct Participant {
 /// All attendance facts of one room (session), across room instances.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomState {
+    /// Each person behind an `Arc`: copying a room to change it copies
+    /// pointers, and only the person changed is cloned (`Arc::make_mut`).
     #[serde(default)]
-    pub people: BTreeMap<UserId, Person>,
+    pub people: BTreeMap<UserId, Arc<Person>>,
     /// The earliest `room_finished` instant of each room instance.
     #[serde(default)]
     pub finished: BTreeMap<RoomSid, UnixMillis>,
@@ -307,7 +310,7 @@ impl RoomState {
             if let Some(cycle) = self
                 .people
                 .get_mut(user)
-                .and_then(|p| p.cycles.get_mut(sid))
+                .and_then(|p| Arc::make_mut(p).cycles.get_mut(sid))
             {
                 cycle.timeout_at = Some(cycle.timeout_at.map_or(*at, |t| t.min(*at)));
                 if people.last() != Some(user) {
@@ -378,12 +381,13 @@ impl RoomState {
         let mut changed = false;
         let person = self.people.entry(who.user_id.clone()).or_insert_with(|| {
             changed = true;
-            Person {
+            Arc::new(Person {
                 identity: identity.clone(),
                 name: None,
                 cycles: BTreeMap::new(),
-            }
+            })
         });
+        let person = Arc::make_mut(person);
         changed |= person.identity.merge(identity);
         if !who.name.is_empty() {
             let name = Stamped {
