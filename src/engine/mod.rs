@@ -12,6 +12,8 @@ pub mod view;
 #[cfg(test)]
 mod lifecycle_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 pub use interval::{Interval, Window};

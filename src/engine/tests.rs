@@ -3,91 +3,9 @@
 
 use proptest::prelude::*;
 
+use super::test_support::*;
 use super::*;
-use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UnixMillis, UserId};
-
-const ROOM: &str = "itqan-academy-quran-session-121";
-const T0: UnixMillis = 1_763_719_200_000; // 2025-11-21T10:00:00Z
-const MIN: i64 = 60_000;
-
-fn session() -> Session {
-    Naming::default().session(ROOM).unwrap()
-}
-
-fn who(user: &str, sid: &str) -> Participant {
-    Participant {
-        user_id: UserId::new(user),
-        sid: ParticipantSid::new(sid),
-        identity: Identity::new(format!("{user}_Test_User")),
-        name: format!("User {user}"),
-    }
-}
-
-fn obs(id: &str, created_at: UnixMillis, fact: Fact) -> Observation {
-    Observation {
-        id: EventId::new(id),
-        created_at,
-        room_sid: RoomSid::new("RM_a"),
-        metadata_schedule: None,
-        fact,
-    }
-}
-
-fn join(id: &str, user: &str, sid: &str, at: UnixMillis) -> Observation {
-    obs(
-        id,
-        at,
-        Fact::Joined {
-            participant: who(user, sid),
-            joined_at: at,
-        },
-    )
-}
-
-fn leave(
-    id: &str,
-    user: &str,
-    sid: &str,
-    joined: Option<UnixMillis>,
-    at: UnixMillis,
-) -> Observation {
-    obs(
-        id,
-        at,
-        Fact::Left {
-            participant: who(user, sid),
-            joined_at: joined,
-        },
-    )
-}
-
-fn abort(id: &str, user: &str, sid: &str, at: UnixMillis) -> Observation {
-    obs(
-        id,
-        at,
-        Fact::Aborted {
-            participant: who(user, sid),
-        },
-    )
-}
-
-fn finish(id: &str, room_sid: &str, at: UnixMillis) -> Observation {
-    Observation {
-        id: EventId::new(id),
-        created_at: at,
-        room_sid: RoomSid::new(room_sid),
-        metadata_schedule: None,
-        fact: Fact::RoomFinished,
-    }
-}
-
-fn run(events: &[Observation]) -> RoomState {
-    let mut state = RoomState::default();
-    for e in events {
-        state.apply(e);
-    }
-    state
-}
+use crate::domain::{EventId, RoomSid, UnixMillis, UserId};
 
 fn read(state: &RoomState, user: &str, window: Window, now: UnixMillis) -> Attendance {
     let user = UserId::new(user);

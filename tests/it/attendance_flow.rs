@@ -209,15 +209,7 @@ async fn events_outside_attendance_are_acknowledged_and_ignored() {
             "{body}"
         );
     }
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("rollcall_rooms_unmatched_total 2"),
         "{metrics}"

@@ -134,6 +134,17 @@ impl TestApp {
             .expect("server answers")
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let res = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("server answers");
+        res.text().await.expect("metrics text")
+    }
+
     /// A Pusher client subscribed to `channel` (subscription confirmed).
     pub async fn subscriber(&self, channel: &str) -> PusherClient {
         let mut client = PusherClient::connect(&self.ws_url("rollcall-key")).await;

@@ -335,15 +335,7 @@ async fn a_thousand_concurrent_webhooks_across_two_nodes_end_as_one_node_compute
 
 /// A node's counters that explain a 503 under load.
 async fn contention_metrics(app: &TestApp) -> String {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     text.lines()
         .filter(|l| {
             l.starts_with("rollcall_commit_conflicts") || l.starts_with("rollcall_webhooks_total")

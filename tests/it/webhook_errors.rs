@@ -97,15 +97,7 @@ async fn malformed_and_oversized_bodies() {
     );
     assert_error(app.post_webhook(&big).await, 413, "payload_too_large").await;
     still_serving(&app).await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"rollcall_webhooks_total{outcome="too_large"} 1"#),
         "{metrics}"
