@@ -58,7 +58,12 @@ impl Application {
                     tracing::warn!(error = %e, "Redis is not reachable yet; webhooks get 503 until it is");
                 }
                 tracing::info!(url = %redact(url), "state in Redis");
-                bus_connections = Some(redis.bus_connections());
+                let mut connections = redis.bus_connections();
+                // The subscription `connect` waited for came before any
+                // socket: nothing to re-send for it. A first subscription
+                // that comes later (Redis was down) still counts as a gap.
+                connections.borrow_and_update();
+                bus_connections = Some(connections);
                 Arc::new(redis)
             }
             None => {
