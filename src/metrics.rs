@@ -49,6 +49,18 @@ pub struct Metrics {
     pub attendance_updates: AtomicU64,
     /// Optimistic commits retried because another writer got there first.
     pub commit_conflicts: AtomicU64,
+    /// Heartbeats answered `in_meeting: true` (recorded).
+    pub heartbeats_recorded: AtomicU64,
+    /// Heartbeats answered `in_meeting: false` (nothing recorded, rule 12).
+    pub heartbeats_ignored: AtomicU64,
+    /// Cycles the sweeper closed for want of heartbeats (rule 13).
+    pub stale_cycles_closed: AtomicU64,
+    /// Sessions the sweeper made final (rule 20).
+    pub finalizations: AtomicU64,
+    /// Final reports the receiver accepted.
+    pub reports_delivered: AtomicU64,
+    /// Report attempts that failed (each is retried with backoff).
+    pub report_failures: AtomicU64,
 }
 
 /// Gauges read at render time from their owners.
@@ -101,6 +113,36 @@ impl Metrics {
                 "rollcall_commit_conflicts_total",
                 "State commits retried after a concurrent write.",
                 &self.commit_conflicts,
+            ),
+            (
+                "rollcall_heartbeats_recorded_total",
+                "Heartbeats from people in the meeting.",
+                &self.heartbeats_recorded,
+            ),
+            (
+                "rollcall_heartbeats_ignored_total",
+                "Heartbeats from people with no open cycle.",
+                &self.heartbeats_ignored,
+            ),
+            (
+                "rollcall_stale_cycles_closed_total",
+                "Cycles closed by the sweeper for want of heartbeats.",
+                &self.stale_cycles_closed,
+            ),
+            (
+                "rollcall_finalizations_total",
+                "Sessions made final by the sweeper.",
+                &self.finalizations,
+            ),
+            (
+                "rollcall_reports_delivered_total",
+                "Final reports accepted by the receiver.",
+                &self.reports_delivered,
+            ),
+            (
+                "rollcall_report_failures_total",
+                "Final report attempts that failed (retried).",
+                &self.report_failures,
             ),
         ];
         for (name, help, counter) in counters {

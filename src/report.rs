@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::{RoomName, Timestamp, UnixMillis};
 use crate::engine::{Attendance, RoomState, Session};
+use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 
 pub const SIGNATURE_HEADER: &str = "X-Rollcall-Signature";
@@ -162,6 +163,7 @@ impl ReporterInner {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
+                    Metrics::add(&self.rooms.metrics.report_failures, 1);
                     tracing::warn!(room = %session.room, error = %e, retry_in = ?backoff, "report not delivered")
                 }
             }
@@ -216,6 +218,7 @@ impl ReporterInner {
             response.status()
         );
         tracing::info!(room = %session.room, revision, "final report delivered");
+        Metrics::add(&self.rooms.metrics.reports_delivered, 1);
         self.rooms
             .update(session, None, |s| {
                 s.finalization.reported_revision = s.finalization.reported_revision.max(revision);

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{RoomName, UnixMillis};
+use crate::metrics::Metrics;
 use crate::report::Reporter;
 use crate::rooms::{Rooms, UpdateError, Updated};
 
@@ -91,19 +92,28 @@ impl Sweeper {
         let timing = self.rooms.timing;
         let (timeout, delay) = (timing.heartbeat_timeout_ms(), timing.finalize_delay_ms());
         let heartbeats = store.heartbeats(room).await?;
+        // What the last attempt of the update did (it may be retried).
+        let (mut closed, mut finalized) = (0, false);
         let updated = self
             .rooms
             .update(&session, None, |state| {
                 let stale = state.stale_cycles(&heartbeats, now, timeout);
+                closed = stale.len();
                 let mut changes = state.close_stale(&stale);
-                if state.finalize_due(now, delay) {
+                finalized = state.finalize_due(now, delay);
+                if finalized {
                     changes.merge(state.finalize());
                 }
                 changes
             })
             .await?;
         let (state, changed) = match updated {
-            Updated::Committed { state, .. } => (state, true),
+            Updated::Committed { state, .. } => {
+                let metrics = &self.rooms.metrics;
+                Metrics::add(&metrics.stale_cycles_closed, closed as u64);
+                Metrics::add(&metrics.finalizations, u64::from(finalized));
+                (state, true)
+            }
             Updated::Unchanged { state } => (state, false),
             Updated::Duplicate => return Ok(false),
         };

@@ -56,6 +56,12 @@ pub async fn heartbeat(
         Some(state) => state.is_in_meeting(&user),
         None => false,
     };
+    let counter = if in_meeting {
+        &app.metrics.heartbeats_recorded
+    } else {
+        &app.metrics.heartbeats_ignored
+    };
+    crate::metrics::Metrics::add(counter, 1);
     if in_meeting {
         let store = &app.rooms.store;
         store

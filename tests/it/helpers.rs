@@ -145,6 +145,27 @@ impl TestApp {
         res.text().await.expect("metrics text")
     }
 
+    /// Waits until the counter `name` in `/metrics` is at least `at_least`
+    /// (counters move just after the effect a test observes).
+    pub async fn metric_reaches(&self, name: &str, at_least: u64) {
+        let deadline = tokio::time::Instant::now() + GUARD;
+        loop {
+            let text = self.metrics().await;
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if value >= at_least {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed at {value}:\n{text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A Pusher client subscribed to `channel` (subscription confirmed).
     pub async fn subscriber(&self, channel: &str) -> PusherClient {
         let mut client = PusherClient::connect(&self.ws_url("rollcall-key")).await;

@@ -951,6 +951,14 @@ async fn lost_leave_closed_by_heartbeat_timeout_then_corrected(backend: Backend)
     assert_numbers(o, omar_left * 1000 - omar_joined, None, None, None);
     assert_eq!(o["leave_count"], 1);
 
+    // Ameer's and Omar's cycles were closed by the sweeper; every answered
+    // heartbeat was counted, the ones after the closure as ignored.
+    app.metric_reaches("rollcall_stale_cycles_closed_total", 2)
+        .await;
+    app.metric_reaches("rollcall_heartbeats_recorded_total", 1)
+        .await;
+    app.metric_reaches("rollcall_heartbeats_ignored_total", 1)
+        .await;
     assert_replay_equals_live(&app, ROOM).await;
 }
 
@@ -1302,7 +1310,7 @@ on_both_stores!(finalization_and_signed_reports: finalization_memory, finalizati
 /// A report the receiver refuses is retried, with backoff, until accepted.
 async fn a_refused_report_is_retried(backend: Backend) {
     let mut receiver = ReportReceiver::start(1).await;
-    let (_app, mut socket, start) = finalizing_meeting(backend, &receiver).await;
+    let (app, mut socket, start) = finalizing_meeting(backend, &receiver).await;
     let finals = updates(&mut socket, 2).await;
     let people: Vec<&Value> = finals.values().map(|u| &u["attendance"]).collect();
     let refused = receiver.next("the final report").await;
@@ -1314,6 +1322,11 @@ async fn a_refused_report_is_retried(backend: Backend) {
     let pause = accepted.at - refused.at;
     assert!(pause >= 400, "retried after {pause} ms: no backoff");
     receiver.assert_none_within(QUIET).await;
+    app.metric_reaches("rollcall_finalizations_total", 1).await;
+    app.metric_reaches("rollcall_report_failures_total", 1)
+        .await;
+    app.metric_reaches("rollcall_reports_delivered_total", 1)
+        .await;
 }
 
 on_both_stores!(a_refused_report_is_retried: report_retry_memory, report_retry_redis);
