@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashSet;
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -85,9 +83,7 @@ fn csv_field(value: &str) -> String {
 
 /// Hex HMAC-SHA256 of `body` with `secret`: the report's signature.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    crate::pusher::auth::hmac_sha256_hex(secret, body)
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(500);

@@ -21,14 +21,6 @@ impl Interval {
         }
     }
 
-    pub fn start(self) -> UnixMillis {
-        self.start
-    }
-
-    pub fn end(self) -> UnixMillis {
-        self.end
-    }
-
     pub fn len(self) -> i64 {
         self.end - self.start
     }

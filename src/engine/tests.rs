@@ -32,10 +32,9 @@ fn rule3_each_participant_sid_is_its_own_cycle() {
     assert_eq!(a.duration_ms, 2 * MIN);
 }
 
-#[test]
-fn rule4_5_join_and_leave_make_an_exact_cycle() {
-    // The fixtures: joined 1763719201.456, left 1763719260 → 58.544 s.
-    let s = run(&[
+/// The fixtures' cycle: joined 1763719201.456, left 1763719260.
+fn fixture_cycle() -> [Observation; 2] {
+    [
         join("e1", "1", "PA_x", 1_763_719_201_456),
         leave(
             "e2",
@@ -44,7 +43,13 @@ fn rule4_5_join_and_leave_make_an_exact_cycle() {
             Some(1_763_719_201_456),
             1_763_719_260_000,
         ),
-    ]);
+    ]
+}
+
+#[test]
+fn rule4_5_join_and_leave_make_an_exact_cycle() {
+    // The fixtures: joined 1763719201.456, left 1763719260 → 58.544 s.
+    let s = run(&fixture_cycle());
     let a = read(&s, "1", Window::UNBOUNDED, 1_763_719_999_000);
     assert_eq!(a.duration_ms, 58_544);
     assert_eq!(a.duration_seconds, 58);
@@ -233,16 +238,7 @@ fn labels_follow_the_latest_event_whatever_the_arrival_order() {
 
 #[test]
 fn payload_matches_the_contract_shape() {
-    let s = run(&[
-        join("e1", "1", "PA_x", 1_763_719_201_456),
-        leave(
-            "e2",
-            "1",
-            "PA_x",
-            Some(1_763_719_201_456),
-            1_763_719_260_000,
-        ),
-    ]);
+    let s = run(&fixture_cycle());
     let a = read(&s, "1", Window::UNBOUNDED, 1_763_719_300_000);
     let v: serde_json::Value = serde_json::from_str(&a.updated_json(1_763_719_300_120)).unwrap();
     assert_eq!(v["user_id"], serde_json::json!(1));
