@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::ws::Utf8Bytes;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -164,7 +165,15 @@ impl Application {
         let addr = self.local_addr();
         tracing::info!(%addr, "rollcall listening");
         let shutdown = self.shutdown.clone();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // TCP_NODELAY on every accepted socket: a push server writes small
+        // frames and must not hold one back waiting for the ACK of the last
+        // (Nagle + the client's delayed ACK cost up to 40 ms on a frame).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
             signal.await;
             tracing::info!("shutting down: closing sockets with 4200, draining requests");
             shutdown.cancel();
