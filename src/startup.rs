@@ -134,6 +134,8 @@ impl Application {
             hub: hub.clone(),
             store: Arc::clone(&store),
             app_secret: Arc::from(settings.app_secret.as_str()),
+            pusher_app_id: Arc::from(settings.app_id.as_str()),
+            pusher_app_key: Arc::from(settings.app_key.as_str()),
         };
         let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
         pusher_config.activity_timeout = settings.activity_timeout;
