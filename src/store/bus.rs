@@ -144,3 +144,65 @@ fn answer_query(delivery: &Arc<dyn LocalDelivery>, pool: &deadpool_redis::Pool, 
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::redis::{encode_broadcast, encode_channel_query};
+    use crate::store::{Broadcast, ChannelQuery, SubscriptionCounts};
+
+    /// Records what the bus hands to "this node".
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(String, String, Option<String>)>>);
+
+    impl LocalDelivery for Seen {
+        fn deliver(&self, channel: &str, frame: Utf8Bytes, except: Option<&SocketId>) {
+            let except = except.map(|s| s.as_str().to_string());
+            let entry = (channel.to_string(), frame.as_str().to_string(), except);
+            self.0.lock().unwrap().push(entry);
+        }
+
+        fn subscriptions(&self, _query: &ChannelQuery) -> SubscriptionCounts {
+            SubscriptionCounts::new()
+        }
+    }
+
+    #[test]
+    fn broadcasts_round_trip_with_and_without_an_excluded_socket() {
+        let seen = Seen::default();
+        let frame = r#"{"event":"e","channel":"a.b","data":"x\ny"}"#;
+        let mut b = Broadcast::new("a.b", Utf8Bytes::from(frame));
+        deliver(&seen, &encode_broadcast(&b));
+        b.except = Some(SocketId::parse("12.34").unwrap());
+        deliver(&seen, &encode_broadcast(&b));
+        deliver(&seen, b"a.b not-a-socket\n{}");
+        deliver(&seen, b"no newline");
+        let seen = seen.0.into_inner().unwrap();
+        assert_eq!(
+            seen,
+            [
+                ("a.b".into(), frame.into(), None),
+                ("a.b".into(), frame.into(), Some("12.34".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn channel_queries_round_trip() {
+        let key = "rollcall:channels:reply:00ff";
+        for query in [
+            ChannelQuery::Names(vec!["a".into()]),
+            ChannelQuery::Names(vec!["a,b".into(), "c;d".into()]),
+            ChannelQuery::Prefix(String::new()),
+            ChannelQuery::Prefix("private-".into()),
+        ] {
+            let message = encode_channel_query(key, &query);
+            assert_eq!(decode_channel_query(&message), Some((key, query)));
+        }
+        // Only reply keys in our namespace are ever written to.
+        assert_eq!(decode_channel_query("rollcall:state\n=a"), None);
+        assert_eq!(decode_channel_query(&format!("{key}\n?a")), None);
+    }
+}
