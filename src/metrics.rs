@@ -61,6 +61,9 @@ pub struct Metrics {
     pub reports_delivered: AtomicU64,
     /// Report attempts that failed (each is retried with backoff).
     pub report_failures: AtomicU64,
+    /// Messages published through the Pusher HTTP API (one per event and
+    /// channel, not per socket).
+    pub api_messages_published: AtomicU64,
 }
 
 /// Gauges read at render time from their owners.
@@ -143,6 +146,11 @@ impl Metrics {
                 "rollcall_report_failures_total",
                 "Final report attempts that failed (retried).",
                 &self.report_failures,
+            ),
+            (
+                "rollcall_api_messages_published_total",
+                "Messages published through the Pusher HTTP API (one per event and channel).",
+                &self.api_messages_published,
             ),
         ];
         for (name, help, counter) in counters {

@@ -234,9 +234,11 @@ impl Rooms {
         };
         people
             .iter()
-            .map(|a| Broadcast {
-                channel: session.channel.clone(),
-                frame: frame::event(UPDATED_EVENT, Some(&session.channel), &a.updated_json(now)),
+            .map(|a| {
+                Broadcast::new(
+                    session.channel.clone(),
+                    frame::event(UPDATED_EVENT, Some(&session.channel), &a.updated_json(now)),
+                )
             })
             .collect()
     }

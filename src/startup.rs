@@ -16,12 +16,15 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::pusher::SocketId;
 use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::report::Reporter;
 use crate::rooms::{Rooms, Timing};
 use crate::snapshot::Snapshots;
-use crate::store::{LocalDelivery, MemoryStore, RedisStore, Store};
+use crate::store::{
+    ChannelQuery, LocalDelivery, MemoryStore, RedisStore, Store, SubscriptionCounts,
+};
 use crate::sweeper::Sweeper;
 
 pub struct Application {
@@ -39,8 +42,22 @@ pub struct Application {
 
 /// The hub is how stores reach this node's sockets.
 impl LocalDelivery for Hub {
-    fn deliver(&self, channel: &str, frame: Utf8Bytes) {
-        self.publish(channel, frame, None);
+    fn deliver(&self, channel: &str, frame: Utf8Bytes, except: Option<&SocketId>) {
+        self.publish(channel, frame, except);
+    }
+
+    fn subscriptions(&self, query: &ChannelQuery) -> SubscriptionCounts {
+        match query {
+            ChannelQuery::Names(names) => names
+                .iter()
+                .map(|name| (name.clone(), self.subscription_count(name)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            ChannelQuery::Prefix(_) => self
+                .subscription_counts(|c| query.matches(c))
+                .into_iter()
+                .collect(),
+        }
     }
 }
 
@@ -118,6 +135,8 @@ impl Application {
             hub: hub.clone(),
             store: Arc::clone(&store),
             app_secret: Arc::from(settings.app_secret.as_str()),
+            pusher_app_id: Arc::from(settings.app_id.as_str()),
+            pusher_app_key: Arc::from(settings.app_key.as_str()),
         };
         let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
         pusher_config.activity_timeout = settings.activity_timeout;

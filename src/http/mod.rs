@@ -6,6 +6,7 @@ pub mod assets;
 pub mod error;
 pub mod heartbeat;
 pub mod ops;
+pub mod pusher_api;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The Pusher app secret, which is also the API's bearer token.
     pub app_secret: Arc<str>,
+    /// The Pusher app id: the only `{app_id}` of the Pusher HTTP API.
+    pub pusher_app_id: Arc<str>,
+    /// The Pusher app key: the `auth_key` of Pusher HTTP API requests.
+    pub pusher_app_key: Arc<str>,
 }
 
 /// The API's body limit: schedules with long expected lists fit easily.
@@ -60,6 +65,20 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/sessions/{room}/attendance", get(api::attendance))
         .route("/api/sessions/{room}/events", get(api::events))
         .route("/api/sessions/{room}/recalculate", post(api::recalculate))
+        .route(
+            "/apps/{app_id}/events",
+            post(pusher_api::events).layer(DefaultBodyLimit::max(pusher_api::MAX_BODY_BYTES)),
+        )
+        .route(
+            "/apps/{app_id}/batch_events",
+            post(pusher_api::batch_events).layer(DefaultBodyLimit::max(pusher_api::MAX_BODY_BYTES)),
+        )
+        .route("/apps/{app_id}/channels", get(pusher_api::channels))
+        .route("/apps/{app_id}/channels/{name}", get(pusher_api::channel))
+        .route(
+            "/apps/{app_id}/channels/{name}/users",
+            get(pusher_api::users),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

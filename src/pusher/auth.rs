@@ -129,6 +129,94 @@ pub fn http_api_timestamp_ok(auth_timestamp: &str, now_unix: i64) -> bool {
         .is_ok_and(|ts| ts.abs_diff(now_unix) <= HTTP_API_MAX_CLOCK_SKEW_SECS as u64)
 }
 
+/// Why an HTTP API request is not authenticated (all answered 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpApiAuthError {
+    #[error("the query parameter {0} is required")]
+    Missing(&'static str),
+    #[error("auth_key is not this app's key")]
+    WrongKey,
+    #[error("auth_version must be 1.0")]
+    WrongVersion,
+    #[error(
+        "auth_timestamp is more than {HTTP_API_MAX_CLOCK_SKEW_SECS} s away from the server's clock (or not a number)"
+    )]
+    StaleTimestamp,
+    #[error("body_md5 is not the MD5 of the body")]
+    BodyMd5Mismatch,
+    #[error("auth_signature does not match the request")]
+    InvalidSignature,
+}
+
+impl HttpApiAuthError {
+    /// The machine code of the contract's error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing(_) => "missing_auth_params",
+            Self::WrongKey => "invalid_key",
+            Self::WrongVersion => "invalid_auth_version",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::BodyMd5Mismatch => "invalid_body_md5",
+            Self::InvalidSignature => "invalid_signature",
+        }
+    }
+}
+
+/// Hex MD5 of `body`: the HTTP API's `body_md5`.
+pub fn body_md5_hex(body: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(body))
+}
+
+/// Authenticates a whole HTTP API request as Pusher does: `auth_key` is
+/// `app_key`, `auth_version` is `1.0`, `auth_timestamp` is within the
+/// window around `now_unix`, `body_md5` matches a non-empty body (and any
+/// body it is given for), and `auth_signature` covers method, path and
+/// every other query pair (URL-decoded), compared in constant time.
+pub fn verify_http_api_request(
+    app_key: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    query_pairs: &[(&str, &str)],
+    body: &[u8],
+    now_unix: i64,
+) -> Result<(), HttpApiAuthError> {
+    let param = |name: &str| {
+        query_pairs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
+    let key = param("auth_key").ok_or(HttpApiAuthError::Missing("auth_key"))?;
+    let timestamp = param("auth_timestamp").ok_or(HttpApiAuthError::Missing("auth_timestamp"))?;
+    let version = param("auth_version").ok_or(HttpApiAuthError::Missing("auth_version"))?;
+    let signature = param("auth_signature").ok_or(HttpApiAuthError::Missing("auth_signature"))?;
+    if key != app_key {
+        return Err(HttpApiAuthError::WrongKey);
+    }
+    if version != "1.0" {
+        return Err(HttpApiAuthError::WrongVersion);
+    }
+    if !http_api_timestamp_ok(timestamp, now_unix) {
+        return Err(HttpApiAuthError::StaleTimestamp);
+    }
+    match param("body_md5") {
+        None if body.is_empty() => {}
+        None => return Err(HttpApiAuthError::Missing("body_md5")),
+        Some(md5) => {
+            if !md5.eq_ignore_ascii_case(&body_md5_hex(body)) {
+                return Err(HttpApiAuthError::BodyMd5Mismatch);
+            }
+        }
+    }
+    if verify_http_api_signature(secret, method, path, query_pairs, signature) {
+        Ok(())
+    } else {
+        Err(HttpApiAuthError::InvalidSignature)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +336,69 @@ mod tests {
             &pairs,
             "nothex"
         ));
+    }
+
+    #[test]
+    fn http_api_request_matches_protocol_vector_and_names_each_failure() {
+        let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+        assert_eq!(body_md5_hex(body), "ec365a775a4cd0599faeb73354201b6f");
+        let sig = "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c";
+        let pairs = |drop: &str, replace: (&str, &str)| -> Vec<(&'static str, String)> {
+            [
+                ("auth_key", KEY.to_string()),
+                ("auth_timestamp", "1353088179".to_string()),
+                ("auth_version", "1.0".to_string()),
+                ("body_md5", "ec365a775a4cd0599faeb73354201b6f".to_string()),
+                ("auth_signature", sig.to_string()),
+            ]
+            .into_iter()
+            .filter(|(k, _)| *k != drop)
+            .map(|(k, v)| {
+                if k == replace.0 {
+                    (k, replace.1.to_string())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect()
+        };
+        let check = |pairs: Vec<(&str, String)>, body: &[u8], now: i64| {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            verify_http_api_request(KEY, SECRET, "POST", "/apps/3/events", &pairs, body, now)
+        };
+        let now = 1353088179 + 30;
+        assert_eq!(check(pairs("", ("", "")), body, now), Ok(()));
+        use HttpApiAuthError::*;
+        for name in [
+            "auth_key",
+            "auth_timestamp",
+            "auth_version",
+            "auth_signature",
+            "body_md5",
+        ] {
+            assert_eq!(check(pairs(name, ("", "")), body, now), Err(Missing(name)));
+        }
+        assert_eq!(
+            check(pairs("", ("auth_key", "other")), body, now),
+            Err(WrongKey)
+        );
+        assert_eq!(
+            check(pairs("", ("auth_version", "2.0")), body, now),
+            Err(WrongVersion)
+        );
+        assert_eq!(
+            check(pairs("", ("", "")), body, now + 600),
+            Err(StaleTimestamp)
+        );
+        assert_eq!(check(pairs("", ("", "")), b"{}", now), Err(BodyMd5Mismatch));
+        assert_eq!(
+            check(
+                pairs("", ("auth_signature", &sig.replace('d', "e"))),
+                body,
+                now
+            ),
+            Err(InvalidSignature)
+        );
     }
 
     #[test]

@@ -171,6 +171,17 @@ impl Hub {
         self.inner.channels.get(channel).map_or(0, |s| s.len())
     }
 
+    /// `(channel, local subscribers)` for every occupied channel whose name
+    /// satisfies `keep` (a copy: no shard lock outlives the call).
+    pub fn subscription_counts(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, usize)> {
+        self.inner
+            .channels
+            .iter()
+            .filter(|e| keep(e.key()))
+            .map(|e| (e.key().clone(), e.value().len()))
+            .collect()
+    }
+
     /// Channels with at least one local subscriber.
     pub fn channel_count(&self) -> usize {
         self.inner.channels.len()

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 
 use super::{
-    Broadcast, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store, StoreError,
+    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store,
+    StoreError, SubscriptionCounts,
 };
 use crate::domain::{EventId, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
@@ -103,7 +104,8 @@ impl Store for MemoryStore {
         }
         slot.version += 1;
         for b in commit.broadcasts {
-            self.delivery.deliver(&b.channel, b.frame);
+            self.delivery
+                .deliver(&b.channel, b.frame, b.except.as_ref());
         }
         Ok(CommitOutcome::Committed {
             version: slot.version,
@@ -135,9 +137,17 @@ impl Store for MemoryStore {
 
     async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError> {
         for b in broadcasts {
-            self.delivery.deliver(&b.channel, b.frame);
+            self.delivery
+                .deliver(&b.channel, b.frame, b.except.as_ref());
         }
         Ok(())
+    }
+
+    async fn channel_subscriptions(
+        &self,
+        query: &ChannelQuery,
+    ) -> Result<SubscriptionCounts, StoreError> {
+        Ok(self.delivery.subscriptions(query))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

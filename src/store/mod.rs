@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::domain::{EventId, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
+use crate::pusher::SocketId;
 
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
@@ -53,7 +54,43 @@ pub struct RoomRecord {
 pub struct Broadcast {
     pub channel: String,
     pub frame: Utf8Bytes,
+    /// The one socket that must not get it (the HTTP API's `socket_id`):
+    /// carried with the broadcast because that socket may be on any node.
+    pub except: Option<SocketId>,
 }
+
+impl Broadcast {
+    /// A broadcast to every subscriber of `channel`.
+    pub fn new(channel: impl Into<String>, frame: Utf8Bytes) -> Self {
+        Self {
+            channel: channel.into(),
+            frame,
+            except: None,
+        }
+    }
+}
+
+/// Which channels a channel query asks about (the Pusher HTTP API's
+/// `GET /channels/{name}` and `GET /channels?filter_by_prefix=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelQuery {
+    /// Exactly these channels.
+    Names(Vec<String>),
+    /// Every channel whose name starts with this (`""`: all channels).
+    Prefix(String),
+}
+
+impl ChannelQuery {
+    pub fn matches(&self, channel: &str) -> bool {
+        match self {
+            Self::Names(names) => names.iter().any(|n| n == channel),
+            Self::Prefix(prefix) => channel.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// Channel → number of subscribed sockets; only occupied channels appear.
+pub type SubscriptionCounts = BTreeMap<String, usize>;
 
 /// One atomic step: remember and log `event`, replace the state, publish.
 #[derive(Debug, Clone)]
@@ -91,10 +128,15 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Delivers a broadcast to this node's own sockets. Implemented by the
-/// Pusher hub; stores call it for every broadcast they publish or receive.
+/// This node's sockets as stores see them. Implemented by the Pusher hub;
+/// stores call `deliver` for every broadcast they publish or receive, and
+/// `subscriptions` to answer channel queries (from any node, on Redis).
 pub trait LocalDelivery: Send + Sync + 'static {
-    fn deliver(&self, channel: &str, frame: Utf8Bytes);
+    /// Queues `frame` for every local subscriber of `channel` but `except`.
+    fn deliver(&self, channel: &str, frame: Utf8Bytes, except: Option<&SocketId>);
+
+    /// Local subscriptions of the channels `query` names.
+    fn subscriptions(&self, query: &ChannelQuery) -> SubscriptionCounts;
 }
 
 #[async_trait]
@@ -130,8 +172,17 @@ pub trait Store: Send + Sync + 'static {
     /// The room's event log, oldest first.
     async fn event_log(&self, room: &RoomName) -> Result<Vec<LoggedEvent>, StoreError>;
 
-    /// Publishes broadcasts that are not tied to a state change.
+    /// Publishes broadcasts that are not tied to a state change (the
+    /// Pusher HTTP API's events), to the sockets of every node.
     async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError>;
+
+    /// Subscriptions of the channels `query` names, summed over every node
+    /// (on memory: this node's). Fails rather than under-count when a node
+    /// does not answer.
+    async fn channel_subscriptions(
+        &self,
+        query: &ChannelQuery,
+    ) -> Result<SubscriptionCounts, StoreError>;
 
     /// Succeeds when the store can take writes (`/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -17,8 +17,16 @@
 //! | `rollcall:lease:<job>` | string | a short lease for node-wide jobs (the sweep) |
 //!
 //! Broadcasts travel on the pub/sub channel `rollcall:broadcast` as
-//! `<channel>\n<frame>`; every node (the committing one included) delivers
-//! them to its own sockets, so each socket gets each update exactly once.
+//! `<channel>[ <excluded socket id>]\n<frame>`; every node (the committing
+//! one included) delivers them to its own sockets, so each socket gets each
+//! update exactly once.
+//!
+//! Channel queries (how many sockets are subscribed, over all nodes) are a
+//! request/response on pub/sub: the asker PUBLISHes
+//! `<reply key>\n<query>` on `rollcall:channels:query` (PUBLISH answers how
+//! many nodes' buses received it), each node's bus RPUSHes its local counts
+//! to `rollcall:channels:reply:<id>` (expiring in seconds), and the asker
+//! BLPOPs that many answers, bounded in time.
 //!
 //! Room keys expire `retention` after the room's last write.
 
@@ -31,14 +39,29 @@ use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
 
 use super::{
-    Broadcast, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store, StoreError,
-    bus,
+    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store,
+    StoreError, SubscriptionCounts, bus,
 };
 use crate::domain::{EventId, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 
 /// The pub/sub channel every node listens on.
 pub const BROADCAST_CHANNEL: &str = "rollcall:broadcast";
+
+/// The pub/sub channel on which every node answers channel queries.
+pub const CHANNELS_QUERY_CHANNEL: &str = "rollcall:channels:query";
+
+/// Longest wait for every node's answer to a channel query. Nodes answer
+/// from memory in one round trip; a node that takes this long is treated
+/// as unavailable (the query fails with 503 rather than under-count).
+const CHANNELS_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One BLPOP waits at most this long: below the client's 500 ms response
+/// timeout, so a blocked connection is never abandoned mid-command.
+const BLPOP_SLICE: Duration = Duration::from_millis(300);
+
+/// Answers nobody collected (a late node) vanish after this.
+pub(crate) const CHANNELS_ANSWER_TTL_MS: u64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -112,13 +135,40 @@ fn channel_key(channel: &str) -> String {
     format!("rollcall:channel:{{{channel}}}")
 }
 
-/// `<channel>\n<frame>`: channel names cannot contain a newline.
+/// `<channel>[ <excluded socket id>]\n<frame>`: channel names and socket
+/// ids contain neither a space nor a newline.
 pub fn encode_broadcast(b: &Broadcast) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.channel.len() + 1 + b.frame.len());
+    let except = b.except.as_ref().map_or("", |s| s.as_str());
+    let mut out = Vec::with_capacity(b.channel.len() + 2 + except.len() + b.frame.len());
     out.extend_from_slice(b.channel.as_bytes());
+    if !except.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(except.as_bytes());
+    }
     out.push(b'\n');
     out.extend_from_slice(b.frame.as_bytes());
     out
+}
+
+/// `<reply key>\n=<channel>[\n<channel>…]` or `<reply key>\n^<prefix>`.
+pub(crate) fn encode_channel_query(reply_key: &str, query: &ChannelQuery) -> String {
+    match query {
+        ChannelQuery::Names(names) => format!("{reply_key}\n={}", names.join("\n")),
+        ChannelQuery::Prefix(prefix) => format!("{reply_key}\n^{prefix}"),
+    }
+}
+
+/// The inverse of [`encode_channel_query`].
+pub(crate) fn decode_channel_query(message: &str) -> Option<(&str, ChannelQuery)> {
+    let (reply_key, query) = message.split_once('\n')?;
+    let query = if let Some(names) = query.strip_prefix('=') {
+        ChannelQuery::Names(names.split('\n').map(str::to_string).collect())
+    } else {
+        ChannelQuery::Prefix(query.strip_prefix('^')?.to_string())
+    };
+    reply_key
+        .starts_with("rollcall:channels:reply:")
+        .then_some((reply_key, query))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -143,7 +193,7 @@ impl RedisStore {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
-        let bus = bus::spawn(client, delivery);
+        let bus = bus::spawn(client, pool.clone(), delivery);
         // Until the bus is subscribed, this node's sockets would miss
         // broadcasts, its own commits' included: wait for it, bounded, so
         // a node that starts while Redis is up never has that gap.
@@ -395,6 +445,56 @@ impl Store for RedisStore {
             pipe.query_async::<()>(&mut c).await
         })
         .await
+    }
+
+    async fn channel_subscriptions(
+        &self,
+        query: &ChannelQuery,
+    ) -> Result<SubscriptionCounts, StoreError> {
+        let reply_key = format!("rollcall:channels:reply:{:016x}", rand::random::<u64>());
+        let message = encode_channel_query(&reply_key, query);
+        let nodes: usize = self
+            .run(|mut c| async move { c.publish(CHANNELS_QUERY_CHANNEL, message).await })
+            .await?;
+        let mut counts = SubscriptionCounts::new();
+        let mut answered = 0;
+        let deadline = tokio::time::Instant::now() + CHANNELS_ANSWER_TIMEOUT;
+        let slice = BLPOP_SLICE.min(self.options.command_timeout / 2);
+        while answered < nodes {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let wait = left.min(slice).as_secs_f64().max(0.01);
+            let key = reply_key.clone();
+            let popped: Option<(String, String)> = self
+                .run(|mut c| async move {
+                    redis::cmd("BLPOP")
+                        .arg(&key)
+                        .arg(wait)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let Some((_, answer)) = popped else { continue };
+            let local: SubscriptionCounts =
+                serde_json::from_str(&answer).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            for (channel, n) in local {
+                *counts.entry(channel).or_default() += n;
+            }
+            answered += 1;
+        }
+        if answered < nodes {
+            let key = reply_key.clone();
+            // Late answers would expire anyway; this only tidies up early.
+            let _ = self
+                .run(|mut c| async move { c.del::<_, ()>(&key).await })
+                .await;
+            return Err(StoreError::Unavailable(format!(
+                "only {answered} of {nodes} nodes answered the channel query in time"
+            )));
+        }
+        Ok(counts)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -17,9 +17,10 @@ use axum::extract::ws::Utf8Bytes;
 use rand::seq::SliceRandom;
 use rollcall::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, UserId};
 use rollcall::engine::{Fact, Observation, Participant, RoomState};
+use rollcall::pusher::SocketId;
 use rollcall::store::{
-    Broadcast, Commit, CommitOutcome, LocalDelivery, LoggedEvent, MemoryStore, RedisOptions,
-    RedisStore, RoomRecord, Store, StoreError,
+    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, MemoryStore,
+    RedisOptions, RedisStore, RoomRecord, Store, StoreError, SubscriptionCounts,
 };
 use tokio::sync::watch;
 
@@ -57,12 +58,17 @@ impl Recorder {
 }
 
 impl LocalDelivery for Recorder {
-    fn deliver(&self, channel: &str, frame: Utf8Bytes) {
+    fn deliver(&self, channel: &str, frame: Utf8Bytes, _except: Option<&SocketId>) {
         self.frames
             .lock()
             .unwrap()
             .push((channel.to_string(), frame.as_str().to_string()));
         self.count.send_modify(|c| *c += 1);
+    }
+
+    /// The recorder stands for a node without sockets.
+    fn subscriptions(&self, _query: &ChannelQuery) -> SubscriptionCounts {
+        SubscriptionCounts::new()
     }
 }
 
@@ -166,10 +172,7 @@ fn state_of(sids: &[&str]) -> RoomState {
 }
 
 fn broadcast(channel: &str, text: &str) -> Broadcast {
-    Broadcast {
-        channel: channel.to_string(),
-        frame: Utf8Bytes::from(frame_text(channel, text)),
-    }
+    Broadcast::new(channel, Utf8Bytes::from(frame_text(channel, text)))
 }
 
 /// A Pusher frame as rollcall renders one, carrying `text`.
