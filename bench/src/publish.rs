@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rollcall::livekit::sign_webhook;
+use rollcall::pusher::auth::{body_md5_hex, sign_http_api};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -89,24 +90,52 @@ impl Plan {
         .to_string()
     }
 
-    /// `POST /publish` body for the peers: `data` about as large as
-    /// rollcall's `attendance.updated` data for one person with a few cycles.
-    pub fn publish_body(&self, seq: u64, pad: usize) -> String {
+    /// The `data` string of a plain publish: about as large as rollcall's
+    /// `attendance.updated` data for one person with a few cycles.
+    fn publish_data(&self, seq: u64, pad: usize) -> (String, String) {
         let e = self.event(seq);
         let data = json!({
             "user_id": e.uid,
             "attendance": {"name": format!("Bench ~S{seq}~"), "pad": "x".repeat(pad)},
         })
         .to_string();
-        json!({"room": self.channel(e.room), "event": "attendance.updated", "data": data})
-            .to_string()
+        (self.channel(e.room), data)
+    }
+
+    /// `POST /publish` body for the peers.
+    pub fn publish_body(&self, seq: u64, pad: usize) -> String {
+        let (channel, data) = self.publish_data(seq, pad);
+        json!({"room": channel, "event": "attendance.updated", "data": data}).to_string()
+    }
+
+    /// Pusher HTTP API `POST /apps/{id}/events` body for rollcall: the
+    /// same event, channel and data as [`Self::publish_body`].
+    pub fn pusher_api_body(&self, seq: u64, pad: usize) -> String {
+        let (channel, data) = self.publish_data(seq, pad);
+        json!({"name": "attendance.updated", "channel": channel, "data": data}).to_string()
     }
 }
+
+/// How rollcall is driven: a signed LiveKit webhook (the attendance path:
+/// verify, engine, store, then broadcast) or a Pusher HTTP API publish
+/// (the same job as the peers' `POST /publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    Webhook,
+    Api,
+}
+
+/// rollcall's dev Pusher app (the server's defaults).
+const APP_ID: &str = "rollcall";
+const APP_KEY: &str = "rollcall-key";
+const APP_SECRET: &str = "rollcall-secret";
 
 /// A ready-to-send request.
 pub struct Request {
     pub body: bytes::Bytes,
     pub authorization: Option<String>,
+    /// A signed query string (Pusher HTTP API).
+    pub query: Option<String>,
 }
 
 /// Sends to one server, the way its target is driven.
@@ -115,15 +144,23 @@ pub struct Publisher {
     http: reqwest::Client,
     url: String,
     target: Target,
+    via: Via,
     pub plan: Plan,
     pub pad: usize,
 }
 
 impl Publisher {
+    /// rollcall driven by webhooks, the peers by `POST /publish`.
     pub fn new(base: &str, target: Target, plan: Plan, pad: usize) -> Self {
-        let path = match target {
-            Target::Rollcall => "/webhooks/livekit",
-            _ => "/publish",
+        Self::via(base, target, Via::Webhook, plan, pad)
+    }
+
+    /// As [`Self::new`], with rollcall driven `via` webhooks or its API.
+    pub fn via(base: &str, target: Target, via: Via, plan: Plan, pad: usize) -> Self {
+        let path = match (target, via) {
+            (Target::Rollcall, Via::Webhook) => "/webhooks/livekit".to_string(),
+            (Target::Rollcall, Via::Api) => format!("/apps/{APP_ID}/events"),
+            _ => "/publish".to_string(),
         };
         Self {
             http: reqwest::Client::builder()
@@ -133,32 +170,60 @@ impl Publisher {
                 .expect("http client"),
             url: format!("{base}{path}"),
             target,
+            via,
             plan,
             pad,
         }
     }
 
     pub fn request(&self, seq: u64) -> Request {
-        match self.target {
-            Target::Rollcall => {
+        match (self.target, self.via) {
+            (Target::Rollcall, Via::Webhook) => {
                 let now_ms = rollcall::domain::now_millis();
                 let body = self.plan.webhook_body(seq, now_ms);
                 let auth = sign_webhook(KEY, SECRET, body.as_bytes(), now_ms / 1000, 600);
                 Request {
                     body: body.into(),
                     authorization: Some(auth),
+                    query: None,
+                }
+            }
+            (Target::Rollcall, Via::Api) => {
+                let body = self.plan.pusher_api_body(seq, self.pad);
+                let timestamp = (rollcall::domain::now_millis() / 1000).to_string();
+                let md5 = body_md5_hex(body.as_bytes());
+                let pairs = [
+                    ("auth_key", APP_KEY),
+                    ("auth_timestamp", timestamp.as_str()),
+                    ("auth_version", "1.0"),
+                    ("body_md5", md5.as_str()),
+                ];
+                let path = format!("/apps/{APP_ID}/events");
+                let signature = sign_http_api(APP_SECRET, "POST", &path, &pairs);
+                let query = format!(
+                    "auth_key={APP_KEY}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}&auth_signature={signature}"
+                );
+                Request {
+                    body: body.into(),
+                    authorization: None,
+                    query: Some(query),
                 }
             }
             _ => Request {
                 body: self.plan.publish_body(seq, self.pad).into(),
                 authorization: None,
+                query: None,
             },
         }
     }
 
     /// Sends one request; `Ok(true)` on 2xx.
     pub async fn send(&self, req: &Request) -> Result<bool, reqwest::Error> {
-        let mut b = self.http.post(&self.url).body(req.body.clone());
+        let mut b = match &req.query {
+            Some(q) => self.http.post(format!("{}?{q}", self.url)),
+            None => self.http.post(&self.url),
+        }
+        .body(req.body.clone());
         b = match &req.authorization {
             Some(a) => b
                 .header("Content-Type", "application/webhook+json")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::client::{self, Proto};
-use crate::publish::{self, Plan, Publisher, Request};
+use crate::publish::{self, Plan, Publisher, Request, Via};
 use crate::servers::{Server, ServerArgs, Target};
 use crate::stats::{Latencies, Row, print_table};
 use crate::sys;
@@ -64,6 +64,15 @@ fn label(server: &ServerArgs, t: Target) -> String {
 }
 
 /// Waits until `tracker` has `expected` receipts or `limit` passes.
+/// For rollcall rows: what drove the broadcast.
+fn via_note(t: Target, via: Via) -> &'static str {
+    match (t, via) {
+        (Target::Rollcall, Via::Api) => "; rollcall via its Pusher HTTP API",
+        (Target::Rollcall, Via::Webhook) => "; rollcall via signed webhooks",
+        _ => "",
+    }
+}
+
 async fn drain(tracker: &Tracker, expected: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
     while tracker.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -173,6 +182,10 @@ pub struct B2Args {
     /// How long the subscribed sockets are held idle before the broadcast.
     #[arg(long, default_value_t = 60)]
     pub hold_secs: u64,
+    /// How rollcall is told to broadcast: its Pusher HTTP API (the same
+    /// job as the peers' publish) or a signed LiveKit webhook.
+    #[arg(long, value_enum, default_value_t = Via::Api)]
+    pub via: Via,
     #[command(flatten)]
     pub client: ClientArgs,
     #[command(flatten)]
@@ -222,7 +235,7 @@ pub async fn b2(a: B2Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             rss_peak = rss_peak.max(server.rss_kib());
         }
-        let publisher = Publisher::new(&server.base, t, plan, a.client.pad);
+        let publisher = Publisher::via(&server.base, t, a.via, plan, a.client.pad);
         let cpu0 = server.cpu();
         let sent = publish::at_rate(&publisher, &tracker, 0, 1, 1.0, 1, None).await;
         let expected = sent.ok * crowd.connected;
@@ -250,8 +263,8 @@ pub async fn b2(a: B2Args) -> anyhow::Result<()> {
                 rss_peak_kib: rss_peak,
                 server_cpu_ms: cpu.as_millis() as u64,
                 note: format!(
-                    "{} sockets held {} s; server RSS {:.2} KiB/socket above baseline; connect {:.1} s",
-                    crowd.connected, a.hold_secs, per_socket, crowd.connect_secs
+                    "{} sockets held {} s; server RSS {:.2} KiB/socket above baseline; connect {:.1} s{}",
+                    crowd.connected, a.hold_secs, per_socket, crowd.connect_secs, via_note(t, a.via)
                 ),
                 ..Row::default()
             }
@@ -282,6 +295,10 @@ pub struct B3Args {
     /// The p99 a step must keep to count.
     #[arg(long, default_value_t = 50.0)]
     pub p99_ms: f64,
+    /// How rollcall is told to broadcast: its Pusher HTTP API (the same
+    /// job as the peers' publish) or a signed LiveKit webhook.
+    #[arg(long, value_enum, default_value_t = Via::Api)]
+    pub via: Via,
     #[command(flatten)]
     pub client: ClientArgs,
     #[command(flatten)]
@@ -326,7 +343,7 @@ pub async fn b3(a: B3Args) -> anyhow::Result<()> {
         )
         .await;
         println!("{}: {}", label(&a.server, t), crowd.summary());
-        let publisher = Publisher::new(&server.base, t, plan, a.client.pad);
+        let publisher = Publisher::via(&server.base, t, a.via, plan, a.client.pad);
         let mut best_rate: Option<f64> = None;
         for (i, rate) in rates.iter().enumerate() {
             let before = tracker.received.load(Ordering::Relaxed);
@@ -360,9 +377,10 @@ pub async fn b3(a: B3Args) -> anyhow::Result<()> {
                 rss_peak_kib: server.rss_kib(),
                 server_cpu_ms: server.cpu().saturating_sub(cpu0).as_millis() as u64,
                 note: format!(
-                    "{} subscribers, sender max lag {:.1} ms",
+                    "{} subscribers, sender max lag {:.1} ms{}",
                     crowd.connected,
-                    sent.max_lag.as_secs_f64() * 1000.0
+                    sent.max_lag.as_secs_f64() * 1000.0,
+                    via_note(t, a.via)
                 ),
                 ..Row::default()
             }
