@@ -7,6 +7,7 @@ mod client;
 mod publish;
 mod scenarios;
 mod servers;
+mod sharded;
 mod stats;
 mod sys;
 mod track;
@@ -35,6 +36,9 @@ enum Command {
     B4(scenarios::B4Args),
     /// Heartbeats: cost per heartbeat and the sweeper's cost (rollcall).
     B5(scenarios::B5Args),
+    /// One generator process of a B2 run spread over processes (internal).
+    #[command(hide = true)]
+    B2Worker(sharded::WorkerArgs),
     /// Run the bare tokio-tungstenite broadcast server.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:6101")]
@@ -52,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::BareServer { listen } => bare::run(listen).await,
             Command::B1(a) => scenarios::b1(a).await,
             Command::B2(a) => scenarios::b2(a).await,
+            Command::B2Worker(a) => sharded::worker(a).await,
             Command::B3(a) => scenarios::b3(a).await,
             Command::B4(a) => scenarios::b4(a).await,
             Command::B5(a) => scenarios::b5(a).await,

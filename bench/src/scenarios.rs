@@ -10,6 +10,7 @@ use clap::Args;
 use crate::client::{self, Proto};
 use crate::publish::{self, Plan, Publisher, Request, Via};
 use crate::servers::{Server, ServerArgs, Target};
+use crate::sharded;
 use crate::stats::{Latencies, Row, print_table};
 use crate::sys;
 use crate::track::Tracker;
@@ -55,7 +56,7 @@ fn nonce() -> u32 {
         % 100_000) as u32
 }
 
-fn label(server: &ServerArgs, t: Target) -> String {
+pub fn label(server: &ServerArgs, t: Target) -> String {
     match (t, server.store) {
         (Target::Bare, _) => "bare".into(),
         (_, crate::servers::Store::Memory) => format!("{t:?}-memory").to_lowercase(),
@@ -63,7 +64,6 @@ fn label(server: &ServerArgs, t: Target) -> String {
     }
 }
 
-/// Waits until `tracker` has `expected` receipts or `limit` passes.
 /// For rollcall rows: what drove the broadcast.
 fn via_note(t: Target, via: Via) -> &'static str {
     match (t, via) {
@@ -73,6 +73,7 @@ fn via_note(t: Target, via: Via) -> &'static str {
     }
 }
 
+/// Waits until `tracker` has `expected` receipts or `limit` passes.
 async fn drain(tracker: &Tracker, expected: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
     while tracker.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -196,17 +197,35 @@ pub async fn b2(a: B2Args) -> anyhow::Result<()> {
     let fds = header("B2 idle capacity");
     // The generator holds one fd per socket; the server too (it inherits
     // our limit when we start it).
-    let sockets = if a.sockets + 500 > fds {
-        let n = fds.saturating_sub(500);
-        println!(
-            "!! fd limit {fds} (hard limit; raising it needs CAP_SYS_RESOURCE): {} sockets instead of {}",
-            n, a.sockets
-        );
-        n
-    } else {
-        a.sockets
-    };
+    // Each process (server or generator) holds one fd per socket. Past the
+    // limit, spread the sockets over several processes on both sides.
+    let per_process = fds.saturating_sub(1000).max(1000);
+    let nodes = a.sockets.div_ceil(per_process) as usize;
     let mut rows = Vec::new();
+    if nodes > 1 {
+        println!(
+            "fd limit {fds} (hard limit; raising it needs CAP_SYS_RESOURCE): {} sockets over {nodes} server processes and {nodes} generator processes",
+            a.sockets
+        );
+        for &t in &a.server.target {
+            let row = sharded::b2_sharded(
+                &a.server,
+                t,
+                a.sockets,
+                nodes,
+                a.hold_secs,
+                a.client.sources,
+                a.client.connect_parallel,
+                a.client.pad,
+            )
+            .await?;
+            println!("{}: {}", row.target, row.note);
+            rows.push(row);
+        }
+        print_table(&rows);
+        return Ok(());
+    }
+    let sockets = a.sockets;
     for &t in &a.server.target {
         let server = Server::start(&a.server, t).await?;
         let plan = Plan {

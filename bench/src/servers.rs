@@ -65,6 +65,7 @@ pub struct Server {
     pub pid: Option<u32>,
     child: Option<Child>,
     redis: Option<Child>,
+    redis_url: Option<String>,
 }
 
 impl Server {
@@ -84,10 +85,23 @@ impl Server {
                 pid: args.server_pid,
                 child: None,
                 redis: None,
+                redis_url: None,
             });
         }
+        Self::spawn(args, target, None).await
+    }
+
+    /// Starts a server; with `shared_redis` (a URL) it joins that Redis
+    /// instead of starting its own (several nodes of one cluster).
+    pub async fn spawn(
+        args: &ServerArgs,
+        target: Target,
+        shared_redis: Option<&str>,
+    ) -> anyhow::Result<Server> {
         let mut redis = None;
-        let redis_url = if args.store == Store::Redis {
+        let redis_url = if let Some(url) = shared_redis {
+            Some(url.to_string())
+        } else if args.store == Store::Redis {
             let port = sys::free_port();
             let child = Command::new(&args.redis_bin)
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -140,6 +154,7 @@ impl Server {
             base: format!("http://{listen}"),
             pid: Some(pid),
             child: Some(child),
+            redis_url: if redis.is_some() { redis_url } else { None },
             redis,
         };
         wait_tcp(port).await?;
@@ -173,6 +188,11 @@ impl Server {
                 "ws://{hostport}/app/rollcall-key?protocol=7&client=js&version=8.4.0&flash=false"
             ),
         }
+    }
+
+    /// The Redis this server uses, when it started one itself.
+    pub fn own_redis_url(&self) -> Option<String> {
+        self.redis_url.clone()
     }
 
     pub fn rss_kib(&self) -> u64 {

@@ -25,6 +25,13 @@ impl Latencies {
         let _ = h.record(us);
     }
 
+    /// Records `n` samples of `us` microseconds (merging another
+    /// process's histogram).
+    pub fn record_n(&self, shard: usize, us: u64, n: u64) {
+        let mut h = self.shards[shard % self.shards.len()].lock().unwrap();
+        let _ = h.record_n(us.clamp(1, MAX_US), n);
+    }
+
     pub fn merged(&self) -> Histogram<u64> {
         let mut all = new_histogram();
         for s in &self.shards {

@@ -46,6 +46,12 @@ impl Tracker {
         self.sent_ns[seq as usize].store(ns, Ordering::Release);
     }
 
+    /// Records `seq` as sent at `at` (when another process sends it).
+    pub fn mark_sent_at(&self, seq: u64, at: Instant) {
+        let ns = at.saturating_duration_since(self.base).as_nanos() as u64 + 1;
+        self.sent_ns[seq as usize].store(ns, Ordering::Release);
+    }
+
     pub fn sent_at(&self, seq: u64) -> Option<Instant> {
         let ns = self.sent_ns.get(seq as usize)?.load(Ordering::Acquire);
         (ns != 0).then(|| self.base + Duration::from_nanos(ns - 1))
