@@ -208,17 +208,7 @@ pub async fn b2(a: B2Args) -> anyhow::Result<()> {
             a.sockets
         );
         for &t in &a.server.target {
-            let row = sharded::b2_sharded(
-                &a.server,
-                t,
-                a.sockets,
-                nodes,
-                a.hold_secs,
-                a.client.sources,
-                a.client.connect_parallel,
-                a.client.pad,
-            )
-            .await?;
+            let row = sharded::b2_sharded(&a, t, nodes).await?;
             println!("{}: {}", row.target, row.note);
             rows.push(row);
         }

@@ -18,7 +18,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::client::{self, Proto};
 use crate::publish::{Plan, Publisher, Via};
-use crate::servers::{Server, ServerArgs, Store, Target};
+use crate::scenarios::B2Args;
+use crate::servers::{Server, Store, Target};
 use crate::stats::{Latencies, Row};
 use crate::sys;
 use crate::track::Tracker;
@@ -195,19 +196,12 @@ impl Worker {
 
 /// B2 with `sockets` spread over `nodes` server processes and as many
 /// generator processes. Returns the row.
-pub async fn b2_sharded(
-    server_args: &ServerArgs,
-    t: Target,
-    sockets: u64,
-    nodes: usize,
-    hold_secs: u64,
-    sources: u8,
-    connect_parallel: usize,
-    pad: usize,
-) -> anyhow::Result<Row> {
+pub async fn b2_sharded(a: &B2Args, t: Target, nodes: usize) -> anyhow::Result<Row> {
+    let (sockets, hold_secs, pad) = (a.sockets, a.hold_secs, a.client.pad);
+    let (sources, connect_parallel) = (a.client.sources, a.client.connect_parallel);
     // Cross-node delivery needs the shared Redis (rollcall's store,
     // Socket.IO's adapter); the bare nodes are independent.
-    let mut args = server_args.clone();
+    let mut args = a.server.clone();
     if t != Target::Bare {
         args.store = Store::Redis;
     }
