@@ -98,7 +98,7 @@ bench-full: bench-build
 	$(call BENCH_RUN,b1) $(PEERS) --rooms 100 --subscribers 30 --rate 1000 --secs 30
 	$(call BENCH_RUN,b1) $(PEERS) --store redis --rooms 100 --subscribers 30 --rate 1000 --secs 30
 	$(call BENCH_RUN,b2) $(PEERS) --sockets 100000 --hold-secs 60
-	$(call BENCH_RUN,b3) $(PEERS) --subscribers 10000 --start-rate 10 --steps 10 --step-secs 10
+	$(call BENCH_RUN,b3) $(PEERS) --subscribers 10000 --start-rate 1 --steps 10 --step-secs 10
 	$(call BENCH_RUN,b4) $(PEERS) --secs 20 --max-requests 600000
 	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 20 --max-requests 400000
 	$(call BENCH_RUN,b5) --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
