@@ -82,6 +82,14 @@ pub struct RedisStore {
     release_script: redis::Script,
     bus: bus::BusHandle,
     cache: StateCache,
+    client: redis::Client,
+    /// One multiplexed connection every commit shares (made on first use,
+    /// dropped after any error): concurrent commits leave in one write and
+    /// their replies come back in one read, where a pooled connection each
+    /// costs a write, a read and a Redis event-loop turn per commit. Other
+    /// commands use the pool, so a long reply (a room's whole event log)
+    /// never holds commits up.
+    shared: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 /// Keeps each person's latest heartbeat: a delayed, older heartbeat (from
@@ -186,7 +194,7 @@ impl RedisStore {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
-        let bus = bus::spawn(client, delivery);
+        let bus = bus::spawn(client.clone(), delivery);
         // Until the bus is subscribed, this node's sockets would miss
         // broadcasts, its own commits' included: wait for it, bounded, so
         // a node that starts while Redis is up never has that gap.
@@ -205,6 +213,8 @@ impl RedisStore {
             bus,
             cache: StateCache::new(options.state_cache_rooms),
             options,
+            client,
+            shared: std::sync::Mutex::new(None),
         })
     }
 
@@ -232,6 +242,61 @@ impl RedisStore {
         };
         self.cache.put(room, cached);
         Ok(Some(record))
+    }
+
+    /// Runs `f` on the shared connection (see `shared`), bounded by the
+    /// command timeout. A connection that turns out broken (Redis restarted
+    /// since it was made) is dropped and `f` runs once more on a fresh one,
+    /// as a pooled connection would have been checked before use; `f` must
+    /// therefore be safe to repeat (a commit is: a repeat that finds the
+    /// first one applied answers `Duplicate` or `Conflict`). After any other
+    /// error or a timeout the connection is dropped too.
+    async fn run_shared<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let current = self.lock_shared().clone();
+                let conn = match current {
+                    Some(conn) => conn,
+                    None => {
+                        let conn = self.client.get_multiplexed_async_connection().await?;
+                        // Racing connects: the last one stays, the others
+                        // serve their own caller once and are dropped.
+                        *self.lock_shared() = Some(conn.clone());
+                        conn
+                    }
+                };
+                match f(conn).await {
+                    Err(e) => {
+                        *self.lock_shared() = None;
+                        let broken = e.is_io_error() || e.is_connection_dropped();
+                        if !broken || attempt > 1 {
+                            return Err(e);
+                        }
+                    }
+                    ok => return ok,
+                }
+            }
+        };
+        match tokio::time::timeout(self.options.command_timeout, work).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => {
+                *self.lock_shared() = None;
+                Err(StoreError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
+        // Holds an `Option` that is replaced whole: never inconsistent.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
@@ -404,8 +469,9 @@ impl Store for RedisStore {
             pipe.arg(encode_broadcast(b));
         }
         let script = &self.commit_script;
+        let pipe = &pipe;
         let result = self
-            .run(|mut c| async move {
+            .run_shared(|mut c| async move {
                 match pipe.query_async::<(i64,)>(&mut c).await {
                     // Redis restarted and forgot the script: load it, redo
                     // (the ZADD LT is idempotent, the script did not run).
