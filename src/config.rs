@@ -210,6 +210,7 @@ impl Settings {
             redis: RedisOptions {
                 retention: args.redis_retention,
                 command_timeout: args.redis_timeout,
+                ..RedisOptions::default()
             },
             livekit_keys: KeyRing::new(pairs),
             naming: Naming::new(

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{RoomName, UnixMillis};
+use crate::domain::{RoomName, UnixMillis, UserId};
 use crate::engine::view::UPDATED_EVENT;
 use crate::engine::{Attendance, Changes, Naming, RoomState, RoomView, Session, VerdictRules};
 use crate::metrics::Metrics;
@@ -138,17 +138,32 @@ impl Rooms {
         mut mutate: impl FnMut(&mut RoomState) -> Changes,
     ) -> Result<Updated, UpdateError> {
         let _room = self.lock(&session.room).await;
+        let mut from_cache = false;
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            if attempt > 0 {
+            // A stale cached state is no race to back off from.
+            if attempt > 0 && !from_cache {
                 Self::back_off(attempt).await;
             }
-            let record = match &event {
+            // A webhook first tries the state this node last saw, without a
+            // load: its commit always writes (the event is logged), so the
+            // store checks the version — and the event id — atomically.
+            // Changes without an event may write nothing, so they never
+            // decide on a state they have not just read.
+            let cached = match &event {
+                Some(_) if attempt == 0 => self.store.cached_room(&session.room),
+                _ => None,
+            };
+            from_cache = cached.is_some();
+            let record = match (cached, &event) {
+                (Some(record), _) => Some(record),
                 // The duplicate check rides along with the load.
-                Some(e) => match self.store.load_room_for_event(&session.room, &e.id).await? {
-                    (_, true) => return Ok(Updated::Duplicate),
-                    (record, false) => record,
-                },
-                None => self.store.load_room(&session.room).await?,
+                (None, Some(e)) => {
+                    match self.store.load_room_for_event(&session.room, &e.id).await? {
+                        (_, true) => return Ok(Updated::Duplicate),
+                        (record, false) => record,
+                    }
+                }
+                (None, None) => self.store.load_room(&session.room).await?,
             };
             let (version, before) = match record {
                 Some(record) => (record.version, record.state),
@@ -296,5 +311,16 @@ impl Rooms {
     /// The room's state, or `None` when nothing is known about it.
     pub async fn load(&self, room: &RoomName) -> Result<Option<Arc<RoomState>>, StoreError> {
         Ok(self.store.load_room(room).await?.map(|r| r.state))
+    }
+
+    /// The room's state with at least the room-level facts and `user`
+    /// (others may be missing): enough for `user`'s attendance, cheaper to
+    /// read than the whole room on Redis.
+    pub async fn load_for(
+        &self,
+        room: &RoomName,
+        user: &UserId,
+    ) -> Result<Option<Arc<RoomState>>, StoreError> {
+        self.store.load_room_for_user(room, user).await
     }
 }

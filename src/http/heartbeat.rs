@@ -49,7 +49,7 @@ pub async fn heartbeat(
     };
     let in_meeting = match app
         .rooms
-        .load(&session.room)
+        .load_for(&session.room, &user)
         .await
         .map_err(|e| store_error(e.into()))?
     {

@@ -12,6 +12,7 @@
 //!   make it; only then may the webhook be acknowledged.
 
 pub mod bus;
+mod cache;
 pub mod memory;
 pub mod redis;
 
@@ -145,6 +146,28 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// The record this node last loaded or committed for `room`, without
+    /// asking the store, if it still has one: possibly stale (another node
+    /// may have committed since), never wrong about what was stored at its
+    /// version — a commit over it either applies to exactly that state or
+    /// answers `Conflict` (or `Duplicate`). For an optimistic first attempt
+    /// only; reload after a conflict. Stores that read cheaply keep none.
+    fn cached_room(&self, _room: &RoomName) -> Option<RoomRecord> {
+        None
+    }
+
+    /// The room's state with only what `user`'s attendance depends on: the
+    /// room-level facts and that person (others may be left out). `None`
+    /// when nothing is known about the room. For cheap per-person reads
+    /// (heartbeats); never commit over it.
+    async fn load_room_for_user(
+        &self,
+        room: &RoomName,
+        _user: &UserId,
+    ) -> Result<Option<Arc<RoomState>>, StoreError> {
+        Ok(self.load_room(room).await?.map(|r| r.state))
+    }
 
     /// `load_room` and `is_applied` together: what a webhook needs before
     /// it can apply. Stores that can answer both in one round trip do.

@@ -7,7 +7,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `rollcall:{<room>}:state` | hash | `v` (version, the CAS token), `state` (RoomState JSON) |
+//! | `rollcall:{<room>}:state` | hash | `v` (version), `t` (the last write's random tag), `room` (room-level facts, JSON), `p:<user id>` (one person, JSON) per person |
 //! | `rollcall:{<room>}:applied` | set | event ids already applied (rule 7) |
 //! | `rollcall:{<room>}:log` | stream | the event log: `id`, `received_at`, `body` (rule 22) |
 //! | `rollcall:{<room>}:heartbeats` | hash | user id → last heartbeat (ms), rule 13's record |
@@ -29,8 +29,18 @@
 //! BLPOPs that many answers, bounded in time.
 //!
 //! Room keys expire `retention` after the room's last write.
+//!
+//! A commit writes only what changed: the people whose `Arc<Person>` is
+//! not the one (or equal to the one) in the state it replaces, `room` if
+//! the room-level facts changed, and deletions of people who are gone. That
+//! needs the replaced state: each node caches the last state it loaded or
+//! committed per room (`cache.rs`), named by `(t, v)`; a commit diffs
+//! against the cached state only when it is at the commit's expected
+//! version, and the script then checks the tag as well as the version, so
+//! the diff applies to exactly that state. Otherwise the commit rewrites
+//! the whole hash. Every commit writes a fresh tag.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +48,7 @@ use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
 
+use super::cache::{Cached, StateCache};
 use super::{
     Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store,
     StoreError, SubscriptionCounts, bus,
@@ -71,6 +82,9 @@ pub struct RedisOptions {
     /// past it the request fails with 503 instead of stalling LiveKit's
     /// per-room webhook queue.
     pub command_timeout: Duration,
+    /// Rooms whose parsed state each node keeps to commit without a load
+    /// round trip (`0`: none).
+    pub state_cache_rooms: usize,
 }
 
 impl Default for RedisOptions {
@@ -78,6 +92,7 @@ impl Default for RedisOptions {
         Self {
             retention: Duration::from_secs(30 * 24 * 3600),
             command_timeout: Duration::from_secs(2),
+            state_cache_rooms: 2048,
         }
     }
 }
@@ -89,6 +104,15 @@ pub struct RedisStore {
     heartbeat_script: redis::Script,
     release_script: redis::Script,
     bus: bus::BusHandle,
+    cache: StateCache,
+    client: redis::Client,
+    /// One multiplexed connection every commit shares (made on first use,
+    /// dropped after any error): concurrent commits leave in one write and
+    /// their replies come back in one read, where a pooled connection each
+    /// costs a write, a read and a Redis event-loop turn per commit. Other
+    /// commands use the pool, so a long reply (a room's whole event log)
+    /// never holds commits up.
+    shared: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 /// Keeps each person's latest heartbeat: a delayed, older heartbeat (from
@@ -101,27 +125,54 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 "#;
 
 /// The atomic commit (see `Store::commit`). Only bookkeeping runs here;
-/// the attendance rules stay in Rust, which computed ARGV[5].
+/// the attendance rules stay in Rust, which computed the fields to write.
 ///
-/// KEYS: state, applied, log, heartbeats. ARGV: expected version, event
-/// id ('' = no event), received_at, body, new state JSON ('' =
-/// unchanged), retention ms, log cap, then the broadcasts to publish.
-/// Returns the new version, -1 for a duplicate, -2 for a conflict.
+/// KEYS: state, applied, log, heartbeats. ARGV: [1] expected version,
+/// [2] event id ('' = no event), [3] received_at, [4] body, [5] retention
+/// ms, [6] log cap, [7] expected tag ('' = not checked), [8] '1' to replace
+/// the whole hash, [9] the new tag, [10] how many field/value pairs to set,
+/// [11] how many fields to delete, then the pairs, the fields, and the
+/// broadcasts to publish. Returns the new version, -1 for a duplicate, -2
+/// for a conflict.
 const COMMIT_LUA: &str = r#"
 local has_event = ARGV[2] ~= ''
 if has_event and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return -1 end
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local current = redis.call('HMGET', KEYS[1], 'v', 't')
+local v = tonumber(current[1] or '0')
 if v ~= tonumber(ARGV[1]) then return -2 end
+if ARGV[7] ~= '' and current[2] ~= ARGV[7] then return -2 end
 if has_event then
   redis.call('SADD', KEYS[2], ARGV[2])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
 end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
-redis.call('HSET', KEYS[1], 'v', v + 1)
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
-for i = 8, #ARGV do redis.call('PUBLISH', 'rollcall:broadcast', ARGV[i]) end
+if ARGV[8] == '1' then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'v', v + 1, 't', ARGV[9])
+local i = 12
+local sets_end = i + 2 * tonumber(ARGV[10])
+while i < sets_end do
+  local last = math.min(i + 399, sets_end - 1)
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
+  i = last + 1
+end
+local dels_end = i + tonumber(ARGV[11])
+while i < dels_end do
+  local last = math.min(i + 399, dels_end - 1)
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, last))
+  i = last + 1
+end
+for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
+for k = i, #ARGV do redis.call('PUBLISH', 'rollcall:broadcast', ARGV[k]) end
 return v + 1
 "#;
+
+/// Fields of a room's state hash (see the key layout above).
+const VERSION_FIELD: &str = "v";
+const TAG_FIELD: &str = "t";
+const ROOM_FIELD: &str = "room";
+const PERSON_PREFIX: &str = "p:";
+/// The whole state as one JSON, as rollcall before the per-person layout
+/// wrote it: still read; the next commit rewrites the hash without it.
+const LEGACY_STATE_FIELD: &str = "state";
 
 /// Most log entries kept per room: far above any real session, a bound
 /// against a runaway sender.
@@ -193,7 +244,7 @@ impl RedisStore {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
-        let bus = bus::spawn(client, pool.clone(), delivery);
+        let bus = bus::spawn(client.clone(), pool.clone(), delivery);
         // Until the bus is subscribed, this node's sockets would miss
         // broadcasts, its own commits' included: wait for it, bounded, so
         // a node that starts while Redis is up never has that gap.
@@ -206,11 +257,14 @@ impl RedisStore {
         }
         Ok(Self {
             pool,
-            options,
             commit_script: redis::Script::new(COMMIT_LUA),
             heartbeat_script: redis::Script::new(HEARTBEAT_LUA),
             release_script: redis::Script::new(RELEASE_LUA),
             bus,
+            cache: StateCache::new(options.state_cache_rooms),
+            options,
+            client,
+            shared: std::sync::Mutex::new(None),
         })
     }
 
@@ -219,6 +273,80 @@ impl RedisStore {
     /// local subscribers should be re-sent snapshots.
     pub fn bus_connections(&self) -> tokio::sync::watch::Receiver<u64> {
         self.bus.connections()
+    }
+
+    /// Parses a state hash just read and remembers it for later commits.
+    fn remember_loaded(
+        &self,
+        room: &RoomName,
+        fields: HashMap<String, String>,
+    ) -> Result<Option<RoomRecord>, StoreError> {
+        let Some(cached) = parse_hash(room, fields)? else {
+            // Nothing there (never written, or expired): nothing to keep.
+            self.cache.remove(room);
+            return Ok(None);
+        };
+        let record = RoomRecord {
+            state: Arc::clone(&cached.state),
+            version: cached.version,
+        };
+        self.cache.put(room, cached);
+        Ok(Some(record))
+    }
+
+    /// Runs `f` on the shared connection (see `shared`), bounded by the
+    /// command timeout. A connection that turns out broken (Redis restarted
+    /// since it was made) is dropped and `f` runs once more on a fresh one,
+    /// as a pooled connection would have been checked before use; `f` must
+    /// therefore be safe to repeat (a commit is: a repeat that finds the
+    /// first one applied answers `Duplicate` or `Conflict`). After any other
+    /// error or a timeout the connection is dropped too.
+    async fn run_shared<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let current = self.lock_shared().clone();
+                let conn = match current {
+                    Some(conn) => conn,
+                    None => {
+                        let conn = self.client.get_multiplexed_async_connection().await?;
+                        // Racing connects: the last one stays, the others
+                        // serve their own caller once and are dropped.
+                        *self.lock_shared() = Some(conn.clone());
+                        conn
+                    }
+                };
+                match f(conn).await {
+                    Err(e) => {
+                        *self.lock_shared() = None;
+                        let broken = e.is_io_error() || e.is_connection_dropped();
+                        if !broken || attempt > 1 {
+                            return Err(e);
+                        }
+                    }
+                    ok => return ok,
+                }
+            }
+        };
+        match tokio::time::timeout(self.options.command_timeout, work).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => {
+                *self.lock_shared() = None;
+                Err(StoreError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
+        // Holds an `Option` that is replaced whole: never inconsistent.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
@@ -249,23 +377,61 @@ impl Store for RedisStore {
 
     async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let key = room_key(room, "state");
-        let (version, state): (Option<u64>, Option<String>) = self
+        let fields: HashMap<String, String> = self
+            .run(|mut c| async move { c.hgetall(&key).await })
+            .await?;
+        self.remember_loaded(room, fields)
+    }
+
+    fn cached_room(&self, room: &RoomName) -> Option<RoomRecord> {
+        let cached = self.cache.get(room)?;
+        cached.tag.as_ref()?;
+        Some(RoomRecord {
+            state: cached.state,
+            version: cached.version,
+        })
+    }
+
+    async fn load_room_for_user(
+        &self,
+        room: &RoomName,
+        user: &UserId,
+    ) -> Result<Option<Arc<RoomState>>, StoreError> {
+        let key = room_key(room, "state");
+        let person_field = format!("{PERSON_PREFIX}{user}");
+        let (version, room_json, person_json, legacy): (
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = self
             .run(|mut c| async move {
                 redis::cmd("HMGET")
                     .arg(&key)
-                    .arg("v")
-                    .arg("state")
+                    .arg(VERSION_FIELD)
+                    .arg(ROOM_FIELD)
+                    .arg(&person_field)
+                    .arg(LEGACY_STATE_FIELD)
                     .query_async(&mut c)
                     .await
             })
             .await?;
-        let Some(version) = version.filter(|v| *v > 0) else {
+        if version.filter(|v| *v > 0).is_none() {
             return Ok(None);
+        }
+        if let Some(legacy) = legacy {
+            return Ok(Some(Arc::new(parse_json(room, &legacy)?)));
+        }
+        let mut state = match room_json {
+            Some(json) => parse_json::<RoomState>(room, &json)?,
+            None => RoomState::default(),
         };
-        Ok(Some(RoomRecord {
-            state: Arc::new(parse_state(room, state)?),
-            version,
-        }))
+        if let Some(json) = person_json {
+            state
+                .people
+                .insert(user.clone(), Arc::new(parse_json(room, &json)?));
+        }
+        Ok(Some(Arc::new(state)))
     }
 
     async fn load_room_for_event(
@@ -275,26 +441,16 @@ impl Store for RedisStore {
     ) -> Result<(Option<RoomRecord>, bool), StoreError> {
         let (state_key, applied_key) = (room_key(room, "state"), room_key(room, "applied"));
         let id = id.to_string();
-        let ((version, state), applied): ((Option<u64>, Option<String>), bool) = self
+        let (fields, applied): (HashMap<String, String>, bool) = self
             .run(|mut c| async move {
                 redis::pipe()
-                    .cmd("HMGET")
-                    .arg(&state_key)
-                    .arg("v")
-                    .arg("state")
+                    .hgetall(&state_key)
                     .sismember(&applied_key, &id)
                     .query_async(&mut c)
                     .await
             })
             .await?;
-        let record = match version.filter(|v| *v > 0) {
-            Some(version) => Some(RoomRecord {
-                state: Arc::new(parse_state(room, state)?),
-                version,
-            }),
-            None => None,
-        };
-        Ok((record, applied))
+        Ok((self.remember_loaded(room, fields)?, applied))
     }
 
     async fn is_applied(&self, room: &RoomName, id: &EventId) -> Result<bool, StoreError> {
@@ -305,12 +461,21 @@ impl Store for RedisStore {
     }
 
     async fn commit(&self, room: &RoomName, commit: Commit) -> Result<CommitOutcome, StoreError> {
-        let state_json = match &commit.state {
-            Some(s) => {
-                serde_json::to_string(&**s).map_err(|e| StoreError::Corrupt(e.to_string()))?
+        // The state the hash holds at the expected version, if this node
+        // knows it by its tag: then only the difference is written.
+        let base = self
+            .cache
+            .get(room)
+            .filter(|c| c.version == commit.expected_version && c.tag.is_some());
+        let mut write = StateWrite::default();
+        if let Some(new) = &commit.state {
+            match &base {
+                Some(base) => write.diff(&base.state, new)?,
+                None => write.replace(new)?,
             }
-            None => String::new(),
-        };
+        }
+        let expected_tag = base.as_ref().and_then(|b| b.tag.clone());
+        let new_tag = format!("{:016x}", rand::random::<u64>());
         let (event_id, received_at, body) = match &commit.event {
             Some(e) => (e.id.as_str(), e.received_at, e.body.as_str()),
             None => ("", 0, ""),
@@ -337,16 +502,27 @@ impl Store for RedisStore {
             .arg(event_id)
             .arg(received_at)
             .arg(body)
-            .arg(state_json)
             .arg(self.options.retention.as_millis() as u64)
-            .arg(LOG_CAP);
+            .arg(LOG_CAP)
+            .arg(expected_tag.as_deref().unwrap_or(""))
+            .arg(if write.replace { "1" } else { "0" })
+            .arg(&new_tag)
+            .arg(write.sets.len())
+            .arg(write.deletes.len());
+        for (field, value) in &write.sets {
+            pipe.arg(field).arg(value);
+        }
+        for field in &write.deletes {
+            pipe.arg(field);
+        }
         for b in &commit.broadcasts {
             pipe.arg(encode_broadcast(b));
         }
         let script = &self.commit_script;
-        let (result,): (i64,) = self
-            .run(|mut c| async move {
-                match pipe.query_async(&mut c).await {
+        let pipe = &pipe;
+        let result = self
+            .run_shared(|mut c| async move {
+                match pipe.query_async::<(i64,)>(&mut c).await {
                     // Redis restarted and forgot the script: load it, redo
                     // (the ZADD LT is idempotent, the script did not run).
                     Err(e)
@@ -359,11 +535,37 @@ impl Store for RedisStore {
                     other => other,
                 }
             })
-            .await?;
+            .await;
+        let (result,) = match result {
+            Ok(result) => result,
+            Err(e) => {
+                // Whether it was applied is unknown: forget the room.
+                self.cache.remove(room);
+                return Err(e);
+            }
+        };
         Ok(match result {
             -1 => CommitOutcome::Duplicate,
-            -2 => CommitOutcome::Conflict,
-            v => CommitOutcome::Committed { version: v as u64 },
+            -2 => {
+                self.cache.remove(room);
+                CommitOutcome::Conflict
+            }
+            v => {
+                let version = v as u64;
+                match commit.state.or(base.map(|b| b.state)) {
+                    Some(state) => self.cache.put(
+                        room,
+                        Cached {
+                            tag: Some(new_tag),
+                            version,
+                            state,
+                        },
+                    ),
+                    // A version bump over a state this node does not know.
+                    None => self.cache.remove(room),
+                }
+                CommitOutcome::Committed { version }
+            }
         })
     }
 
@@ -607,11 +809,137 @@ const RELEASE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 "#;
 
-fn parse_state(room: &RoomName, json: Option<String>) -> Result<RoomState, StoreError> {
-    match json {
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| StoreError::Corrupt(format!("state of {room}: {e}"))),
-        None => Ok(RoomState::default()),
+fn parse_json<T: serde::de::DeserializeOwned>(
+    room: &RoomName,
+    json: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("state of {room}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A room's state hash as read: the version, the tag, the state.
+fn parse_hash(
+    room: &RoomName,
+    mut fields: HashMap<String, String>,
+) -> Result<Option<Cached>, StoreError> {
+    let version = match fields.remove(VERSION_FIELD) {
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|e| StoreError::Corrupt(format!("version of {room}: {e}")))?,
+        None => 0,
+    };
+    if version == 0 {
+        return Ok(None);
+    }
+    let tag = fields.remove(TAG_FIELD);
+    if let Some(legacy) = fields.remove(LEGACY_STATE_FIELD) {
+        // Diffing against it would leave the legacy field behind: no tag,
+        // so the next commit rewrites the hash.
+        return Ok(Some(Cached {
+            tag: None,
+            version,
+            state: Arc::new(parse_json(room, &legacy)?),
+        }));
+    }
+    let mut state = match fields.remove(ROOM_FIELD) {
+        Some(json) => parse_json::<RoomState>(room, &json)?,
+        None => RoomState::default(),
+    };
+    for (field, json) in fields {
+        if let Some(user) = field.strip_prefix(PERSON_PREFIX) {
+            state
+                .people
+                .insert(UserId::new(user), Arc::new(parse_json(room, &json)?));
+        }
+    }
+    Ok(Some(Cached {
+        tag,
+        version,
+        state: Arc::new(state),
+    }))
+}
+
+/// What a commit writes into the state hash.
+#[derive(Default)]
+struct StateWrite {
+    /// Delete the hash first: `sets` is the whole state.
+    replace: bool,
+    sets: Vec<(String, String)>,
+    deletes: Vec<String>,
+}
+
+impl StateWrite {
+    fn replace(&mut self, new: &RoomState) -> Result<(), StoreError> {
+        self.replace = true;
+        self.sets.reserve(new.people.len() + 1);
+        self.sets
+            .push((ROOM_FIELD.into(), to_json(&room_part(new))?));
+        for (user, person) in &new.people {
+            self.sets
+                .push((format!("{PERSON_PREFIX}{user}"), to_json(&**person)?));
+        }
+        Ok(())
+    }
+
+    /// The fields that turn `base` (what the hash holds) into `new`.
+    fn diff(&mut self, base: &RoomState, new: &RoomState) -> Result<(), StoreError> {
+        if !same_room_part(base, new) {
+            self.sets
+                .push((ROOM_FIELD.into(), to_json(&room_part(new))?));
+        }
+        for (user, person) in &new.people {
+            let unchanged = base
+                .people
+                .get(user)
+                .is_some_and(|old| Arc::ptr_eq(old, person) || old == person);
+            if !unchanged {
+                self.sets
+                    .push((format!("{PERSON_PREFIX}{user}"), to_json(&**person)?));
+            }
+        }
+        for user in base.people.keys() {
+            if !new.people.contains_key(user) {
+                self.deletes.push(format!("{PERSON_PREFIX}{user}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the room-level facts (all but the people) are equal.
+fn same_room_part(a: &RoomState, b: &RoomState) -> bool {
+    let RoomState {
+        people: _,
+        finished,
+        schedule,
+        metadata_schedule,
+        finalization,
+    } = a;
+    *finished == b.finished
+        && *schedule == b.schedule
+        && *metadata_schedule == b.metadata_schedule
+        && *finalization == b.finalization
+}
+
+/// The room-level facts of a state, without the people: the `room` field.
+/// Destructured so that a new field of `RoomState` must be placed here.
+fn room_part(state: &RoomState) -> RoomState {
+    let RoomState {
+        people: _,
+        finished,
+        schedule,
+        metadata_schedule,
+        finalization,
+    } = state;
+    RoomState {
+        people: Default::default(),
+        finished: finished.clone(),
+        schedule: schedule.clone(),
+        metadata_schedule: metadata_schedule.clone(),
+        finalization: finalization.clone(),
     }
 }
 

@@ -514,3 +514,63 @@ async fn redis_stopped_mid_stream_gives_503s_then_resumes_with_every_acknowledge
 async fn redis_killed_mid_stream_loses_no_acknowledged_webhook() {
     redis_outage_mid_stream(Outage::Crash).await;
 }
+
+/// Each node keeps the state it last committed and tries its next webhook
+/// on it without a load. After the other node committed, that state is
+/// stale: the commit must conflict and be redone on a reload, so neither
+/// node's change is lost; duplicates stay duplicates with the cache warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_stale_cached_state_never_loses_the_other_nodes_change() {
+    let redis = RedisServer::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    let now = rollcall::domain::now_millis();
+    let status = |res: reqwest::Response| async move {
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()["status"].clone()
+    };
+    let ameer_in = joined(ROOM, "1_Ameer_Maher", "PA_a", now - 60_000, &event_id());
+    let sara_in = joined(ROOM, "2_Sara_Ali", "PA_b", now - 50_000, &event_id());
+    let ameer_out = left(
+        ROOM,
+        "1_Ameer_Maher",
+        "PA_a",
+        now - 60_000,
+        (now - 10_000) / 1000,
+        &event_id(),
+    );
+    assert_eq!(status(a.post_webhook(&ameer_in).await).await, "applied");
+    assert_eq!(status(b.post_webhook(&sara_in).await).await, "applied");
+    // A's cached state has Ameer only.
+    assert_eq!(status(a.post_webhook(&ameer_out).await).await, "applied");
+    for hook in [&sara_in, &ameer_out, &ameer_in] {
+        assert_eq!(status(a.post_webhook(hook).await).await, "duplicate");
+        assert_eq!(status(b.post_webhook(hook).await).await, "duplicate");
+    }
+    assert!(
+        a.metrics()
+            .await
+            .lines()
+            .any(|l| l.starts_with("rollcall_commit_conflicts_total") && !l.ends_with(" 0")),
+        "A's stale state was caught by the commit"
+    );
+
+    let record = reader(&redis)
+        .await
+        .load_room(&RoomName::new(ROOM))
+        .await
+        .unwrap()
+        .expect("the room exists");
+    assert_eq!(record.version, 3);
+    let people: Vec<&str> = record.state.people.keys().map(|u| u.as_str()).collect();
+    assert_eq!(people, ["1", "2"]);
+    let ameer = &record.state.people[&rollcall::domain::UserId::new("1")];
+    assert!(ameer.cycles.values().all(|c| c.left_at.is_some()));
+    assert!(
+        record
+            .state
+            .is_in_meeting(&rollcall::domain::UserId::new("2"))
+    );
+    let on_a = without_durations(snapshot_participants(&a).await);
+    assert_eq!(on_a.as_array().unwrap().len(), 2);
+    assert_eq!(on_a, without_durations(snapshot_participants(&b).await));
+}

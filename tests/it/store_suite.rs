@@ -171,6 +171,15 @@ fn state_of(sids: &[&str]) -> RoomState {
     state
 }
 
+/// A state in which each `(user, sid)` has joined, by event `EV_<sid>`.
+fn people_state(joins: &[(u32, &str)]) -> RoomState {
+    let mut state = RoomState::default();
+    for (user, sid) in joins {
+        state.apply(&joined_observation(&format!("EV_{sid}"), *user, sid));
+    }
+    state
+}
+
 fn broadcast(channel: &str, text: &str) -> Broadcast {
     Broadcast::new(channel, Utf8Bytes::from(frame_text(channel, text)))
 }
@@ -256,6 +265,8 @@ conformance!(
     a_lease_has_one_holder_until_it_expires,
     loading_for_an_event_also_says_whether_it_was_applied,
     a_released_lease_is_free_at_once_but_only_its_holder_releases_it,
+    a_commit_that_drops_people_removes_them,
+    loading_for_a_user_gives_that_person_and_the_room_level_facts,
 );
 
 async fn an_unknown_room_has_no_record_log_or_applied_ids(b: Backend) {
@@ -1211,4 +1222,340 @@ async fn every_key_rollcall_writes_expires_within_the_retention() {
             "{key} has PTTL {ttl}"
         );
     }
+}
+
+// ---- per-person writes, the node's state cache ----------------------------
+
+/// A commit whose state lacks people the stored state had (a recalculation
+/// rebuilds rooms from the log) removes them; a later load has exactly the
+/// committed state.
+async fn a_commit_that_drops_people_removes_them(b: Backend) {
+    let r = room(ROOM);
+    let all = people_state(&[(1, "PA_1"), (2, "PA_2"), (3, "PA_3")]);
+    b.store
+        .commit(&r, commit(0, "EV_1", Some(all), vec![]))
+        .await
+        .unwrap();
+    let only_two = people_state(&[(2, "PA_2")]);
+    assert_eq!(
+        b.store
+            .commit(&r, commit(1, "EV_2", Some(only_two.clone()), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 2 }
+    );
+    assert_eq!(
+        b.store.load_room(&r).await.unwrap(),
+        Some(RoomRecord {
+            state: only_two.into(),
+            version: 2
+        })
+    );
+}
+
+/// What a heartbeat reads: the room-level facts and the one person.
+async fn loading_for_a_user_gives_that_person_and_the_room_level_facts(b: Backend) {
+    let r = room(ROOM);
+    let (one, two) = (UserId::new("1"), UserId::new("2"));
+    assert_eq!(b.store.load_room_for_user(&r, &one).await.unwrap(), None);
+    let mut state = people_state(&[(1, "PA_1"), (2, "PA_2")]);
+    let mut finish = joined_observation("EV_fin", 1, "PA_1");
+    finish.fact = Fact::RoomFinished;
+    state.apply(&finish);
+    b.store
+        .commit(&r, commit(0, "EV_1", Some(state.clone()), vec![]))
+        .await
+        .unwrap();
+    for user in [&one, &two, &UserId::new("9")] {
+        let partial = b.store.load_room_for_user(&r, user).await.unwrap().unwrap();
+        assert_eq!(partial.finished, state.finished);
+        assert_eq!(partial.people.get(user), state.people.get(user));
+        assert_eq!(partial.is_in_meeting(user), state.is_in_meeting(user));
+    }
+}
+
+/// A raw connection to the test's Redis.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn state_fields(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(format!("rollcall:{{{ROOM}}}:state"))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// A commit sends only the people it changed: a person it did not touch
+/// keeps its stored bytes exactly — here a byte-different but equal JSON
+/// planted behind the store's back, which a rewrite would normalize.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_rewrites_only_the_people_it_changed() {
+    let server = RedisServer::start().await;
+    let store = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    let r = room(ROOM);
+    let first = people_state(&[(1, "PA_1"), (2, "PA_2")]);
+    store
+        .commit(&r, commit(0, "EV_1", Some(first), vec![]))
+        .await
+        .unwrap();
+    let planted = format!("{} ", state_fields(&mut conn).await["p:2"]);
+    let _: () = redis::cmd("HSET")
+        .arg(format!("rollcall:{{{ROOM}}}:state"))
+        .arg("p:2")
+        .arg(&planted)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let before = state_fields(&mut conn).await;
+
+    // As `Rooms::update` does: the cached state, changed for person 1 only.
+    let record = store.cached_room(&r).expect("the commit was cached");
+    assert_eq!(record.version, 1);
+    let mut next = RoomState::clone(&record.state);
+    next.apply(&joined_observation("EV_2", 1, "PA_1b"));
+    assert_eq!(
+        store
+            .commit(&r, commit(1, "EV_2", Some(next.clone()), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 2 }
+    );
+    let after = state_fields(&mut conn).await;
+    assert_eq!(after["p:2"], planted, "person 2 was rewritten");
+    assert_eq!(after["room"], before["room"]);
+    assert_ne!(after["p:1"], before["p:1"]);
+    assert_ne!(after["t"], before["t"], "every commit writes a new tag");
+    assert_eq!(
+        store.load_room(&r).await.unwrap().unwrap().state,
+        next.into()
+    );
+
+    // Another node, which never saw the room, rewrites the whole hash.
+    let other = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let mut last = people_state(&[(2, "PA_2"), (3, "PA_3")]);
+    last.apply(&joined_observation("EV_3", 1, "PA_1"));
+    assert_eq!(
+        other
+            .commit(&r, commit(2, "EV_3", Some(last.clone()), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 3 }
+    );
+    let rewritten = state_fields(&mut conn).await;
+    assert_eq!(format!("{} ", rewritten["p:2"]), planted);
+    let fields: BTreeSet<&str> = rewritten.keys().map(String::as_str).collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["v", "t", "room", "p:1", "p:2", "p:3"])
+    );
+    assert_eq!(
+        store.load_room(&r).await.unwrap().unwrap().state,
+        last.into()
+    );
+}
+
+/// Dropping people deletes their fields, through the cached diff and
+/// through a full rewrite alike (`recalculate` can shrink a room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_people_leave_no_field_behind() {
+    let server = RedisServer::start().await;
+    let a = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let b = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    let r = room(ROOM);
+    let fields = |m: BTreeMap<String, String>| m.into_keys().collect::<Vec<_>>();
+    let all = people_state(&[(1, "PA_1"), (2, "PA_2"), (3, "PA_3")]);
+    a.commit(&r, commit(0, "EV_1", Some(all), vec![]))
+        .await
+        .unwrap();
+    // A diff: `a` committed version 1 itself.
+    a.commit(
+        &r,
+        commit(1, "EV_2", Some(people_state(&[(1, "PA_1")])), vec![]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fields(state_fields(&mut conn).await),
+        ["p:1", "room", "t", "v"]
+    );
+    // A rewrite: `b` has no cached state.
+    assert!(b.cached_room(&r).is_none());
+    b.commit(
+        &r,
+        commit(2, "EV_3", Some(people_state(&[(2, "PA_2")])), vec![]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fields(state_fields(&mut conn).await),
+        ["p:2", "room", "t", "v"]
+    );
+    assert_eq!(
+        a.load_room(&r).await.unwrap().unwrap().state,
+        people_state(&[(2, "PA_2")]).into()
+    );
+}
+
+/// Room keys expire (or are deleted) and the room starts again: versions
+/// repeat, but a node's cached state of the old room must not be taken for
+/// the new one — its commit conflicts, and a reload sees the new room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_state_is_not_trusted_once_the_room_started_again() {
+    let server = RedisServer::start().await;
+    let a = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let b = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    let r = room(ROOM);
+    a.commit(
+        &r,
+        commit(0, "EV_1", Some(people_state(&[(1, "PA_1")])), vec![]),
+    )
+    .await
+    .unwrap();
+    for what in ["state", "applied", "log"] {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("rollcall:{{{ROOM}}}:{what}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let fresh = people_state(&[(2, "PA_2")]);
+    assert_eq!(
+        b.commit(&r, commit(0, "EV_2", Some(fresh.clone()), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 1 }
+    );
+
+    // `a` still has version 1 of the old room.
+    let stale = a.cached_room(&r).expect("a cached its commit");
+    assert_eq!(stale.version, 1);
+    let mut next = RoomState::clone(&stale.state);
+    next.apply(&joined_observation("EV_3", 3, "PA_3"));
+    assert_eq!(
+        a.commit(&r, commit(1, "EV_3", Some(next), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Conflict
+    );
+    assert!(a.cached_room(&r).is_none(), "a conflict forgets the room");
+    let record = a.load_room(&r).await.unwrap().unwrap();
+    assert_eq!((record.state, record.version), (fresh.clone().into(), 1));
+    let mut next = fresh;
+    next.apply(&joined_observation("EV_3", 3, "PA_3"));
+    assert_eq!(
+        a.commit(&r, commit(1, "EV_3", Some(next.clone()), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 2 }
+    );
+    assert_eq!(b.load_room(&r).await.unwrap().unwrap().state, next.into());
+}
+
+/// With the cache warm, a repeated event id is still refused before the
+/// version is even compared, and nothing changes: not the hash, not the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_over_a_warm_cache_changes_nothing() {
+    let server = RedisServer::start().await;
+    let store = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    let r = room(ROOM);
+    store
+        .commit(
+            &r,
+            commit(0, "EV_1", Some(people_state(&[(1, "PA_1")])), vec![]),
+        )
+        .await
+        .unwrap();
+    store
+        .commit(
+            &r,
+            commit(
+                1,
+                "EV_2",
+                Some(people_state(&[(1, "PA_1"), (2, "PA_2")])),
+                vec![],
+            ),
+        )
+        .await
+        .unwrap();
+    let before = state_fields(&mut conn).await;
+    let cached = store.cached_room(&r).expect("cached");
+    assert_eq!(cached.version, 2);
+    for expected in [2, 1] {
+        let dup = commit(
+            expected,
+            "EV_1",
+            Some(people_state(&[(3, "PA_3")])),
+            vec![broadcast(CHANNEL, "dup")],
+        );
+        assert_eq!(
+            store.commit(&r, dup).await.unwrap(),
+            CommitOutcome::Duplicate
+        );
+    }
+    assert_eq!(state_fields(&mut conn).await, before);
+    assert_eq!(log_ids(&store, &r).await, ["EV_1", "EV_2"]);
+    assert_eq!(store.cached_room(&r), Some(cached));
+}
+
+/// A hash written by an older rollcall (the whole state in one `state`
+/// field) is read, and the next commit rewrites it in the new layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_in_the_older_layout_is_read_and_rewritten() {
+    let server = RedisServer::start().await;
+    let store = redis_store(&server, Recorder::new(), RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    let r = room(ROOM);
+    let old = people_state(&[(1, "PA_1"), (2, "PA_2")]);
+    let _: () = redis::cmd("HSET")
+        .arg(format!("rollcall:{{{ROOM}}}:state"))
+        .arg("v")
+        .arg(3)
+        .arg("state")
+        .arg(serde_json::to_string(&old).unwrap())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let record = store.load_room(&r).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state.clone(), record.version),
+        (old.clone().into(), 3)
+    );
+    let partial = store
+        .load_room_for_user(&r, &UserId::new("2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        partial.people.get(&UserId::new("2")),
+        old.people.get(&UserId::new("2"))
+    );
+    assert!(
+        store.cached_room(&r).is_none(),
+        "no tag: not for optimistic use"
+    );
+    let mut next = RoomState::clone(&record.state);
+    next.apply(&joined_observation("EV_3", 3, "PA_3"));
+    assert_eq!(
+        store
+            .commit(&r, commit(3, "EV_3", Some(next.clone()), vec![]))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed { version: 4 }
+    );
+    let fields: BTreeSet<String> = state_fields(&mut conn).await.into_keys().collect();
+    assert!(!fields.contains("state"), "{fields:?}");
+    assert_eq!(
+        store.load_room(&r).await.unwrap().unwrap().state,
+        next.into()
+    );
 }
