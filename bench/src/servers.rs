@@ -46,6 +46,11 @@ pub struct ServerArgs {
     pub socketio_dir: PathBuf,
     #[arg(long, default_value = "redis-server")]
     pub redis_bin: String,
+    /// The Redis configuration to run (the repository's: AOF with
+    /// `appendfsync always`, what production runs); data in a temporary
+    /// directory removed afterwards.
+    #[arg(long, default_value = "redis.conf")]
+    pub redis_conf: PathBuf,
     /// Use an already running server at this base URL instead of starting
     /// one (then give --server-pid for RSS). Loopback only.
     #[arg(long)]
@@ -66,6 +71,8 @@ pub struct Server {
     child: Option<Child>,
     redis: Option<Child>,
     redis_url: Option<String>,
+    /// The started Redis's data directory, removed on drop.
+    redis_dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -86,6 +93,7 @@ impl Server {
                 child: None,
                 redis: None,
                 redis_url: None,
+                redis_dir: None,
             });
         }
         Self::spawn(args, target, None).await
@@ -99,17 +107,33 @@ impl Server {
         shared_redis: Option<&str>,
     ) -> anyhow::Result<Server> {
         let mut redis = None;
+        let mut redis_dir = None;
         let redis_url = if let Some(url) = shared_redis {
             Some(url.to_string())
         } else if args.store == Store::Redis {
             let port = sys::free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "rollcall-bench-redis-{}-{port}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir)?;
             let child = Command::new(&args.redis_bin)
+                .arg(&args.redis_conf)
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--daemonize", "no"])
                 .stdout(Stdio::null())
                 .spawn()
-                .with_context(|| format!("cannot start {}", args.redis_bin))?;
+                .with_context(|| {
+                    format!(
+                        "cannot start {} {}",
+                        args.redis_bin,
+                        args.redis_conf.display()
+                    )
+                })?;
             redis = Some(child);
+            redis_dir = Some(dir);
             wait_tcp(port).await?;
             Some(format!("redis://127.0.0.1:{port}"))
         } else {
@@ -156,6 +180,7 @@ impl Server {
             child: Some(child),
             redis_url: if redis.is_some() { redis_url } else { None },
             redis,
+            redis_dir,
         };
         wait_tcp(port).await?;
         // Socket.IO with the Redis adapter listens before Redis is connected;
@@ -222,6 +247,9 @@ impl Drop for Server {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.redis_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -7,12 +7,10 @@
 //!
 //! Stopping: `stop()` is a graceful shutdown (the `SHUTDOWN` command, what
 //! SIGTERM from systemd also triggers): Redis fsyncs the AOF before it
-//! exits, so every write it acknowledged survives `restart()`. `kill()` is
-//! SIGKILL, a crash of the Redis process: Redis write()s the AOF before it
-//! replies, so acknowledged writes are still in the kernel's page cache and
-//! survive too. What `appendfsync everysec` can lose — up to ~1 s of
-//! acknowledged writes — needs a crash of the whole host, which no test here
-//! simulates.
+//! exits. `kill()` is SIGKILL, a crash of the Redis process. With
+//! `appendfsync always` (redis.conf) Redis has written and fsynced a
+//! command's AOF record before it replies, so every acknowledged write
+//! survives either, and a host crash too.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -209,7 +207,7 @@ async fn redis_conf_is_in_force_and_data_survives_stop_and_kill() {
     let config = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
     for (name, value) in [
         ("appendonly", "yes"),
-        ("appendfsync", "everysec"),
+        ("appendfsync", "always"),
         ("save", ""),
         ("maxmemory-policy", "noeviction"),
         ("protected-mode", "yes"),
