@@ -18,6 +18,7 @@ use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
+use futures_util::future::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -254,16 +255,20 @@ async fn upgrade(
         None => ConnectionSlot::acquire(&state.connections, state.config.max_connections)
             .ok_or((code::OVER_CAPACITY, "over capacity".to_owned())),
     };
-    ws.on_upgrade(move |ws| async move {
-        let _tracked = tracked;
-        match admitted {
-            // The slot lives as long as the connection.
-            Ok(_slot) => socket::serve(ws, state).await,
-            Err((code, message)) => {
-                tracing::debug!(code, message, "refusing pusher connection");
-                let error = frame::error(Some(code), &message);
-                socket::close(ws, Some(error), code, &message).await;
-            }
+    // The callback builds the socket's task without an `async` wrapper of
+    // its own (which would keep a moved-from copy of the socket and the
+    // state in every task).
+    ws.on_upgrade(move |ws| match admitted {
+        // The slot lives as long as the connection.
+        Ok(slot) => Either::Left(socket::serve(ws, state, (slot, tracked))),
+        Err((code, message)) => {
+            tracing::debug!(code, message, "refusing pusher connection");
+            let error = frame::error(Some(code), &message);
+            let close = socket::close_boxed(ws, Some(error), code, message);
+            Either::Right(async move {
+                close.await;
+                drop(tracked);
+            })
         }
     })
 }
