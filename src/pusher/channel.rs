@@ -5,6 +5,7 @@
 //! built anywhere else.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest channel name Pusher accepts.
 pub const MAX_CHANNEL_NAME_LEN: usize = 200;
@@ -96,15 +97,19 @@ pub struct SocketIdError;
 /// A connection's id, `"<digits>.<digits>"` as pusher-js expects; it is part
 /// of the string a private-channel signature covers and the HTTP API's
 /// `socket_id` (exclude the sender) refers to it.
+///
+/// Shared (`Arc<str>`): the hub keys a socket by its id in two maps and the
+/// socket's task keeps one, so clones cost a count, not an allocation each
+/// per socket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SocketId(String);
+pub struct SocketId(Arc<str>);
 
 impl SocketId {
     /// A fresh random id. Two random `u32` halves make collisions on one node
     /// negligible (2^-64 per pair).
     pub fn random() -> Self {
         let (a, b): (u32, u32) = rand::random();
-        Self(format!("{a}.{b}"))
+        Self(format!("{a}.{b}").into())
     }
 
     /// Parses an id received from a client (`^\d+\.\d+$`, at most 10 digits
@@ -114,7 +119,7 @@ impl SocketId {
         let digits =
             |p: &str| !p.is_empty() && p.len() <= 10 && p.bytes().all(|c| c.is_ascii_digit());
         if digits(a) && digits(b) {
-            Ok(Self(s.to_owned()))
+            Ok(Self(s.into()))
         } else {
             Err(SocketIdError)
         }

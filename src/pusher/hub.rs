@@ -7,51 +7,199 @@
 //!   entry is removed, under its shard write lock, when the last one leaves),
 //!   so the map cannot grow with channels nobody listens to;
 //! - a socket is in a channel's map at most once (keyed by [`SocketId`]);
-//! - the hub never blocks on a socket: delivery is `try_send` into the
-//!   socket's bounded queue.
+//! - the hub never blocks on a socket: delivery is a push into the
+//!   socket's bounded [`Outbox`].
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_util::sync::CancellationToken;
 
 use super::channel::{ChannelName, SocketId};
 
-/// What the hub hands to a socket's task, in order.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A serialized server frame, written to the socket as-is.
-    Frame(Utf8Bytes),
+/// Why a socket's task must stop, signalled through its [`Outbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// Its queue overflowed: close with 4100 (slow consumer).
+    SlowConsumer,
+    /// The server is shutting down: close with 4200.
+    Shutdown,
 }
 
-/// The hub's side of one connection: where to put its frames and how to stop
-/// it. Cheap to clone.
+/// What [`Outbox::push`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued for the socket's task.
+    Queued,
+    /// The queue was full: the frame was dropped and the socket halted as a
+    /// slow consumer (by this call).
+    Full,
+    /// The socket is halted or gone; the frame was dropped.
+    Closed,
+}
+
+/// A socket's bounded outbound queue, its kill switch and its wake-up, under
+/// one small lock.
+///
+/// Memory: an idle outbox holds no buffer at all (`VecDeque::new()` does not
+/// allocate, and the task takes the whole queue at once, leaving a fresh
+/// empty one), unlike a tokio `mpsc` channel, which allocates a 32-slot block
+/// and several cache-padded fields up front. Throughput: a push is one
+/// uncontended lock and at most one wake; the task takes every queued frame
+/// in one lock and writes them with a single flush.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+}
+
+#[derive(Debug)]
+struct OutboxState {
+    frames: VecDeque<Utf8Bytes>,
+    /// Frames queued (not yet taken by the task) before it counts as slow.
+    capacity: usize,
+    halt: Option<Halt>,
+    /// The task has finished: refuse everything.
+    closed: bool,
+    /// The socket task, to wake on a frame or a halt.
+    waker: Option<Waker>,
+}
+
+impl Outbox {
+    fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(OutboxState {
+                frames: VecDeque::new(),
+                capacity: capacity.max(1),
+                halt: None,
+                closed: false,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboxState> {
+        // Nothing panics under this lock; a poisoned state is still sound.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `frame`; a full queue halts the socket as a slow consumer.
+    pub fn push(&self, frame: Utf8Bytes) -> Push {
+        let (push, waker) = {
+            let mut s = self.lock();
+            if s.closed || s.halt.is_some() {
+                return Push::Closed;
+            }
+            if s.frames.len() >= s.capacity {
+                s.halt = Some(Halt::SlowConsumer);
+                s.frames = VecDeque::new();
+                (Push::Full, s.waker.take())
+            } else {
+                s.frames.push_back(frame);
+                (Push::Queued, s.waker.take())
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        push
+    }
+
+    /// Tells the socket's task to stop (a shutdown overrides a pending
+    /// slow-consumer halt, as it decides the close code).
+    pub fn halt(&self, why: Halt) {
+        let waker = {
+            let mut s = self.lock();
+            if s.closed || s.halt == Some(Halt::Shutdown) {
+                return;
+            }
+            s.halt = Some(why);
+            s.frames = VecDeque::new();
+            s.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Marks the socket gone: queued frames are dropped, later pushes refused.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        s.frames = VecDeque::new();
+        s.waker = None;
+    }
+
+    /// The socket task's receive: a halt first, else every queued frame at
+    /// once (in order), else `Pending` with the task's waker registered.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<VecDeque<Utf8Bytes>, Halt>> {
+        let mut s = self.lock();
+        if let Some(halt) = s.halt {
+            return Poll::Ready(Err(halt));
+        }
+        if !s.frames.is_empty() {
+            return Poll::Ready(Ok(std::mem::take(&mut s.frames)));
+        }
+        register(&mut s.waker, cx);
+        Poll::Pending
+    }
+
+    /// Resolves when the socket is halted (raced against writes, so a
+    /// client that stopped reading cannot pin the task).
+    pub fn poll_halt(&self, cx: &mut Context<'_>) -> Poll<Halt> {
+        let mut s = self.lock();
+        match s.halt {
+            Some(halt) => Poll::Ready(halt),
+            None => {
+                register(&mut s.waker, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Frames queued and not yet taken by the task.
+    pub fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// The hub's side of one connection: its id and its [`Outbox`]. Cheap to
+/// clone.
 #[derive(Debug, Clone)]
 pub struct SocketHandle {
     /// The connection's id (also the key in the hub's maps).
     pub id: SocketId,
-    /// Bounded queue drained by the socket's task.
-    tx: mpsc::Sender<Outbound>,
-    /// Cancelled when the socket must be closed for falling behind (4100).
-    kill: CancellationToken,
+    /// Bounded queue drained by the socket's task; also its kill switch.
+    outbox: Arc<Outbox>,
 }
 
 impl SocketHandle {
-    /// A handle with a queue of `capacity` frames, and the receiving end that
-    /// the socket's task drains.
-    pub fn new(id: SocketId, capacity: usize) -> (Self, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let kill = CancellationToken::new();
-        (Self { id, tx, kill }, rx)
+    /// A handle whose queue holds up to `capacity` frames not yet taken by
+    /// the socket's task.
+    pub fn new(id: SocketId, capacity: usize) -> Self {
+        Self {
+            id,
+            outbox: Arc::new(Outbox::new(capacity)),
+        }
     }
 
-    /// The kill switch the socket's task watches.
-    pub fn kill_token(&self) -> &CancellationToken {
-        &self.kill
+    /// The socket's queue and kill switch.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 }
 
@@ -131,14 +279,14 @@ impl Hub {
     /// `except`; returns how many sockets it was queued for.
     ///
     /// **Slow-consumer policy:** a socket whose queue is full is not waited
-    /// for and does not get the frame: its kill token is cancelled, and its
+    /// for and does not get the frame: it is halted ([`Halt::SlowConsumer`]), and its
     /// task closes it with code 4100 (pusher-js backs off, reconnects and,
     /// on resubscribing, receives a fresh `attendance.snapshot`, so nothing is
     /// silently lost). One slow browser can therefore never stall a publisher
     /// or the other subscribers, and its memory stays bounded by the queue.
     pub fn publish(&self, channel: &str, frame: Utf8Bytes, except: Option<&SocketId>) -> usize {
         // We iterate under the shard *read* guard rather than collecting the
-        // senders first: `try_send` and `cancel` never block or await, so the
+        // senders first: a push never blocks or awaits (one uncontended lock), so the
         // guard is held for a few atomic operations per subscriber, read
         // guards do not exclude concurrent publishers, and we save an
         // allocation and a clone per subscriber on every broadcast. Only
@@ -151,19 +299,25 @@ impl Hub {
             if except == Some(id) {
                 continue;
             }
-            match socket.tx.try_send(Outbound::Frame(frame.clone())) {
-                Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) => {
-                    if !socket.kill.is_cancelled() {
-                        tracing::warn!(socket_id = %id, channel, "outbound queue full; closing slow consumer");
-                        socket.kill.cancel();
-                    }
+            match socket.outbox.push(frame.clone()) {
+                Push::Queued => queued += 1,
+                Push::Full => {
+                    tracing::warn!(socket_id = %id, channel, "outbound queue full; closing slow consumer");
                 }
-                // The socket's task has exited and is removing itself.
-                Err(TrySendError::Closed(_)) => {}
+                // Halted already, or the task has exited and is removing
+                // itself.
+                Push::Closed => {}
             }
         }
         queued
+    }
+
+    /// Halts every registered socket (their tasks close them with the code
+    /// of `why`).
+    pub fn halt_all(&self, why: Halt) {
+        for socket in self.inner.sockets.iter() {
+            socket.outbox.halt(why);
+        }
     }
 
     /// Local subscribers of `channel`.
@@ -211,23 +365,36 @@ mod tests {
         ChannelName::parse(s).unwrap()
     }
 
-    fn socket(hub: &Hub, cap: usize) -> (SocketHandle, mpsc::Receiver<Outbound>) {
-        let (h, rx) = SocketHandle::new(SocketId::random(), cap);
+    fn socket(hub: &Hub, cap: usize) -> (SocketHandle, SocketHandle) {
+        let h = SocketHandle::new(SocketId::random(), cap);
         hub.register(h.clone());
-        (h, rx)
+        (h.clone(), h)
     }
 
-    fn text(o: Outbound) -> String {
-        let Outbound::Frame(f) = o;
-        f.to_string()
+    /// What the socket's task would take now.
+    fn take(h: &SocketHandle) -> Result<Vec<String>, Halt> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match h.outbox().poll_take(&mut cx) {
+            Poll::Ready(Ok(frames)) => Ok(frames.iter().map(|f| f.to_string()).collect()),
+            Poll::Ready(Err(halt)) => Err(halt),
+            Poll::Pending => Ok(Vec::new()),
+        }
+    }
+
+    fn halted(h: &SocketHandle) -> Option<Halt> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match h.outbox().poll_halt(&mut cx) {
+            Poll::Ready(halt) => Some(halt),
+            Poll::Pending => None,
+        }
     }
 
     #[test]
     fn publish_reaches_each_subscriber_once_except_the_excluded() {
         let hub = Hub::new();
-        let (a, mut ra) = socket(&hub, 8);
-        let (b, mut rb) = socket(&hub, 8);
-        let (_c, mut rc) = socket(&hub, 8);
+        let (a, ra) = socket(&hub, 8);
+        let (b, rb) = socket(&hub, 8);
+        let (_c, rc) = socket(&hub, 8);
         let ch = chan("session.1");
         assert!(hub.subscribe(&ch, &a));
         assert!(!hub.subscribe(&ch, &a), "second subscribe is a no-op");
@@ -238,12 +405,11 @@ mod tests {
         assert_eq!(hub.publish("session.1", "f2".into(), Some(&b.id)), 1);
         assert_eq!(hub.publish("nobody", "f3".into(), None), 0);
 
-        assert_eq!(text(ra.try_recv().unwrap()), "f1");
-        assert_eq!(text(ra.try_recv().unwrap()), "f2");
-        assert!(ra.try_recv().is_err());
-        assert_eq!(text(rb.try_recv().unwrap()), "f1");
-        assert!(rb.try_recv().is_err());
-        assert!(rc.try_recv().is_err());
+        assert_eq!(ra.outbox().len(), 2);
+        assert_eq!(take(&ra), Ok(vec!["f1".to_owned(), "f2".to_owned()]));
+        assert_eq!(take(&ra), Ok(vec![]), "taken at once, in order");
+        assert_eq!(take(&rb), Ok(vec!["f1".to_owned()]));
+        assert_eq!(take(&rc), Ok(vec![]));
     }
 
     #[test]
@@ -274,27 +440,56 @@ mod tests {
     fn a_full_queue_kills_only_that_socket() {
         let hub = Hub::new();
         let (slow, _rs) = socket(&hub, 1);
-        let (fast, mut rf) = socket(&hub, 8);
+        let (fast, rf) = socket(&hub, 8);
         let ch = chan("c");
         hub.subscribe(&ch, &slow);
         hub.subscribe(&ch, &fast);
 
         assert_eq!(hub.publish("c", "1".into(), None), 2);
-        assert!(!slow.kill_token().is_cancelled());
+        assert_eq!(halted(&slow), None);
         assert_eq!(hub.publish("c", "2".into(), None), 1);
-        assert!(slow.kill_token().is_cancelled());
-        assert!(!fast.kill_token().is_cancelled());
-        assert_eq!(text(rf.try_recv().unwrap()), "1");
-        assert_eq!(text(rf.try_recv().unwrap()), "2");
+        assert_eq!(halted(&slow), Some(Halt::SlowConsumer));
+        assert_eq!(take(&slow), Err(Halt::SlowConsumer));
+        assert!(slow.outbox().is_empty(), "a halted socket holds no frames");
+        assert_eq!(hub.publish("c", "3".into(), None), 1);
+        assert_eq!(halted(&fast), None);
+        assert_eq!(take(&rf), Ok(vec!["1".into(), "2".into(), "3".into()]));
     }
 
     #[test]
     fn a_closed_queue_is_skipped_quietly() {
         let hub = Hub::new();
-        let (gone, rx) = socket(&hub, 4);
-        drop(rx);
+        let (gone, _) = socket(&hub, 4);
+        gone.outbox().close();
         hub.subscribe(&chan("c"), &gone);
         assert_eq!(hub.publish("c", "x".into(), None), 0);
-        assert!(!gone.kill_token().is_cancelled());
+        assert_eq!(halted(&gone), None);
+    }
+
+    #[test]
+    fn the_queue_bound_counts_frames_not_yet_taken() {
+        let hub = Hub::new();
+        let (s, _) = socket(&hub, 2);
+        hub.subscribe(&chan("c"), &s);
+        assert_eq!(hub.publish("c", "1".into(), None), 1);
+        assert_eq!(hub.publish("c", "2".into(), None), 1);
+        assert_eq!(take(&s), Ok(vec!["1".into(), "2".into()]));
+        // Taking the batch frees the queue while it is being written.
+        assert_eq!(hub.publish("c", "3".into(), None), 1);
+        assert_eq!(hub.publish("c", "4".into(), None), 1);
+        assert_eq!(halted(&s), None);
+    }
+
+    #[test]
+    fn halt_all_halts_every_socket_and_shutdown_wins() {
+        let hub = Hub::new();
+        let (a, _) = socket(&hub, 1);
+        let (b, _) = socket(&hub, 1);
+        a.outbox().halt(Halt::SlowConsumer);
+        hub.halt_all(Halt::Shutdown);
+        assert_eq!(halted(&a), Some(Halt::Shutdown));
+        assert_eq!(halted(&b), Some(Halt::Shutdown));
+        b.outbox().halt(Halt::SlowConsumer);
+        assert_eq!(halted(&b), Some(Halt::Shutdown));
     }
 }

@@ -21,5 +21,5 @@ mod socket;
 mod tests;
 
 pub use channel::{ChannelKind, ChannelName, SocketId};
-pub use hub::{Hub, Outbound, SocketHandle};
+pub use hub::{Halt, Hub, Outbox, Push, SocketHandle};
 pub use service::{NoHook, PusherConfig, PusherState, SubscribeHook, routes};

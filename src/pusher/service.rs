@@ -8,8 +8,8 @@
 //! (every socket closes with 4200) and waits for the tasks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,12 +18,13 @@ use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
+use futures_util::future::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::channel::ChannelName;
 use super::frame::{self, code};
-use super::hub::Hub;
+use super::hub::{Halt, Hub};
 use super::socket;
 
 /// Settings of the Pusher endpoint.
@@ -39,8 +40,10 @@ pub struct PusherConfig {
     /// How long a pinged client has to show any sign of life before it is
     /// closed with 4201.
     pub pong_timeout: Duration,
-    /// Largest client message accepted (enforced by tungstenite while
-    /// reading, so an oversized message is never buffered whole).
+    /// Largest client message accepted. A larger one gets a `pusher:error`
+    /// and a 4100 close; tungstenite itself stops reading at twice this (so
+    /// a much larger message is never buffered whole), and messages in
+    /// between are read whole so the close handshake stays clean.
     pub max_message_bytes: usize,
     /// Frames queued per socket before it counts as a slow consumer.
     pub outbound_queue: usize,
@@ -103,6 +106,10 @@ pub struct PusherState {
     /// Connections currently admitted (gauge, bounded by
     /// `max_connections`).
     pub connections: Arc<AtomicUsize>,
+    /// Starts, once, the task that relays `shutdown` to every socket's
+    /// outbox (sockets do not each watch the shared token: polling it takes
+    /// its lock, on every wake-up of every socket).
+    relay: Arc<Once>,
 }
 
 impl PusherState {
@@ -116,7 +123,21 @@ impl PusherState {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
+            relay: Arc::new(Once::new()),
         }
+    }
+
+    /// Spawns (once, from inside the runtime) the task that halts every
+    /// socket when `shutdown` is cancelled. `socket::serve` checks the token
+    /// after registering, for sockets that register after the sweep.
+    fn relay_shutdown(&self) {
+        self.relay.call_once(|| {
+            let (hub, token) = (self.hub.clone(), self.shutdown.clone());
+            tokio::spawn(async move {
+                token.cancelled().await;
+                hub.halt_all(Halt::Shutdown);
+            });
+        });
     }
 
     /// Connections currently open.
@@ -194,8 +215,18 @@ fn admission_error(
     None
 }
 
-/// Per-socket read buffer; it grows past this only for a larger frame.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Per-socket read buffer, zero-filled and so resident whole on every
+/// socket. Pusher client frames (subscribe with auth, ping) are a few
+/// hundred bytes; a larger frame (up to `max_message_bytes`) makes
+/// tungstenite reserve room for the whole frame, so this is only the read
+/// chunk, not a limit.
+const READ_BUFFER_BYTES: usize = 512;
+
+/// Bytes tungstenite gathers before writing to the socket: `write_all`
+/// feeds a whole batch of queued frames and flushes once, so this many bytes
+/// go out per syscall under load. The buffer keeps its capacity afterwards,
+/// which bounds what a socket retains after a burst.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 async fn upgrade(
     State(state): State<PusherState>,
@@ -203,12 +234,15 @@ async fn upgrade(
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let limit = state.config.max_message_bytes;
+    // See `PusherConfig::max_message_bytes`.
+    let limit = state.config.max_message_bytes.saturating_mul(2);
+    state.relay_shutdown();
     // tungstenite's default 128 KiB read buffer is touched per socket
-    // (~138 KiB RSS each, measured by `make bench` B2); client frames are
-    // at most `limit` bytes, so a small buffer costs nothing.
+    // (~138 KiB RSS each, measured by `make bench` B2); see
+    // `READ_BUFFER_BYTES`.
     let ws = ws
         .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"));
@@ -221,16 +255,20 @@ async fn upgrade(
         None => ConnectionSlot::acquire(&state.connections, state.config.max_connections)
             .ok_or((code::OVER_CAPACITY, "over capacity".to_owned())),
     };
-    ws.on_upgrade(move |ws| async move {
-        let _tracked = tracked;
-        match admitted {
-            // The slot lives as long as the connection.
-            Ok(_slot) => socket::serve(ws, state).await,
-            Err((code, message)) => {
-                tracing::debug!(code, message, "refusing pusher connection");
-                let error = frame::error(Some(code), &message);
-                socket::close(ws, Some(error), code, &message).await;
-            }
+    // The callback builds the socket's task without an `async` wrapper of
+    // its own (which would keep a moved-from copy of the socket and the
+    // state in every task).
+    ws.on_upgrade(move |ws| match admitted {
+        // The slot lives as long as the connection.
+        Ok(slot) => Either::Left(socket::serve(ws, state, (slot, tracked))),
+        Err((code, message)) => {
+            tracing::debug!(code, message, "refusing pusher connection");
+            let error = frame::error(Some(code), &message);
+            let close = socket::close_boxed(ws, Some(error), code, message);
+            Either::Right(async move {
+                close.await;
+                drop(tracked);
+            })
         }
     })
 }

@@ -442,6 +442,51 @@ async fn oversized_messages_are_closed_with_4100() {
 }
 
 #[tokio::test]
+async fn client_frames_larger_than_the_read_buffer_arrive_whole() {
+    // The default limit (10 KiB) is well above the 1 KiB read buffer.
+    let server = spawn(config()).await;
+    let mut c = server.client().await;
+    let padding = "x".repeat(9_500);
+    c.send(json!({"event":"pusher:subscribe","data":{"channel":"big","pad":padding}}))
+        .await;
+    succeeded(&c.next().await, "big");
+    // Several frames, large and small, in one write: the buffer carries the
+    // rest of one read into the next frame.
+    for i in 0..3 {
+        let padding = "y".repeat(3_000 * i + 10);
+        guard(c.ws.feed(Message::text(
+            json!({"event":"pusher:ping","data":{"p":padding}}).to_string(),
+        )))
+        .await
+        .unwrap();
+    }
+    guard(c.ws.flush()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.next().await.event, "pusher:pong");
+    }
+    c.barrier().await;
+    assert_eq!(server.publish("big", "e", "after"), 1);
+    assert_eq!(c.next().await.data, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_queued_frames_arrives_complete_and_in_order() {
+    let server = spawn(config()).await;
+    let mut c = server.client().await;
+    succeeded(&c.subscribe("c").await, "c");
+    // Published faster than the task writes, so it takes and writes them in
+    // batches; fewer than the queue bound (512), so nothing is dropped.
+    let n = 400;
+    for i in 0..n {
+        assert_eq!(server.publish("c", "e", &i.to_string()), 1);
+    }
+    for i in 0..n {
+        assert_eq!(c.next().await.data, i.to_string());
+    }
+    c.barrier().await;
+}
+
+#[tokio::test]
 async fn idle_socket_is_pinged_then_closed_with_4201() {
     let mut cfg = config();
     cfg.activity_timeout = Duration::from_millis(100);
