@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -134,36 +134,32 @@ pub async fn subscribe(url: &str, src: u8, proto: Proto, channel: &str) -> anyho
     Ok(ws)
 }
 
-/// Reads frames until `stop` turns true, answering pings and reporting
-/// marked frames to `tracker`.
-pub async fn listen(
-    mut ws: Ws,
-    who: usize,
-    proto: Proto,
-    tracker: Arc<Tracker>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            msg = ws.next() => {
-                let Some(Ok(msg)) = msg else { return };
-                let Message::Text(t) = msg else { continue };
-                let text = t.as_str();
-                match proto {
-                    Proto::Pusher if text.contains("\"pusher:ping\"") => {
-                        let _ = ws.send(Message::text(r#"{"event":"pusher:pong","data":{}}"#)).await;
-                    }
-                    Proto::SocketIo if text == "2" => {
-                        let _ = ws.send(Message::text("3")).await;
-                    }
-                    _ if text.contains("attendance.updated") => tracker.on_text(who, text),
-                    _ => {}
-                }
+/// Reads frames until the socket closes or the task is aborted, answering
+/// pings and reporting marked frames to `tracker`. (No stop signal in the
+/// loop: a future on one channel shared by every client, re-registered on
+/// each frame, costs a lock per frame; [`Crowd::close`] aborts instead.)
+pub async fn listen(mut ws: Ws, who: usize, proto: Proto, tracker: Arc<Tracker>) {
+    while let Some(Ok(msg)) = ws.next().await {
+        let Message::Text(t) = msg else { continue };
+        let text = t.as_str();
+        // The event name comes first in both protocols' frames, so this
+        // scan stops early; snapshots (which may carry markers) don't count.
+        if text.contains("attendance.updated") {
+            tracker.on_text(who, text);
+            continue;
+        }
+        match proto {
+            Proto::Pusher if text.contains("\"pusher:ping\"") => {
+                let _ = ws
+                    .send(Message::text(r#"{"event":"pusher:pong","data":{}}"#))
+                    .await;
             }
+            Proto::SocketIo if text == "2" => {
+                let _ = ws.send(Message::text("3")).await;
+            }
+            _ => {}
         }
     }
-    let _ = ws.close(None).await;
 }
 
 /// A crowd of subscribers, each listening in its own task.
@@ -172,7 +168,6 @@ pub struct Crowd {
     pub failed: u64,
     pub first_error: Option<String>,
     pub connect_secs: f64,
-    stop: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -187,7 +182,6 @@ pub async fn crowd(
     channel_of: impl Fn(usize) -> String,
     tracker: Arc<Tracker>,
 ) -> Crowd {
-    let (stop, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(parallel.max(1)));
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
@@ -200,9 +194,8 @@ pub async fn crowd(
         let url = url.to_string();
         let channel = channel_of(i);
         let src = 1 + (i % sources.max(1) as usize) as u8;
-        let (tracker, stop_rx, ok, bad, first_error, ready_tx) = (
+        let (tracker, ok, bad, first_error, ready_tx) = (
             tracker.clone(),
-            stop_rx.clone(),
             ok.clone(),
             bad.clone(),
             first_error.clone(),
@@ -215,7 +208,7 @@ pub async fn crowd(
                 Ok(ws) => {
                     ok.fetch_add(1, Ordering::Relaxed);
                     let _ = ready_tx.send(()).await;
-                    listen(ws, i, proto, tracker, stop_rx).await;
+                    listen(ws, i, proto, tracker).await;
                 }
                 Err(e) => {
                     bad.fetch_add(1, Ordering::Relaxed);
@@ -237,20 +230,19 @@ pub async fn crowd(
         failed: bad.load(Ordering::Relaxed),
         first_error,
         connect_secs: started.elapsed().as_secs_f64(),
-        stop,
         tasks,
     }
 }
 
 impl Crowd {
-    /// Closes every client and waits (bounded) for their tasks.
+    /// Closes every client: aborting a task drops its socket (the server
+    /// sees the connection end), then waits (bounded) for them all.
     pub async fn close(mut self) {
-        let _ = self.stop.send(true);
+        self.tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_secs(20), async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
-        self.tasks.abort_all();
     }
 
     pub fn summary(&self) -> String {
