@@ -93,6 +93,7 @@ bench: bench-build
 	$(call BENCH_RUN,b4) $(PEERS) --secs 5 --max-requests 100000
 	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 5 --max-requests 100000
 	$(call BENCH_RUN,b5) --attendees 5000 --secs 5 --heartbeat-timeout 10s --idle-secs 3
+	$(call BENCH_RUN,b5) --store redis --attendees 5000 --secs 5 --heartbeat-timeout 10s --idle-secs 3
 
 bench-full: bench-build
 	$(call BENCH_RUN,b1) $(PEERS) --rooms 100 --subscribers 30 --rate 1000 --secs 30
@@ -102,3 +103,4 @@ bench-full: bench-build
 	$(call BENCH_RUN,b4) $(PEERS) --secs 20 --max-requests 600000
 	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 20 --max-requests 400000
 	$(call BENCH_RUN,b5) --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
+	$(call BENCH_RUN,b5) --store redis --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
