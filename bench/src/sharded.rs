@@ -293,7 +293,10 @@ pub async fn b2_sharded(a: &B2Args, t: Target, nodes: usize) -> anyhow::Result<R
     for w in &mut workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), w.child.wait()).await;
     }
-    drop(servers);
+    // The first node owns the Redis: stop the others before it.
+    while let Some(server) = servers.pop() {
+        drop(server);
+    }
     let merged = latencies.merged();
     let per_socket = rss_peak.saturating_sub(rss_base) as f64 / connected.max(1) as f64;
     Ok(Row {

@@ -109,9 +109,10 @@ pub struct RedisStore {
     /// One multiplexed connection every commit shares (made on first use,
     /// dropped after any error): concurrent commits leave in one write and
     /// their replies come back in one read, where a pooled connection each
-    /// costs a write, a read and a Redis event-loop turn per commit. Other
-    /// commands use the pool, so a long reply (a room's whole event log)
-    /// never holds commits up.
+    /// costs a write, a read and a Redis event-loop turn per commit (and
+    /// deadpool's check-out PING: another round trip). The heartbeat's
+    /// small repeatable commands ride it too. Other commands use the pool,
+    /// so a long reply (a room's whole event log) never holds commits up.
     shared: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
@@ -405,15 +406,14 @@ impl Store for RedisStore {
             Option<String>,
             Option<String>,
         ) = self
-            .run(|mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(&key)
+            .run_shared(|mut c| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key)
                     .arg(VERSION_FIELD)
                     .arg(ROOM_FIELD)
                     .arg(&person_field)
-                    .arg(LEGACY_STATE_FIELD)
-                    .query_async(&mut c)
-                    .await
+                    .arg(LEGACY_STATE_FIELD);
+                async move { cmd.query_async(&mut c).await }
             })
             .await?;
         if version.filter(|v| *v > 0).is_none() {
@@ -710,14 +710,20 @@ impl Store for RedisStore {
         user: &UserId,
         at: UnixMillis,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.heartbeat_script.prepare_invoke();
-        invocation
-            .key(room_key(room, "heartbeats"))
-            .arg(user.as_str())
-            .arg(at)
-            .arg(self.options.retention.as_millis() as u64);
-        self.run(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
-            .await
+        let key = room_key(room, "heartbeats");
+        let retention = self.options.retention.as_millis() as u64;
+        // Repeatable (the script keeps the later heartbeat), so it may ride
+        // the shared connection.
+        self.run_shared(|mut c| {
+            let mut invocation = self.heartbeat_script.prepare_invoke();
+            invocation
+                .key(&key)
+                .arg(user.as_str())
+                .arg(at)
+                .arg(retention);
+            async move { invocation.invoke_async::<()>(&mut c).await }
+        })
+        .await
     }
 
     async fn heartbeats(
@@ -736,14 +742,11 @@ impl Store for RedisStore {
 
     async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError> {
         let room = room.to_string();
-        self.run(|mut c| async move {
-            redis::cmd("ZADD")
-                .arg(DUE_KEY)
-                .arg("LT")
-                .arg(at)
-                .arg(&room)
-                .query_async::<()>(&mut c)
-                .await
+        // Repeatable (ZADD LT only ever lowers), so on the shared connection.
+        self.run_shared(|mut c| {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(DUE_KEY).arg("LT").arg(at).arg(&room);
+            async move { cmd.query_async::<()>(&mut c).await }
         })
         .await
     }
