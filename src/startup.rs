@@ -142,7 +142,7 @@ impl Application {
         pusher_config.activity_timeout = settings.activity_timeout;
         pusher_config.pong_timeout = settings.pong_timeout;
         pusher_config.max_connections = settings.max_connections;
-        let snapshots = Arc::new(Snapshots { rooms });
+        let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
                 connections,
