@@ -248,6 +248,39 @@ pub struct Sent {
     pub elapsed: Duration,
 }
 
+/// Outcomes of sends shared by many sending tasks.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn record(&self, result: Result<bool, reqwest::Error>) {
+        match result {
+            Ok(true) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            other => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| format!("{other:?}"));
+            }
+        }
+    }
+
+    fn totals(&self) -> (u64, u64, Option<String>) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.first_error.lock().unwrap().clone(),
+        )
+    }
+}
+
 /// Open loop: sends seqs `from..from+count` at `rate` per second, each
 /// stamped in `tracker` right before it leaves, with at most `in_flight`
 /// outstanding (past that the schedule slips, reported as `max_lag`).
@@ -261,9 +294,7 @@ pub async fn at_rate(
     request_latency: Option<Arc<Latencies>>,
 ) -> Sent {
     let gate = Arc::new(Semaphore::new(in_flight));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let tally = Arc::new(Tally::default());
     let start = tokio::time::Instant::now();
     let mut max_lag = Duration::ZERO;
     let mut tasks = tokio::task::JoinSet::new();
@@ -273,12 +304,10 @@ pub async fn at_rate(
         let permit = gate.clone().acquire_owned().await.expect("open semaphore");
         max_lag = max_lag.max(tokio::time::Instant::now().saturating_duration_since(due));
         let seq = from + i;
-        let (p, t, ok, errors, first_error, lat) = (
+        let (p, t, tally, lat) = (
             publisher.clone(),
             tracker.clone(),
-            ok.clone(),
-            errors.clone(),
-            first_error.clone(),
+            tally.clone(),
             request_latency.clone(),
         );
         tasks.spawn(async move {
@@ -289,28 +318,17 @@ pub async fn at_rate(
             if let Some(l) = lat {
                 l.record(seq as usize, t0.elapsed());
             }
-            match result {
-                Ok(true) => {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                other => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    first_error
-                        .lock()
-                        .unwrap()
-                        .get_or_insert_with(|| format!("{other:?}"));
-                }
-            }
+            tally.record(result);
             drop(permit);
         });
         // Reap finished tasks as we go so the set stays small.
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let first_error = first_error.lock().unwrap().clone();
+    let (ok, errors, first_error) = tally.totals();
     Sent {
-        ok: ok.load(Ordering::Relaxed),
-        errors: errors.load(Ordering::Relaxed),
+        ok,
+        errors,
         first_error,
         max_lag,
         elapsed: start.elapsed(),
@@ -327,19 +345,15 @@ pub async fn closed_loop(
     latency: Arc<Latencies>,
 ) -> (u64, u64, Option<String>, Duration) {
     let next = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let tally = Arc::new(Tally::default());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let (p, reqs, next, ok, errors, first_error, lat) = (
+        let (p, reqs, next, tally, lat) = (
             publisher.clone(),
             requests.clone(),
             next.clone(),
-            ok.clone(),
-            errors.clone(),
-            first_error.clone(),
+            tally.clone(),
             latency.clone(),
         );
         tasks.spawn(async move {
@@ -351,27 +365,11 @@ pub async fn closed_loop(
                 let t0 = Instant::now();
                 let r = p.send(&reqs[i]).await;
                 lat.record(w, t0.elapsed());
-                match r {
-                    Ok(true) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        first_error
-                            .lock()
-                            .unwrap()
-                            .get_or_insert_with(|| format!("{other:?}"));
-                    }
-                }
+                tally.record(r);
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    let first_error = first_error.lock().unwrap().clone();
-    (
-        ok.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed),
-        first_error,
-        start.elapsed(),
-    )
+    let (ok, errors, first_error) = tally.totals();
+    (ok, errors, first_error, start.elapsed())
 }
