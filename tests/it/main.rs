@@ -6,6 +6,7 @@ mod attendance_flow;
 mod helpers;
 mod lifecycle;
 mod multi_node;
+mod process;
 mod pusher_api;
 mod redis_server;
 mod scenarios;
