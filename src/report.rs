@@ -66,10 +66,16 @@ pub fn roster_csv(participants: &[Attendance]) -> String {
     out
 }
 
-/// RFC 4180 quoting; a leading `= + - @` is prefixed with `'` so that a
-/// name cannot smuggle a formula into a spreadsheet.
+/// Characters that make a spreadsheet read a cell as a formula (OWASP's
+/// CSV-injection list: TAB and CR too, since some spreadsheets skip them
+/// and read the `=` behind; LF for the same reason).
+const FORMULA_TRIGGERS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\n'];
+
+/// RFC 4180 quoting; a leading formula trigger is prefixed with `'` so
+/// that a name cannot smuggle a formula into a spreadsheet. Plain numbers
+/// (`-1`) are left as they are.
 fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
+    let value = if value.starts_with(FORMULA_TRIGGERS) && value.parse::<f64>().is_err() {
         format!("'{value}")
     } else {
         value.to_string()
@@ -236,6 +242,12 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
         assert_eq!(csv_field("-1"), "-1", "numbers stay numbers");
+        assert_eq!(csv_field("+SUM(A1)"), "'+SUM(A1)");
+        assert_eq!(csv_field("@cmd"), "'@cmd");
+        // TAB and CR (and LF) before a formula: some spreadsheets skip them.
+        assert_eq!(csv_field("\t=1+1"), "'\t=1+1");
+        assert_eq!(csv_field("\r=1+1"), "\"'\r=1+1\"");
+        assert_eq!(csv_field("\n=1+1"), "\"'\n=1+1\"");
     }
 
     #[test]

@@ -154,7 +154,11 @@ impl Application {
         let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
-        let router = http::routes(state.clone()).merge(pusher::routes(pusher_state));
+        // Every response, the framework's own refusals included, leaves
+        // through `harden`: the contract's JSON error body, security headers.
+        let router = http::routes(state.clone())
+            .merge(pusher::routes(pusher_state))
+            .layer(axum::middleware::map_response(http::hardening::harden));
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;

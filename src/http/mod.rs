@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod error;
+pub mod hardening;
 pub mod heartbeat;
 pub mod ops;
 pub mod pusher_api;

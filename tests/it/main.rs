@@ -9,6 +9,7 @@ mod multi_node;
 mod process;
 mod pusher_api;
 mod redis_server;
+mod refusals;
 mod scenarios;
 mod store_suite;
 mod webhook_errors;
