@@ -9,27 +9,24 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::api::store_error;
+use super::client_ip::ClientIp;
 use super::error::AppError;
 use crate::domain::Identity;
-use crate::livekit::verify_access_token;
+use crate::livekit::{AccessClaims, VerifyError, verify_access_token};
 
 pub async fn heartbeat(
     State(app): State<AppState>,
+    client: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| {
-            AppError::unauthorized(
-                "missing_authorization",
-                "Authorization: Bearer <LiveKit access token> is required",
-            )
-        })?;
+    app.limits.credentials_allowed(client.0)?;
     let now = crate::domain::now_millis();
-    let claims = verify_access_token(&app.keys, token, now / 1000)
-        .map_err(|e| AppError::unauthorized(e.code(), e.to_string()))?;
+    let claims = verify(&app, &headers, now).map_err(|(error, spends_a_failure)| {
+        if spends_a_failure {
+            app.limits.credential_failed(client.0);
+        }
+        error
+    })?;
     let room = match (claims.room_join, claims.room.as_deref()) {
         (true, Some(room)) if !room.is_empty() => room.to_string(),
         _ => {
@@ -40,6 +37,8 @@ pub async fn heartbeat(
             ));
         }
     };
+    app.limits
+        .heartbeat(&(room.clone(), claims.identity.clone()))?;
     let session = app.rooms.session(&room).ok_or_else(|| {
         AppError::not_found(format!("{room} does not match ROLLCALL_ROOM_PATTERN"))
     })?;
@@ -76,4 +75,26 @@ pub async fn heartbeat(
             .map_err(|e| store_error(e.into()))?;
     }
     Ok(Json(json!({"in_meeting": in_meeting})))
+}
+
+/// The token's claims, or the 401 and whether it spends one of the
+/// address's failed credentials. An expired or not-yet-valid token was
+/// still signed with our key, so it is no guess: a page left open past its
+/// token's lifetime must not lock out everyone behind the same NAT.
+fn verify(app: &AppState, headers: &HeaderMap, now: i64) -> Result<AccessClaims, (AppError, bool)> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            let error = AppError::unauthorized(
+                "missing_authorization",
+                "Authorization: Bearer <LiveKit access token> is required",
+            );
+            (error, true)
+        })?;
+    verify_access_token(&app.keys, token, now / 1000).map_err(|e| {
+        let signed = matches!(e, VerifyError::Expired | VerifyError::NotYetValid);
+        (AppError::unauthorized(e.code(), e.to_string()), !signed)
+    })
 }
