@@ -79,3 +79,26 @@ impl IntoResponse for AppError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
+        let seconds = |ms| {
+            AppError::rate_limited("slow down", Duration::from_millis(ms))
+                .retry_after
+                .unwrap()
+        };
+        assert_eq!(seconds(0), 1);
+        assert_eq!(seconds(1), 1);
+        assert_eq!(seconds(1000), 1);
+        assert_eq!(seconds(1001), 2);
+        assert_eq!(seconds(59_500), 60);
+        let response = AppError::rate_limited("slow down", Duration::from_secs(3)).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+}
