@@ -223,18 +223,24 @@ async fn webhooks_over_the_rate_are_429_and_recover() {
 }
 
 /// A WebSocket from `local` (an address of this host), with `Origin` if
-/// given; `Ok(first frame)` once the upgrade succeeded.
+/// given, upgraded.
 async fn ws_from(app: &TestApp, local: &str, origin: Option<&str>) -> Ws {
+    ws_with(app, local, &[("Origin", origin)]).await
+}
+
+/// A WebSocket from `local` with extra `headers` (those given as `None`
+/// are left out), upgraded.
+async fn ws_with(app: &TestApp, local: &str, headers: &[(&'static str, Option<&str>)]) -> Ws {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::new(local.parse().unwrap(), 0))
         .unwrap();
     let stream = socket.connect(app.addr).await.expect("tcp connects");
     let mut request = app.ws_url("rollcall-key").into_client_request().unwrap();
-    if let Some(origin) = origin {
-        request
-            .headers_mut()
-            .insert("Origin", origin.parse().unwrap());
+    for (name, value) in headers {
+        if let Some(value) = value {
+            request.headers_mut().insert(*name, value.parse().unwrap());
+        }
     }
     let (ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
@@ -408,4 +414,21 @@ async fn forwarded_for_counts_only_from_trusted_proxies_and_cannot_be_prepended(
     }
     let res = get_attendance(&app, &direct, APP_SECRET, Some("192.0.2.200")).await;
     assert_rate_limited(res).await;
+}
+
+#[tokio::test]
+async fn the_socket_cap_counts_the_client_behind_a_trusted_proxy() {
+    let app = app_with(|s| {
+        s.limits.max_connections_per_ip = 1;
+        s.limits.trusted_proxies = TrustedProxies::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let behind = |client| [("X-Forwarded-For", Some(client))];
+    let mut first = ws_with(&app, "127.0.0.1", &behind("203.0.113.9")).await;
+    first.established().await;
+    let mut again = ws_with(&app, "127.0.0.1", &behind("203.0.113.9")).await;
+    again.refused_with(4100).await;
+    // Another client behind the same proxy has its own allowance.
+    let mut other = ws_with(&app, "127.0.0.1", &behind("198.51.100.7")).await;
+    other.established().await;
 }
