@@ -10,6 +10,8 @@ use crate::engine::naming::{
     DEFAULT_CHANNEL_TEMPLATE, DEFAULT_IDENTITY_PATTERN, DEFAULT_ROOM_PATTERN,
 };
 use crate::engine::{Naming, VerdictRules};
+use crate::http::client_ip::TrustedProxies;
+use crate::limits::AllowedOrigins;
 use crate::livekit::KeyRing;
 use crate::store::RedisOptions;
 
@@ -94,6 +96,63 @@ pub struct ServeArgs {
     /// Longest a graceful shutdown waits for in-flight work.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    // --- Client addresses and limits (issue 9) ---
+    /// Reverse proxies (comma-separated CIDRs or bare IPs) whose
+    /// `X-Forwarded-For` names the client; unset trusts nobody.
+    #[arg(long, env = "ROLLCALL_TRUSTED_PROXIES", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: Option<TrustedProxies>,
+    /// Heartbeats per person (room + identity), `<count>/<duration>`; `0` = off.
+    #[arg(long, env = "ROLLCALL_RATE_HEARTBEATS", default_value = "20/1m", value_parser = parse_rate)]
+    pub rate_heartbeats: ::std::option::Option<Rate>,
+    /// Failed credentials per client address; past it that address's
+    /// authenticated requests get 429 until one is refilled. `0` = off.
+    #[arg(long, env = "ROLLCALL_RATE_AUTH_FAILURES", default_value = "30/1m", value_parser = parse_rate)]
+    pub rate_auth_failures: ::std::option::Option<Rate>,
+    /// LiveKit webhooks per client address; `0` = off.
+    #[arg(long, env = "ROLLCALL_RATE_WEBHOOKS", default_value = "2000/1s", value_parser = parse_rate)]
+    pub rate_webhooks: ::std::option::Option<Rate>,
+    /// Concurrent WebSocket connections per client address; `0` = off.
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS_PER_IP", default_value_t = 5000)]
+    pub max_connections_per_ip: usize,
+    /// Origins (comma-separated, `https://app.example.com`) allowed to open
+    /// WebSockets; unset allows any. Requests without `Origin` are allowed.
+    #[arg(long, env = "ROLLCALL_ALLOWED_ORIGINS", value_parser = AllowedOrigins::parse)]
+    pub allowed_origins: Option<AllowedOrigins>,
+    // --- end client addresses and limits ---
+}
+
+/// A rate: `count` per `per`, e.g. `20/1m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+/// Parses `<count>/<duration>` (`20/1m`, `2000/1s`); `0` (or a zero count)
+/// turns the limit off.
+pub fn parse_rate(s: &str) -> Result<Option<Rate>, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(None);
+    }
+    let (count, per) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not <count>/<duration> (e.g. 20/1m) or 0"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{count:?} is not a whole number"))?;
+    let per = humantime::parse_duration(per.trim()).map_err(|e| format!("{per:?}: {e}"))?;
+    if count == 0 {
+        return Ok(None);
+    }
+    if per.as_nanos() < u128::from(count) {
+        return Err(format!(
+            "{s:?}: the duration must be at least 1ns per request"
+        ));
+    }
+    Ok(Some(Rate { count, per }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +195,21 @@ pub struct Settings {
     pub pong_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Client addresses and limits (issue 9).
+    pub limits: LimitSettings,
     /// Which secrets are the published development defaults.
     pub dev_defaults: Vec<&'static str>,
+}
+
+/// Client addresses and limits; every limit is `None`/`0` when off.
+#[derive(Debug, Clone, Default)]
+pub struct LimitSettings {
+    pub trusted_proxies: TrustedProxies,
+    pub heartbeats: Option<Rate>,
+    pub auth_failures: Option<Rate>,
+    pub webhooks: Option<Rate>,
+    pub max_connections_per_ip: usize,
+    pub allowed_origins: Option<AllowedOrigins>,
 }
 
 impl Settings {
@@ -225,6 +297,14 @@ impl Settings {
             pong_timeout: args.pong_timeout,
             max_connections: args.max_connections,
             shutdown_timeout: args.shutdown_timeout,
+            limits: LimitSettings {
+                trusted_proxies: args.trusted_proxies.unwrap_or_default(),
+                heartbeats: args.rate_heartbeats,
+                auth_failures: args.rate_auth_failures,
+                webhooks: args.rate_webhooks,
+                max_connections_per_ip: args.max_connections_per_ip,
+                allowed_origins: args.allowed_origins,
+            },
             dev_defaults,
         })
     }
@@ -352,4 +432,82 @@ mod tests {
             Err(ConfigError::Naming(_))
         ));
     }
+
+    // --- Client addresses and limits (issue 9) ---
+    #[test]
+    fn limits_default_to_the_contracts_and_zero_turns_them_off() {
+        let s = parse(&[]).unwrap().limits;
+        let per_minute = |count| {
+            Some(Rate {
+                count,
+                per: Duration::from_secs(60),
+            })
+        };
+        assert_eq!(s.heartbeats, per_minute(20));
+        assert_eq!(s.auth_failures, per_minute(30));
+        assert_eq!(
+            s.webhooks,
+            Some(Rate {
+                count: 2000,
+                per: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(s.max_connections_per_ip, 5000);
+        assert!(s.trusted_proxies.is_empty());
+        assert!(s.allowed_origins.is_none());
+        let s = parse(&[
+            "--rate-heartbeats",
+            "0",
+            "--rate-auth-failures",
+            "3/250ms",
+            "--rate-webhooks",
+            "0/1s",
+            "--max-connections-per-ip",
+            "0",
+            "--trusted-proxies",
+            "10.0.0.0/8, 127.0.0.1",
+            "--allowed-origins",
+            "https://app.example.com,http://localhost:3000",
+        ])
+        .unwrap()
+        .limits;
+        assert_eq!(s.heartbeats, None);
+        assert_eq!(
+            s.auth_failures,
+            Some(Rate {
+                count: 3,
+                per: Duration::from_millis(250)
+            })
+        );
+        assert_eq!(s.webhooks, None);
+        assert_eq!(s.max_connections_per_ip, 0);
+        assert!(s.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(s.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+        assert!(!s.trusted_proxies.contains("127.0.0.2".parse().unwrap()));
+        assert!(s.allowed_origins.unwrap().allows("http://localhost:3000"));
+    }
+
+    #[test]
+    fn rates_and_addresses_are_checked() {
+        assert_eq!(parse_rate("0"), Ok(None));
+        assert_eq!(
+            parse_rate(" 20 / 1m "),
+            Ok(Some(Rate {
+                count: 20,
+                per: Duration::from_secs(60)
+            }))
+        );
+        for bad in ["20", "x/1m", "20/soon", "-1/1m", "20/0s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} is refused");
+        }
+        let args = |flags: &[&str]| {
+            let mut argv = vec!["rollcall"];
+            argv.extend_from_slice(flags);
+            Wrapper::try_parse_from(argv).map(|_| ())
+        };
+        assert!(args(&["--rate-webhooks", "lots"]).is_err());
+        assert!(args(&["--trusted-proxies", "proxy.internal"]).is_err());
+        assert!(args(&["--allowed-origins", "app.example.com"]).is_err());
+    }
+    // --- end client addresses and limits ---
 }

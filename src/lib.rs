@@ -7,6 +7,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod livekit;
 pub mod metrics;
 pub mod pusher;

@@ -40,6 +40,49 @@ impl WebhookOutcome {
     }
 }
 
+// --- Limits (issue 9) ---
+/// Which rate limit refused a request (`rollcall_rate_limited_total{limit}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    Heartbeats,
+    AuthFailures,
+    Webhooks,
+}
+
+impl RateLimit {
+    const ALL: [RateLimit; 3] = [Self::Heartbeats, Self::AuthFailures, Self::Webhooks];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Heartbeats => "heartbeats",
+            Self::AuthFailures => "auth_failures",
+            Self::Webhooks => "webhooks",
+        }
+    }
+}
+
+/// Why a WebSocket connection was refused
+/// (`rollcall_connections_refused_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// `ROLLCALL_MAX_CONNECTIONS_PER_IP` reached for the client address.
+    PerIp,
+    /// `Origin` not in `ROLLCALL_ALLOWED_ORIGINS`.
+    Origin,
+}
+
+impl ConnectionRefusal {
+    const ALL: [ConnectionRefusal; 2] = [Self::PerIp, Self::Origin];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PerIp => "per_ip",
+            Self::Origin => "origin",
+        }
+    }
+}
+// --- end limits ---
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     webhooks: [AtomicU64; 7],
@@ -64,6 +107,10 @@ pub struct Metrics {
     /// Messages published through the Pusher HTTP API (one per event and
     /// channel, not per socket).
     pub api_messages_published: AtomicU64,
+    /// Requests refused by a rate limit, by `RateLimit`.
+    rate_limited: [AtomicU64; 3],
+    /// WebSocket connections refused, by `ConnectionRefusal`.
+    connections_refused: [AtomicU64; 2],
 }
 
 /// Gauges read at render time from their owners.
@@ -80,6 +127,52 @@ impl Metrics {
 
     pub fn webhook_count(&self, outcome: WebhookOutcome) -> u64 {
         self.webhooks[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn rate_limited(&self, limit: RateLimit) {
+        self.rate_limited[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rate_limited_count(&self, limit: RateLimit) -> u64 {
+        self.rate_limited[limit as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn connection_refused(&self, reason: ConnectionRefusal) {
+        self.connections_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connections_refused_count(&self, reason: ConnectionRefusal) -> u64 {
+        self.connections_refused[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// The limit families (issue 9), one line per label.
+    fn render_limits(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_rate_limited_total Requests refused with 429 by a rate limit."
+        );
+        let _ = writeln!(out, "# TYPE rollcall_rate_limited_total counter");
+        for limit in RateLimit::ALL {
+            let _ = writeln!(
+                out,
+                "rollcall_rate_limited_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                self.rate_limited_count(limit)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_connections_refused_total WebSocket connections refused, by reason."
+        );
+        let _ = writeln!(out, "# TYPE rollcall_connections_refused_total counter");
+        for reason in ConnectionRefusal::ALL {
+            let _ = writeln!(
+                out,
+                "rollcall_connections_refused_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.connections_refused_count(reason)
+            );
+        }
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -158,6 +251,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
         }
+        self.render_limits(&mut out);
         let gauges = [
             (
                 "rollcall_websocket_connections",

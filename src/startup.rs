@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::limits::{HOUSEKEEPING_PERIOD, Limits, run_housekeeping};
 use crate::metrics::Metrics;
 use crate::pusher::SocketId;
 use crate::pusher::hub::Hub;
@@ -128,6 +129,14 @@ impl Application {
             interval: settings.sweep_interval,
         };
         tracker.spawn(sweeper.run(shutdown.clone()));
+        // Client addresses and limits (issue 9): one set per node, shared by
+        // the HTTP routes and the WebSocket endpoint.
+        let limits = Arc::new(Limits::new(&settings.limits, Arc::clone(&metrics)));
+        tracker.spawn(run_housekeeping(
+            Arc::clone(&limits),
+            HOUSEKEEPING_PERIOD,
+            shutdown.clone(),
+        ));
         let state = AppState {
             rooms: rooms.clone(),
             keys: Arc::new(settings.livekit_keys.clone()),
@@ -137,6 +146,7 @@ impl Application {
             app_secret: Arc::from(settings.app_secret.as_str()),
             pusher_app_id: Arc::from(settings.app_id.as_str()),
             pusher_app_key: Arc::from(settings.app_key.as_str()),
+            limits: Arc::clone(&limits),
         };
         let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
         pusher_config.activity_timeout = settings.activity_timeout;
@@ -154,6 +164,7 @@ impl Application {
         let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
+        pusher_state.limits = limits;
         // Every response, the framework's own refusals included, leaves
         // through `harden`: the contract's JSON error body, security headers.
         let router = http::routes(state.clone())
@@ -196,7 +207,12 @@ impl Application {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
+        // The TCP peer goes into every request (`ConnectInfo`): the client
+        // address per-address limits are keyed by (`http::client_ip`).
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
             signal.await;
             tracing::info!("shutting down: closing sockets with 4200, draining requests");
             shutdown.cancel();

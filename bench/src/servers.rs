@@ -146,6 +146,9 @@ impl Server {
                 let mut c = Command::new(&args.server_bin);
                 c.args(["serve", "--listen", &listen])
                     .args(["--max-connections", "1000000"])
+                    // The generator is a few addresses sending far more than
+                    // any client may: per-address limits off (issue 9).
+                    .args(["--max-connections-per-ip", "0", "--rate-webhooks", "0"])
                     .args(&args.rollcall_flag)
                     .env("RUST_LOG", "warn,rollcall::startup=error");
                 if let Some(u) = &redis_url {

@@ -14,14 +14,22 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::client_ip::ClientIp;
 use super::error::AppError;
 use crate::domain::{Identity, RoomName, Timestamp};
 use crate::engine::{RoomState, Schedule, Session};
 use crate::report;
 use crate::rooms::UpdateError;
 
-/// Checks `Authorization: Bearer <app secret>` in constant time.
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+/// Checks `Authorization: Bearer <app secret>` in constant time, unless
+/// the client's address has no failed credential left (429); a wrong or
+/// missing bearer spends one.
+fn authorize(app: &AppState, client: ClientIp, headers: &HeaderMap) -> Result<(), AppError> {
+    app.limits.credentials_allowed(client.0)?;
+    check_bearer(app, headers).inspect_err(|_| app.limits.credential_failed(client.0))
+}
+
+fn check_bearer(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AppError::unauthorized(
             "missing_authorization",
@@ -80,11 +88,12 @@ struct ScheduleBody {
 /// `PUT /api/sessions/{room}/schedule` (rule 21).
 pub async fn put_schedule(
     State(app): State<AppState>,
+    client: ClientIp,
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AppError> {
-    authorize(&app, &headers)?;
+    authorize(&app, client, &headers)?;
     let session = session_of(&app, &room)?;
     let body = body.map_err(super::body_error)?;
     let value: Value = serde_json::from_slice(&body)
@@ -121,11 +130,12 @@ pub struct AttendanceQuery {
 /// `GET /api/sessions/{room}/attendance` (`?format=csv`).
 pub async fn attendance(
     State(app): State<AppState>,
+    client: ClientIp,
     Path(room): Path<String>,
     Query(query): Query<AttendanceQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    authorize(&app, &headers)?;
+    authorize(&app, client, &headers)?;
     let session = session_of(&app, &room)?;
     let state = state_of(&app, &session).await?;
     let now = crate::domain::now_millis();
@@ -171,10 +181,11 @@ fn sanitize(name: &str) -> String {
 /// each body exactly as LiveKit signed it.
 pub async fn events(
     State(app): State<AppState>,
+    client: ClientIp,
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    authorize(&app, &headers)?;
+    authorize(&app, client, &headers)?;
     let session = session_of(&app, &room)?;
     let log = app
         .rooms
@@ -195,10 +206,11 @@ pub async fn events(
 /// `POST /api/sessions/{room}/recalculate` (rule 22).
 pub async fn recalculate(
     State(app): State<AppState>,
+    client: ClientIp,
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    authorize(&app, &headers)?;
+    authorize(&app, client, &headers)?;
     let session = session_of(&app, &room)?;
     state_of(&app, &session).await?;
     let changed = app.rooms.recalculate(&session).await.map_err(store_error)?;

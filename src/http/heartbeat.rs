@@ -11,25 +11,20 @@ use super::AppState;
 use super::api::store_error;
 use super::error::AppError;
 use crate::domain::Identity;
-use crate::livekit::verify_access_token;
+use crate::livekit::{AccessClaims, verify_access_token};
 
+/// Heartbeats stay outside the failed-credentials gate on purpose: their
+/// credential is a token signed with the LiveKit secret, which cannot be
+/// guessed, and a whole school behind one NAT must not lose every
+/// student's heartbeats — and so, after `ROLLCALL_HEARTBEAT_TIMEOUT`, their
+/// open cycles — because one client there sends forged tokens. A forged
+/// token costs one HMAC and gets 401; valid ones are limited per person.
 pub async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| {
-            AppError::unauthorized(
-                "missing_authorization",
-                "Authorization: Bearer <LiveKit access token> is required",
-            )
-        })?;
     let now = crate::domain::now_millis();
-    let claims = verify_access_token(&app.keys, token, now / 1000)
-        .map_err(|e| AppError::unauthorized(e.code(), e.to_string()))?;
+    let claims = verify(&app, &headers, now)?;
     let room = match (claims.room_join, claims.room.as_deref()) {
         (true, Some(room)) if !room.is_empty() => room.to_string(),
         _ => {
@@ -40,6 +35,8 @@ pub async fn heartbeat(
             ));
         }
     };
+    app.limits
+        .heartbeat(&(room.clone(), claims.identity.clone()))?;
     let session = app.rooms.session(&room).ok_or_else(|| {
         AppError::not_found(format!("{room} does not match ROLLCALL_ROOM_PATTERN"))
     })?;
@@ -76,4 +73,20 @@ pub async fn heartbeat(
             .map_err(|e| store_error(e.into()))?;
     }
     Ok(Json(json!({"in_meeting": in_meeting})))
+}
+
+/// The token's claims, or the 401.
+fn verify(app: &AppState, headers: &HeaderMap, now: i64) -> Result<AccessClaims, AppError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            AppError::unauthorized(
+                "missing_authorization",
+                "Authorization: Bearer <LiveKit access token> is required",
+            )
+        })?;
+    verify_access_token(&app.keys, token, now / 1000)
+        .map_err(|e| AppError::unauthorized(e.code(), e.to_string()))
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod client_ip;
 pub mod error;
 pub mod hardening;
 pub mod heartbeat;
@@ -18,6 +19,7 @@ use axum::routing::{get, post, put};
 
 use error::AppError;
 
+use crate::limits::Limits;
 use crate::livekit::KeyRing;
 use crate::metrics::Metrics;
 use crate::pusher::hub::Hub;
@@ -38,6 +40,15 @@ pub struct AppState {
     pub pusher_app_id: Arc<str>,
     /// The Pusher app key: the `auth_key` of Pusher HTTP API requests.
     pub pusher_app_key: Arc<str>,
+    /// Rate and connection limits, and who the client is (issue 9).
+    pub limits: Arc<Limits>,
+}
+
+/// `ClientIp` reads the trusted proxies from here.
+impl axum::extract::FromRef<AppState> for Arc<client_ip::TrustedProxies> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.limits.trusted_proxies)
+    }
 }
 
 /// The API's body limit: schedules with long expected lists fit easily.

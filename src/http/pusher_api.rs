@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::client_ip::ClientIp;
 use super::error::AppError;
 use crate::metrics::Metrics;
 use crate::pusher::auth::verify_http_api_request;
@@ -49,14 +50,17 @@ impl Query {
     }
 }
 
-/// 404 for another app id, then the request signature (401).
+/// 429 while the client's address has no failed credential left, 404 for
+/// another app id, then the request signature (401, which spends one).
 fn authenticate(
     app: &AppState,
+    client: ClientIp,
     app_id: &str,
     method: &Method,
     uri: &Uri,
     body: &[u8],
 ) -> Result<Query, AppError> {
+    app.limits.credentials_allowed(client.0)?;
     if app_id != &*app.pusher_app_id {
         return Err(AppError::not_found(format!("no app with id {app_id:?}")));
     }
@@ -77,6 +81,7 @@ fn authenticate(
     )
     .map_err(|e| {
         tracing::info!(error = %e, path = uri.path(), "Pusher HTTP API request rejected");
+        app.limits.credential_failed(client.0);
         AppError::unauthorized(e.code(), e.to_string())
     })?;
     Ok(Query(pairs))
@@ -299,12 +304,13 @@ fn count(counts: &SubscriptionCounts, channel: &ChannelName) -> usize {
 pub async fn events(
     State(app): State<AppState>,
     Path(app_id): Path<String>,
+    client: ClientIp,
     method: Method,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AppError> {
     let body = body.map_err(body_error)?;
-    authenticate(&app, &app_id, &method, &uri, &body)?;
+    authenticate(&app, client, &app_id, &method, &uri, &body)?;
     let event = Event::parse(parse_json(&body)?)?;
     let events = [event];
     publish(&app, &events).await?;
@@ -335,12 +341,13 @@ struct BatchBody {
 pub async fn batch_events(
     State(app): State<AppState>,
     Path(app_id): Path<String>,
+    client: ClientIp,
     method: Method,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AppError> {
     let body = body.map_err(body_error)?;
-    authenticate(&app, &app_id, &method, &uri, &body)?;
+    authenticate(&app, client, &app_id, &method, &uri, &body)?;
     let batch: BatchBody = parse_json(&body)?;
     if batch.batch.len() > MAX_BATCH_EVENTS {
         return Err(invalid(format!(
@@ -377,10 +384,11 @@ pub async fn batch_events(
 pub async fn channels(
     State(app): State<AppState>,
     Path(app_id): Path<String>,
+    client: ClientIp,
     method: Method,
     uri: Uri,
 ) -> Result<Json<Value>, AppError> {
-    let query = authenticate(&app, &app_id, &method, &uri, &[])?;
+    let query = authenticate(&app, client, &app_id, &method, &uri, &[])?;
     let prefix = query.get("filter_by_prefix").unwrap_or_default().to_owned();
     let info = Info::parse(query.get("info"))?;
     if info.user_count && !prefix.starts_with("presence-") {
@@ -408,10 +416,11 @@ fn channel_param(name: &str) -> Result<ChannelName, AppError> {
 pub async fn channel(
     State(app): State<AppState>,
     Path((app_id, name)): Path<(String, String)>,
+    client: ClientIp,
     method: Method,
     uri: Uri,
 ) -> Result<Json<Value>, AppError> {
-    let query = authenticate(&app, &app_id, &method, &uri, &[])?;
+    let query = authenticate(&app, client, &app_id, &method, &uri, &[])?;
     let channel = channel_param(&name)?;
     let info = Info::parse(query.get("info"))?;
     info.check_for(&channel)?;
@@ -432,10 +441,11 @@ pub async fn channel(
 pub async fn users(
     State(app): State<AppState>,
     Path((app_id, name)): Path<(String, String)>,
+    client: ClientIp,
     method: Method,
     uri: Uri,
 ) -> Result<Json<Value>, AppError> {
-    authenticate(&app, &app_id, &method, &uri, &[])?;
+    authenticate(&app, client, &app_id, &method, &uri, &[])?;
     let channel = channel_param(&name)?;
     if channel.kind() != ChannelKind::Presence {
         return Err(invalid(format!(

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::client_ip::ClientIp;
 use super::error::AppError;
 use crate::ingest::{Ack, IngestError};
 use crate::livekit::verify_webhook;
@@ -19,9 +20,14 @@ pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 
 pub async fn livekit(
     State(app): State<AppState>,
+    client: ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AppError> {
+    // Refused before any verification; counted as rate limited, not as a
+    // webhook outcome. 429 is a 4xx, which LiveKit does not retry, but
+    // the default limit is far above any real meeting's burst (README).
+    app.limits.webhook(client.0)?;
     let result = handle(&app, &headers, body).await;
     let outcome = match &result {
         Ok(Ack::Applied) => WebhookOutcome::Applied,

@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::Either;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ use super::channel::ChannelName;
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
+use crate::http::client_ip::{ClientIp, TrustedProxies};
+use crate::limits::{Limits, TooManyFromAddress};
 
 /// Settings of the Pusher endpoint.
 #[derive(Debug, Clone)]
@@ -110,6 +113,16 @@ pub struct PusherState {
     /// outbox (sockets do not each watch the shared token: polling it takes
     /// its lock, on every wake-up of every socket).
     relay: Arc<Once>,
+    /// Client addresses, origins and per-address connection limits (off
+    /// unless the application sets them).
+    pub limits: Arc<Limits>,
+}
+
+/// `ClientIp` reads the trusted proxies from here.
+impl axum::extract::FromRef<PusherState> for Arc<TrustedProxies> {
+    fn from_ref(state: &PusherState) -> Self {
+        Arc::clone(&state.limits.trusted_proxies)
+    }
 }
 
 impl PusherState {
@@ -124,6 +137,7 @@ impl PusherState {
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
             relay: Arc::new(Once::new()),
+            limits: Arc::new(Limits::off()),
         }
     }
 
@@ -230,10 +244,17 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 async fn upgrade(
     State(state): State<PusherState>,
+    client: ClientIp,
+    headers: HeaderMap,
     Path(app_key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // A page of a site not in ROLLCALL_ALLOWED_ORIGINS: refused before
+    // upgrading, with the contract's 403 JSON.
+    if let Err(refusal) = state.limits.origin_allowed(&headers) {
+        return refusal.into_response();
+    }
     // See `PusherConfig::max_message_bytes`.
     let limit = state.config.max_message_bytes.saturating_mul(2);
     state.relay_shutdown();
@@ -255,6 +276,15 @@ async fn upgrade(
         None => ConnectionSlot::acquire(&state.connections, state.config.max_connections)
             .ok_or((code::OVER_CAPACITY, "over capacity".to_owned())),
     };
+    // ROLLCALL_MAX_CONNECTIONS_PER_IP: refused as over capacity is; the
+    // per-address slot, like the node's, lives as long as the connection.
+    let admitted = admitted.and_then(|slot| match state.limits.connection_slot(client.0) {
+        Ok(per_ip) => Ok((slot, per_ip)),
+        Err(TooManyFromAddress) => Err((
+            code::OVER_CAPACITY,
+            "too many connections from your address".to_owned(),
+        )),
+    });
     // The callback builds the socket's task without an `async` wrapper of
     // its own (which would keep a moved-from copy of the socket and the
     // state in every task).

@@ -8,6 +8,7 @@ mod lifecycle;
 mod multi_node;
 mod process;
 mod pusher_api;
+mod rate_limits;
 mod redis_server;
 mod refusals;
 mod scenarios;
