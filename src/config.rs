@@ -94,6 +94,16 @@ pub struct ServeArgs {
     /// Longest a graceful shutdown waits for in-flight work.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    // --- WebSocket hardening (issue 9): write stalls, subscribe churn ---
+    /// A socket write that makes no progress for this long ends the socket
+    /// (the client stopped reading).
+    #[arg(long, env = "ROLLCALL_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+    /// Subscribe/unsubscribe requests allowed per socket, `<count>/<duration>`
+    /// (burst `count`); `0` turns the limit off. Over it: 4301.
+    #[arg(long, env = "ROLLCALL_RATE_SUBSCRIBES", default_value = "100/10s")]
+    pub rate_subscribes: String,
+    // --- end WebSocket hardening ---
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +120,8 @@ pub enum ConfigError {
     ReportUrl(String),
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
+    #[error("{0}: {1}")]
+    Rate(&'static str, String),
     #[error(
         "refusing to listen on {0}, a non-loopback address, with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
     )]
@@ -136,6 +148,10 @@ pub struct Settings {
     pub pong_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// See `ServeArgs::write_timeout`.
+    pub write_timeout: Duration,
+    /// Subscribe/unsubscribe requests per socket; `None`: unlimited.
+    pub rate_subscribes: Option<Rate>,
     /// Which secrets are the published development defaults.
     pub dev_defaults: Vec<&'static str>,
 }
@@ -184,6 +200,7 @@ impl Settings {
             ("ROLLCALL_HEARTBEAT_TIMEOUT", args.heartbeat_timeout),
             ("ROLLCALL_SWEEP_INTERVAL", args.sweep_interval),
             ("ROLLCALL_ACTIVITY_TIMEOUT", args.activity_timeout),
+            ("ROLLCALL_WRITE_TIMEOUT", args.write_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -225,6 +242,9 @@ impl Settings {
             pong_timeout: args.pong_timeout,
             max_connections: args.max_connections,
             shutdown_timeout: args.shutdown_timeout,
+            write_timeout: args.write_timeout,
+            rate_subscribes: parse_rate(&args.rate_subscribes)
+                .map_err(|e| ConfigError::Rate("ROLLCALL_RATE_SUBSCRIBES", e))?,
             dev_defaults,
         })
     }
@@ -241,6 +261,50 @@ impl Settings {
         args.listen = "127.0.0.1:0".parse().expect("valid address");
         Self::from_args(args).expect("dev settings are valid")
     }
+}
+
+/// A rate limit: `count` requests per `per`, in a burst of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The `governor` quota: `count` cells refilled evenly over `per`, all
+    /// available at once (so a client re-subscribing to all its channels
+    /// after a reconnect fits in the burst).
+    pub fn quota(self) -> governor::Quota {
+        let count = std::num::NonZeroU32::new(self.count).unwrap_or(std::num::NonZeroU32::MIN);
+        let period = (self.per / count.get()).max(Duration::from_nanos(1));
+        governor::Quota::with_period(period)
+            .expect("a non-zero period")
+            .allow_burst(count)
+    }
+}
+
+/// Parses a rate, `<count>/<duration>` (`100/10s`, `5/1m`); `0` (or a count
+/// of 0) means no limit: `None`.
+pub fn parse_rate(s: &str) -> Result<Option<Rate>, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(None);
+    }
+    let (count, per) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not <count>/<duration> (e.g. 100/10s) or 0"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{count:?} is not a whole number"))?;
+    let per = humantime::parse_duration(per.trim()).map_err(|e| format!("{per:?}: {e}"))?;
+    if count == 0 {
+        return Ok(None);
+    }
+    if per.is_zero() {
+        return Err(format!("{s:?}: the duration must be greater than zero"));
+    }
+    Ok(Some(Rate { count, per }))
 }
 
 #[cfg(test)]
@@ -351,5 +415,60 @@ mod tests {
             parse(&["--channel-template", "x.{nope}"]),
             Err(ConfigError::Naming(_))
         ));
+    }
+
+    #[test]
+    fn ws_hardening_settings_and_rates() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.write_timeout, Duration::from_secs(30));
+        assert_eq!(
+            s.rate_subscribes,
+            Some(Rate {
+                count: 100,
+                per: Duration::from_secs(10)
+            })
+        );
+        let s = parse(&["--write-timeout", "750ms", "--rate-subscribes", "0"]).unwrap();
+        assert_eq!(s.write_timeout, Duration::from_millis(750));
+        assert_eq!(s.rate_subscribes, None);
+        assert!(matches!(
+            parse(&["--write-timeout", "0s"]),
+            Err(ConfigError::ZeroDuration("ROLLCALL_WRITE_TIMEOUT"))
+        ));
+        assert!(matches!(
+            parse(&["--rate-subscribes", "lots"]),
+            Err(ConfigError::Rate("ROLLCALL_RATE_SUBSCRIBES", _))
+        ));
+    }
+
+    #[test]
+    fn parse_rate_reads_count_per_duration() {
+        let rate = |count, ms| {
+            Some(Rate {
+                count,
+                per: Duration::from_millis(ms),
+            })
+        };
+        assert_eq!(parse_rate("100/10s"), Ok(rate(100, 10_000)));
+        assert_eq!(parse_rate(" 5 / 1m "), Ok(rate(5, 60_000)));
+        assert_eq!(parse_rate("1/250ms"), Ok(rate(1, 250)));
+        assert_eq!(parse_rate("0"), Ok(None));
+        assert_eq!(parse_rate("0/10s"), Ok(None));
+        for bad in [
+            "", "10", "10/", "/10s", "x/10s", "-1/10s", "10/0s", "10/ten", "1.5/1s",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn a_rate_allows_its_count_at_once_then_refills_evenly() {
+        use governor::RateLimiter;
+        let quota = parse_rate("3/30s").unwrap().unwrap().quota();
+        assert_eq!(quota.burst_size().get(), 3);
+        assert_eq!(quota.replenish_interval(), Duration::from_secs(10));
+        let limiter = RateLimiter::direct(quota);
+        assert!((0..3).all(|_| limiter.check().is_ok()));
+        assert!(limiter.check().is_err(), "the fourth in a burst is refused");
     }
 }

@@ -40,6 +40,92 @@ impl WebhookOutcome {
     }
 }
 
+// --- WebSocket hardening (issue 9) ---
+/// Why the server ended a Pusher socket; `rollcall_ws_closed_total{reason}`.
+/// (Shutdown's 4200 and the client's own closes are not counted.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsClose {
+    /// Pings kept coming while their pongs could not be written.
+    PingFlood,
+    /// A write made no progress for `ROLLCALL_WRITE_TIMEOUT`.
+    WriteTimeout,
+    /// No sign of life within `ROLLCALL_PONG_TIMEOUT` of our ping (4201).
+    PongTimeout,
+    /// The outbound queue overflowed (4100).
+    SlowConsumer,
+    /// A client message over the size limit (4100).
+    TooLarge,
+    /// Subscribe/unsubscribe requests over `ROLLCALL_RATE_SUBSCRIBES` (4301).
+    SubscribeRate,
+}
+
+impl WsClose {
+    const ALL: [WsClose; 6] = [
+        Self::PingFlood,
+        Self::WriteTimeout,
+        Self::PongTimeout,
+        Self::SlowConsumer,
+        Self::TooLarge,
+        Self::SubscribeRate,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::PingFlood => "ping_flood",
+            Self::WriteTimeout => "write_timeout",
+            Self::PongTimeout => "pong_timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::TooLarge => "too_large",
+            Self::SubscribeRate => "subscribe_rate",
+        }
+    }
+}
+
+/// Counters of the WebSocket bounds.
+#[derive(Debug, Default)]
+pub struct WsMetrics {
+    closed: [AtomicU64; 6],
+    /// Subscribe/unsubscribe requests refused by the per-socket rate.
+    pub subscribes_rate_limited: AtomicU64,
+}
+
+impl WsMetrics {
+    pub fn closed(&self, why: WsClose) {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed_count(&self, why: WsClose) -> u64 {
+        self.closed[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_ws_closed_total Pusher sockets the server ended, by reason."
+        );
+        let _ = writeln!(out, "# TYPE rollcall_ws_closed_total counter");
+        for why in WsClose::ALL {
+            let _ = writeln!(
+                out,
+                "rollcall_ws_closed_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.closed_count(why)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_rate_limited_total Requests refused by a rate limit."
+        );
+        let _ = writeln!(out, "# TYPE rollcall_rate_limited_total counter");
+        let _ = writeln!(
+            out,
+            "rollcall_rate_limited_total{{limit=\"subscribes\"}} {}",
+            self.subscribes_rate_limited.load(Ordering::Relaxed)
+        );
+    }
+}
+// --- end WebSocket hardening ---
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     webhooks: [AtomicU64; 7],
@@ -64,6 +150,8 @@ pub struct Metrics {
     /// Messages published through the Pusher HTTP API (one per event and
     /// channel, not per socket).
     pub api_messages_published: AtomicU64,
+    /// WebSocket bounds (issue 9).
+    pub ws: WsMetrics,
 }
 
 /// Gauges read at render time from their owners.
@@ -175,6 +263,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {value}");
         }
+        self.ws.render(&mut out);
         out
     }
 }

@@ -142,6 +142,8 @@ impl Application {
         pusher_config.activity_timeout = settings.activity_timeout;
         pusher_config.pong_timeout = settings.pong_timeout;
         pusher_config.max_connections = settings.max_connections;
+        pusher_config.write_timeout = settings.write_timeout;
+        pusher_config.subscribe_quota = settings.rate_subscribes.map(|rate| rate.quota());
         let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
@@ -154,6 +156,7 @@ impl Application {
         let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
+        pusher_state.metrics = Arc::clone(&metrics);
         let router = http::routes(state.clone()).merge(pusher::routes(pusher_state));
         let listener = TcpListener::bind(settings.listen)
             .await

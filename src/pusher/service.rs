@@ -26,6 +26,7 @@ use super::channel::ChannelName;
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
+use crate::metrics::Metrics;
 
 /// Settings of the Pusher endpoint.
 #[derive(Debug, Clone)]
@@ -51,6 +52,12 @@ pub struct PusherConfig {
     pub max_connections: usize,
     /// Channels one connection may be subscribed to at once.
     pub max_channels_per_socket: usize,
+    /// A write to a socket that makes no progress for this long ends it
+    /// (`ROLLCALL_WRITE_TIMEOUT`): the client stopped reading.
+    pub write_timeout: Duration,
+    /// Subscribe/unsubscribe requests allowed per socket
+    /// (`ROLLCALL_RATE_SUBSCRIBES`); `None`: unlimited. Over it: 4301.
+    pub subscribe_quota: Option<governor::Quota>,
 }
 
 impl PusherConfig {
@@ -65,6 +72,16 @@ impl PusherConfig {
             outbound_queue: 512,
             max_connections: 10_000,
             max_channels_per_socket: 100,
+            write_timeout: Duration::from_secs(30),
+            // pusher-js re-subscribes to all its channels (at most
+            // `max_channels_per_socket`) at once after a reconnect.
+            subscribe_quota: Some(
+                crate::config::Rate {
+                    count: 100,
+                    per: Duration::from_secs(10),
+                }
+                .quota(),
+            ),
         }
     }
 }
@@ -106,6 +123,8 @@ pub struct PusherState {
     /// Connections currently admitted (gauge, bounded by
     /// `max_connections`).
     pub connections: Arc<AtomicUsize>,
+    /// Counters (the application's, shared with `/metrics`).
+    pub metrics: Arc<Metrics>,
     /// Starts, once, the task that relays `shutdown` to every socket's
     /// outbox (sockets do not each watch the shared token: polling it takes
     /// its lock, on every wake-up of every socket).
@@ -123,6 +142,7 @@ impl PusherState {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
+            metrics: Arc::new(Metrics::default()),
             relay: Arc::new(Once::new()),
         }
     }
@@ -228,6 +248,19 @@ const READ_BUFFER_BYTES: usize = 512;
 /// which bounds what a socket retains after a burst.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Largest frame rollcall sends (a snapshot of a very large room; Pusher
+/// HTTP API events are at most 10 KiB of data).
+const MAX_OUTBOUND_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most tungstenite may hold for one socket. Our writes never take it
+/// past `WRITE_BUFFER_BYTES` plus one frame (`socket.rs` waits for a flush
+/// before feeding more), so this bounds what *tungstenite* queues on its
+/// own: pongs for a client's pings and the close reply. Past it, the pong
+/// waits in tungstenite's single control-frame slot (a newer pong replaces
+/// it) instead of piling up (256 MiB of pings from a client that did not
+/// read cost +245 MB before this).
+const MAX_WRITE_BUFFER_BYTES: usize = WRITE_BUFFER_BYTES + MAX_OUTBOUND_FRAME_BYTES;
+
 async fn upgrade(
     State(state): State<PusherState>,
     Path(app_key): Path<String>,
@@ -243,6 +276,7 @@ async fn upgrade(
     let ws = ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"));
