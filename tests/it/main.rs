@@ -12,3 +12,4 @@ mod redis_server;
 mod scenarios;
 mod store_suite;
 mod webhook_errors;
+mod ws_hardening;
