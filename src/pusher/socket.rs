@@ -563,16 +563,29 @@ fn poll_write_all(
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), Stop>> {
     while pending.is_some() {
-        ready!(ws.as_mut().poll_ready(cx)).map_err(|_| Stop::Gone)?;
+        ready!(ws.as_mut().poll_ready(cx)).map_err(write_failed)?;
         if let Some(frame) = pending.take() {
             ws.as_mut()
                 .start_send(Message::Text(frame))
-                .map_err(|_| Stop::Gone)?;
+                .map_err(write_failed)?;
             *progressed = true;
         }
         *pending = frames.next();
     }
-    ws.as_mut().poll_flush(cx).map_err(|_| Stop::Gone)
+    ws.as_mut().poll_flush(cx).map_err(write_failed)
+}
+
+/// A failed write ends the socket. Only a frame larger than the write
+/// buffer's cap (`MAX_WRITE_BUFFER_BYTES` in `service.rs`: a snapshot of a
+/// room of thousands) is our doing, so that one is logged.
+#[cold]
+fn write_failed(err: axum::Error) -> Stop {
+    let source =
+        std::error::Error::source(&err).and_then(|e| e.downcast_ref::<tungstenite::Error>());
+    if let Some(tungstenite::Error::WriteBufferFull(_)) = source {
+        tracing::warn!("a frame exceeds the socket's write buffer cap; closing the socket");
+    }
+    Stop::Gone
 }
 
 /// Whether a client data message is over `limit` bytes. tungstenite's own
