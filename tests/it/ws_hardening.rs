@@ -23,6 +23,7 @@ use tokio_tungstenite::{WebSocketStream, client_async, connect_async};
 
 use crate::helpers::{APP_SECRET, CHANNEL, PusherClient, ROOM, event_id, joined};
 use crate::process::ServerProcess;
+use crate::redis_server::RedisServer;
 
 const APP_KEY: &str = "rollcall-key";
 /// `PusherConfig::max_message_bytes` (not configurable).
@@ -455,7 +456,19 @@ async fn oversized_messages_of_any_size_get_an_error_and_4100() {
 
 #[tokio::test]
 async fn resubscribe_floods_cost_one_snapshot_then_close_with_4301() {
-    let server = server(&[("ROLLCALL_RATE_SUBSCRIBES", "100/10s")]).await;
+    resubscribe_flood(&[]).await;
+}
+
+#[tokio::test]
+async fn resubscribe_floods_cost_one_snapshot_then_close_with_4301_on_redis() {
+    let redis = RedisServer::start().await;
+    resubscribe_flood(&[("ROLLCALL_REDIS_URL", &redis.url())]).await;
+}
+
+async fn resubscribe_flood(env: &[(&str, &str)]) {
+    let mut env = env.to_vec();
+    env.push(("ROLLCALL_RATE_SUBSCRIBES", "100/10s"));
+    let server = server(&env).await;
     crowd_the_room(&server, 150).await;
 
     // pusher-js re-subscribing to 100 channels at once fits the burst.
