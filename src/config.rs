@@ -101,8 +101,8 @@ pub struct ServeArgs {
     pub write_timeout: Duration,
     /// Subscribe/unsubscribe requests allowed per socket, `<count>/<duration>`
     /// (burst `count`); `0` turns the limit off. Over it: 4301.
-    #[arg(long, env = "ROLLCALL_RATE_SUBSCRIBES", default_value = "100/10s")]
-    pub rate_subscribes: String,
+    #[arg(long, env = "ROLLCALL_RATE_SUBSCRIBES", default_value = "100/10s", value_parser = parse_rate)]
+    pub rate_subscribes: ::std::option::Option<Rate>,
     // --- end WebSocket hardening ---
 }
 
@@ -120,8 +120,6 @@ pub enum ConfigError {
     ReportUrl(String),
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
-    #[error("{0}: {1}")]
-    Rate(&'static str, String),
     #[error(
         "refusing to listen on {0}, a non-loopback address, with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
     )]
@@ -243,8 +241,7 @@ impl Settings {
             max_connections: args.max_connections,
             shutdown_timeout: args.shutdown_timeout,
             write_timeout: args.write_timeout,
-            rate_subscribes: parse_rate(&args.rate_subscribes)
-                .map_err(|e| ConfigError::Rate("ROLLCALL_RATE_SUBSCRIBES", e))?,
+            rate_subscribes: args.rate_subscribes,
             dev_defaults,
         })
     }
@@ -301,8 +298,10 @@ pub fn parse_rate(s: &str) -> Result<Option<Rate>, String> {
     if count == 0 {
         return Ok(None);
     }
-    if per.is_zero() {
-        return Err(format!("{s:?}: the duration must be greater than zero"));
+    if per.as_nanos() < u128::from(count) {
+        return Err(format!(
+            "{s:?}: the duration must be at least 1ns per request"
+        ));
     }
     Ok(Some(Rate { count, per }))
 }
@@ -435,10 +434,10 @@ mod tests {
             parse(&["--write-timeout", "0s"]),
             Err(ConfigError::ZeroDuration("ROLLCALL_WRITE_TIMEOUT"))
         ));
-        assert!(matches!(
-            parse(&["--rate-subscribes", "lots"]),
-            Err(ConfigError::Rate("ROLLCALL_RATE_SUBSCRIBES", _))
-        ));
+        assert!(
+            Wrapper::try_parse_from(["rollcall", "--rate-subscribes", "lots"]).is_err(),
+            "a malformed rate is refused"
+        );
     }
 
     #[test]
@@ -455,7 +454,7 @@ mod tests {
         assert_eq!(parse_rate("0"), Ok(None));
         assert_eq!(parse_rate("0/10s"), Ok(None));
         for bad in [
-            "", "10", "10/", "/10s", "x/10s", "-1/10s", "10/0s", "10/ten", "1.5/1s",
+            "", "10", "10/", "/10s", "x/10s", "-1/10s", "10/0s", "10/ten", "1.5/1s", "10/5ns",
         ] {
             assert!(parse_rate(bad).is_err(), "{bad:?} should be refused");
         }
