@@ -6,6 +6,13 @@
 //! only writer is what makes the ordering guarantees below hold without
 //! locks.
 //!
+//! Whatever the client does, the task ends in bounded time: every write is
+//! raced against the halt, a stall deadline (`write_timeout` without
+//! progress) and the keepalive's give-up time, so a client that stopped
+//! reading is decided on even while a write is pending; the pong tungstenite
+//! owes for a client's ping is flushed before reading on (so pongs cannot
+//! pile up); subscribe/unsubscribe requests spend a per-socket budget.
+//!
 //! The task's future is what every idle socket costs besides its buffers, so
 //! rare paths (client messages, the close handshake) are boxed and only the
 //! receive loop stays inline.
