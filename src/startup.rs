@@ -143,7 +143,7 @@ impl Application {
         pusher_config.pong_timeout = settings.pong_timeout;
         pusher_config.max_connections = settings.max_connections;
         pusher_config.write_timeout = settings.write_timeout;
-        pusher_config.subscribe_quota = settings.rate_subscribes.map(|rate| rate.quota());
+        pusher_config.subscribe_rate = settings.rate_subscribes;
         let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(

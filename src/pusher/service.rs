@@ -26,6 +26,7 @@ use super::channel::ChannelName;
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
+use crate::config::Rate;
 use crate::metrics::Metrics;
 
 /// Settings of the Pusher endpoint.
@@ -55,9 +56,10 @@ pub struct PusherConfig {
     /// A write to a socket that makes no progress for this long ends it
     /// (`ROLLCALL_WRITE_TIMEOUT`): the client stopped reading.
     pub write_timeout: Duration,
-    /// Subscribe/unsubscribe requests allowed per socket
-    /// (`ROLLCALL_RATE_SUBSCRIBES`); `None`: unlimited. Over it: 4301.
-    pub subscribe_quota: Option<governor::Quota>,
+    /// Subscribe/unsubscribe requests allowed per socket, in a burst of up
+    /// to `count` (`ROLLCALL_RATE_SUBSCRIBES`); `None`: unlimited. Over it:
+    /// 4301.
+    pub subscribe_rate: Option<Rate>,
 }
 
 impl PusherConfig {
@@ -75,13 +77,10 @@ impl PusherConfig {
             write_timeout: Duration::from_secs(30),
             // pusher-js re-subscribes to all its channels (at most
             // `max_channels_per_socket`) at once after a reconnect.
-            subscribe_quota: Some(
-                crate::config::Rate {
-                    count: 100,
-                    per: Duration::from_secs(10),
-                }
-                .quota(),
-            ),
+            subscribe_rate: Some(Rate {
+                count: 100,
+                per: Duration::from_secs(10),
+            }),
         }
     }
 }

@@ -19,18 +19,21 @@
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::Sink;
+use governor::Quota;
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::tungstenite;
 
+use crate::config::Rate;
 use crate::metrics::WsClose;
 
 use super::auth::verify_channel_auth;
@@ -379,18 +382,18 @@ impl Connection {
     }
 
     /// Takes one subscribe/unsubscribe from the socket's budget
-    /// (`PusherConfig::subscribe_quota`); over it, a `pusher:error` and a
+    /// (`PusherConfig::subscribe_rate`); over it, a `pusher:error` and a
     /// 4301 close (pusher-js does not reconnect after 43xx, so a looping
     /// client stops instead of coming straight back).
     async fn spend_subscribe(&mut self, ws: &mut WebSocket) -> Result<(), Stop> {
-        let Some(quota) = self.state.config.subscribe_quota else {
+        let Some(rate) = self.state.config.subscribe_rate else {
             return Ok(());
         };
         if !std::mem::replace(&mut self.subscribed_once, true) {
             return Ok(());
         }
         let limiter = self.subscribes.get_or_insert_with(|| {
-            let limiter = governor::RateLimiter::direct_with_clock(quota, MonotonicClock);
+            let limiter = governor::RateLimiter::direct_with_clock(quota(rate), MonotonicClock);
             // The first request's cell (a full bucket always has it).
             let _ = limiter.check();
             Box::new(limiter)
@@ -560,6 +563,17 @@ impl Connection {
     }
 }
 
+/// `count` per `per` as a GCRA quota: all `count` cells available at once
+/// (so a client re-subscribing to all its channels after a reconnect fits),
+/// then one more every `per / count`.
+fn quota(rate: Rate) -> Quota {
+    let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+    let period = (rate.per / count.get()).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .expect("a non-zero period")
+        .allow_burst(count)
+}
+
 /// The 4201 decision: a pinged client showed no sign of life in time.
 fn pong_timeout() -> Stop {
     Stop::Close(
@@ -638,6 +652,19 @@ mod tests {
     /// this was written, of which 368 are the `WebSocket` itself; it was
     /// 2,192 before; 1,048 with the write-stall deadline and the subscribe
     /// limiter, both boxed and made only when needed).
+    #[test]
+    fn a_rate_allows_its_count_at_once_then_refills_evenly() {
+        let quota = quota(Rate {
+            count: 3,
+            per: Duration::from_secs(30),
+        });
+        assert_eq!(quota.burst_size().get(), 3);
+        assert_eq!(quota.replenish_interval(), Duration::from_secs(10));
+        let limiter = governor::RateLimiter::direct_with_clock(quota, MonotonicClock);
+        assert!((0..3).all(|_| limiter.check().is_ok()));
+        assert!(limiter.check().is_err(), "the fourth in a burst is refused");
+    }
+
     #[test]
     fn the_socket_task_stays_small() {
         let size = output_size(serve);

@@ -665,13 +665,10 @@ async fn a_repeated_subscribe_skips_the_snapshot_but_a_fresh_one_gets_it() {
 #[tokio::test]
 async fn subscribe_requests_over_the_rate_are_closed_with_4301() {
     let mut config = config();
-    config.subscribe_quota = Some(
-        crate::config::Rate {
-            count: 3,
-            per: Duration::from_secs(60),
-        }
-        .quota(),
-    );
+    config.subscribe_rate = Some(crate::config::Rate {
+        count: 3,
+        per: Duration::from_secs(60),
+    });
     let server = spawn(config).await;
     let mut c = server.client().await;
     succeeded(&c.subscribe("a").await, "a");
