@@ -120,6 +120,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLCALL_ALLOWED_ORIGINS", value_parser = AllowedOrigins::parse)]
     pub allowed_origins: Option<AllowedOrigins>,
     // --- end client addresses and limits ---
+    // --- WebSocket hardening (issue 9): write stalls, subscribe churn ---
+    /// A socket write that makes no progress for this long ends the socket
+    /// (the client stopped reading).
+    #[arg(long, env = "ROLLCALL_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+    /// Subscribe/unsubscribe requests allowed per socket, `<count>/<duration>`
+    /// (burst `count`); `0` turns the limit off. Over it: 4301.
+    #[arg(long, env = "ROLLCALL_RATE_SUBSCRIBES", default_value = "100/10s", value_parser = parse_rate)]
+    pub rate_subscribes: ::std::option::Option<Rate>,
+    // --- end WebSocket hardening ---
 }
 
 /// A rate: `count` per `per`, e.g. `20/1m`.
@@ -197,6 +207,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Client addresses and limits (issue 9).
     pub limits: LimitSettings,
+    /// See `ServeArgs::write_timeout`.
+    pub write_timeout: Duration,
+    /// Subscribe/unsubscribe requests per socket; `None`: unlimited.
+    pub rate_subscribes: Option<Rate>,
     /// Which secrets are the published development defaults.
     pub dev_defaults: Vec<&'static str>,
 }
@@ -256,6 +270,7 @@ impl Settings {
             ("ROLLCALL_HEARTBEAT_TIMEOUT", args.heartbeat_timeout),
             ("ROLLCALL_SWEEP_INTERVAL", args.sweep_interval),
             ("ROLLCALL_ACTIVITY_TIMEOUT", args.activity_timeout),
+            ("ROLLCALL_WRITE_TIMEOUT", args.write_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -305,6 +320,8 @@ impl Settings {
                 max_connections_per_ip: args.max_connections_per_ip,
                 allowed_origins: args.allowed_origins,
             },
+            write_timeout: args.write_timeout,
+            rate_subscribes: args.rate_subscribes,
             dev_defaults,
         })
     }
@@ -510,4 +527,47 @@ mod tests {
         assert!(args(&["--allowed-origins", "app.example.com"]).is_err());
     }
     // --- end client addresses and limits ---
+    #[test]
+    fn ws_hardening_settings_and_rates() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.write_timeout, Duration::from_secs(30));
+        assert_eq!(
+            s.rate_subscribes,
+            Some(Rate {
+                count: 100,
+                per: Duration::from_secs(10)
+            })
+        );
+        let s = parse(&["--write-timeout", "750ms", "--rate-subscribes", "0"]).unwrap();
+        assert_eq!(s.write_timeout, Duration::from_millis(750));
+        assert_eq!(s.rate_subscribes, None);
+        assert!(matches!(
+            parse(&["--write-timeout", "0s"]),
+            Err(ConfigError::ZeroDuration("ROLLCALL_WRITE_TIMEOUT"))
+        ));
+        assert!(
+            Wrapper::try_parse_from(["rollcall", "--rate-subscribes", "lots"]).is_err(),
+            "a malformed rate is refused"
+        );
+    }
+
+    #[test]
+    fn parse_rate_reads_count_per_duration() {
+        let rate = |count, ms| {
+            Some(Rate {
+                count,
+                per: Duration::from_millis(ms),
+            })
+        };
+        assert_eq!(parse_rate("100/10s"), Ok(rate(100, 10_000)));
+        assert_eq!(parse_rate(" 5 / 1m "), Ok(rate(5, 60_000)));
+        assert_eq!(parse_rate("1/250ms"), Ok(rate(1, 250)));
+        assert_eq!(parse_rate("0"), Ok(None));
+        assert_eq!(parse_rate("0/10s"), Ok(None));
+        for bad in [
+            "", "10", "10/", "/10s", "x/10s", "-1/10s", "10/0s", "10/ten", "1.5/1s", "10/5ns",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
 }

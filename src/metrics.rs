@@ -47,16 +47,65 @@ pub enum RateLimit {
     Heartbeats,
     AuthFailures,
     Webhooks,
+    /// Subscribe/unsubscribe requests of one socket (then closed 4301).
+    Subscribes,
 }
 
 impl RateLimit {
-    const ALL: [RateLimit; 3] = [Self::Heartbeats, Self::AuthFailures, Self::Webhooks];
+    const ALL: [RateLimit; 4] = [
+        Self::Heartbeats,
+        Self::AuthFailures,
+        Self::Webhooks,
+        Self::Subscribes,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Heartbeats => "heartbeats",
             Self::AuthFailures => "auth_failures",
             Self::Webhooks => "webhooks",
+            Self::Subscribes => "subscribes",
+        }
+    }
+}
+
+// --- WebSocket hardening (issue 9) ---
+/// Why the server ended a Pusher socket; `rollcall_ws_closed_total{reason}`.
+/// (Shutdown's 4200 and the client's own closes are not counted.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsClose {
+    /// Pings kept coming while their pongs could not be written.
+    PingFlood,
+    /// A write made no progress for `ROLLCALL_WRITE_TIMEOUT`.
+    WriteTimeout,
+    /// No sign of life within `ROLLCALL_PONG_TIMEOUT` of our ping (4201).
+    PongTimeout,
+    /// The outbound queue overflowed (4100).
+    SlowConsumer,
+    /// A client message over the size limit (4100).
+    TooLarge,
+    /// Subscribe/unsubscribe requests over `ROLLCALL_RATE_SUBSCRIBES` (4301).
+    SubscribeRate,
+}
+
+impl WsClose {
+    const ALL: [WsClose; 6] = [
+        Self::PingFlood,
+        Self::WriteTimeout,
+        Self::PongTimeout,
+        Self::SlowConsumer,
+        Self::TooLarge,
+        Self::SubscribeRate,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::PingFlood => "ping_flood",
+            Self::WriteTimeout => "write_timeout",
+            Self::PongTimeout => "pong_timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::TooLarge => "too_large",
+            Self::SubscribeRate => "subscribe_rate",
         }
     }
 }
@@ -81,7 +130,39 @@ impl ConnectionRefusal {
         }
     }
 }
-// --- end limits ---
+
+/// Counters of the WebSocket bounds.
+#[derive(Debug, Default)]
+pub struct WsMetrics {
+    closed: [AtomicU64; 6],
+}
+
+impl WsMetrics {
+    pub fn closed(&self, why: WsClose) {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed_count(&self, why: WsClose) -> u64 {
+        self.closed[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_ws_closed_total Pusher sockets the server ended, by reason."
+        );
+        let _ = writeln!(out, "# TYPE rollcall_ws_closed_total counter");
+        for why in WsClose::ALL {
+            let _ = writeln!(
+                out,
+                "rollcall_ws_closed_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.closed_count(why)
+            );
+        }
+    }
+}
+// --- end WebSocket hardening ---
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -108,9 +189,11 @@ pub struct Metrics {
     /// channel, not per socket).
     pub api_messages_published: AtomicU64,
     /// Requests refused by a rate limit, by `RateLimit`.
-    rate_limited: [AtomicU64; 3],
+    rate_limited: [AtomicU64; 4],
     /// WebSocket connections refused, by `ConnectionRefusal`.
     connections_refused: [AtomicU64; 2],
+    /// WebSocket bounds (issue 9).
+    pub ws: WsMetrics,
 }
 
 /// Gauges read at render time from their owners.
@@ -269,6 +352,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {value}");
         }
+        self.ws.render(&mut out);
         out
     }
 }

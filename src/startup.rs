@@ -152,6 +152,8 @@ impl Application {
         pusher_config.activity_timeout = settings.activity_timeout;
         pusher_config.pong_timeout = settings.pong_timeout;
         pusher_config.max_connections = settings.max_connections;
+        pusher_config.write_timeout = settings.write_timeout;
+        pusher_config.subscribe_rate = settings.rate_subscribes;
         let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
@@ -165,6 +167,7 @@ impl Application {
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
+        pusher_state.metrics = Arc::clone(&metrics);
         // Every response, the framework's own refusals included, leaves
         // through `harden`: the contract's JSON error body, security headers.
         let router = http::routes(state.clone())

@@ -31,6 +31,9 @@ pub mod code {
     pub const RECONNECT: u16 = 4200;
     /// The client did not answer our `pusher:ping` in time.
     pub const PONG_TIMEOUT: u16 = 4201;
+    /// The client sent requests faster than allowed (subscribe churn); it
+    /// must not reconnect on its own.
+    pub const RATE_LIMITED: u16 = 4301;
 }
 
 #[derive(Serialize)]

@@ -27,8 +27,10 @@ use super::channel::ChannelName;
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
+use crate::config::Rate;
 use crate::http::client_ip::{ClientIp, TrustedProxies};
 use crate::limits::{Limits, TooManyFromAddress};
+use crate::metrics::Metrics;
 
 /// Settings of the Pusher endpoint.
 #[derive(Debug, Clone)]
@@ -54,6 +56,13 @@ pub struct PusherConfig {
     pub max_connections: usize,
     /// Channels one connection may be subscribed to at once.
     pub max_channels_per_socket: usize,
+    /// A write to a socket that makes no progress for this long ends it
+    /// (`ROLLCALL_WRITE_TIMEOUT`): the client stopped reading.
+    pub write_timeout: Duration,
+    /// Subscribe/unsubscribe requests allowed per socket, in a burst of up
+    /// to `count` (`ROLLCALL_RATE_SUBSCRIBES`); `None`: unlimited. Over it:
+    /// 4301.
+    pub subscribe_rate: Option<Rate>,
 }
 
 impl PusherConfig {
@@ -68,6 +77,13 @@ impl PusherConfig {
             outbound_queue: 512,
             max_connections: 10_000,
             max_channels_per_socket: 100,
+            write_timeout: Duration::from_secs(30),
+            // pusher-js re-subscribes to all its channels (at most
+            // `max_channels_per_socket`) at once after a reconnect.
+            subscribe_rate: Some(Rate {
+                count: 100,
+                per: Duration::from_secs(10),
+            }),
         }
     }
 }
@@ -109,6 +125,8 @@ pub struct PusherState {
     /// Connections currently admitted (gauge, bounded by
     /// `max_connections`).
     pub connections: Arc<AtomicUsize>,
+    /// Counters (the application's, shared with `/metrics`).
+    pub metrics: Arc<Metrics>,
     /// Starts, once, the task that relays `shutdown` to every socket's
     /// outbox (sockets do not each watch the shared token: polling it takes
     /// its lock, on every wake-up of every socket).
@@ -136,6 +154,7 @@ impl PusherState {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
+            metrics: Arc::new(Metrics::default()),
             relay: Arc::new(Once::new()),
             limits: Arc::new(Limits::off()),
         }
@@ -242,6 +261,19 @@ const READ_BUFFER_BYTES: usize = 512;
 /// which bounds what a socket retains after a burst.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Largest frame rollcall sends (a snapshot of a very large room; Pusher
+/// HTTP API events are at most 10 KiB of data).
+const MAX_OUTBOUND_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most tungstenite may hold for one socket. Our writes never take it
+/// past `WRITE_BUFFER_BYTES` plus one frame (`socket.rs` waits for a flush
+/// before feeding more), so this bounds what *tungstenite* queues on its
+/// own: pongs for a client's pings and the close reply. Past it, the pong
+/// waits in tungstenite's single control-frame slot (a newer pong replaces
+/// it) instead of piling up (256 MiB of pings from a client that did not
+/// read cost +245 MB before this).
+const MAX_WRITE_BUFFER_BYTES: usize = WRITE_BUFFER_BYTES + MAX_OUTBOUND_FRAME_BYTES;
+
 async fn upgrade(
     State(state): State<PusherState>,
     client: ClientIp,
@@ -264,6 +296,7 @@ async fn upgrade(
     let ws = ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"));

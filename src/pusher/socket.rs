@@ -6,36 +6,66 @@
 //! only writer is what makes the ordering guarantees below hold without
 //! locks.
 //!
+//! Whatever the client does, the task ends in bounded time: every write is
+//! raced against the halt, a stall deadline (`write_timeout` without
+//! progress) and the keepalive's give-up time, so a client that stopped
+//! reading is decided on even while a write is pending; the pong tungstenite
+//! owes for a client's ping is flushed before reading on (so pongs cannot
+//! pile up); subscribe/unsubscribe requests spend a per-socket budget.
+//!
 //! The task's future is what every idle socket costs besides its buffers, so
 //! rare paths (client messages, the close handshake) are boxed and only the
 //! receive loop stays inline.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
+use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::task::{Poll, ready};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::Sink;
-use tokio::time::{Instant, sleep_until};
+use governor::Quota;
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::tungstenite;
+
+use crate::config::Rate;
+use crate::metrics::WsClose;
 
 use super::auth::verify_channel_auth;
 use super::channel::{ChannelKind, ChannelName, SocketId};
 use super::frame::{self, ClientFrame, code};
 use super::hub::{Halt, SocketHandle};
-use super::service::PusherState;
+use super::service::{PusherConfig, PusherState};
 
 /// Upper bound on closing a socket politely (sending our close frame and
 /// waiting for the client's reply), so shutdown ends in bounded time even
 /// with clients that stopped reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// A repeated subscribe to a channel the socket is already subscribed to
+/// gets its snapshot again at most this often (it is kept up to date by the
+/// updates meanwhile, so the repeat only costs bytes; without this a 71-byte
+/// request bought a whole roster).
+const SNAPSHOT_REPEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Per-socket subscribe/unsubscribe budget (`governor`, std clock).
+type SubscribeLimiter = governor::RateLimiter<
+    NotKeyed,
+    InMemoryState,
+    MonotonicClock,
+    NoOpMiddleware<std::time::Instant>,
+>;
+
 /// Why the connection loop ended.
 enum Stop {
-    /// Close the socket with this Pusher code.
-    Close(u16, &'static str),
+    /// Close the socket with this Pusher code; the reason is counted in
+    /// `rollcall_ws_closed_total` when it is one of the bounds.
+    Close(u16, &'static str, Option<WsClose>),
     /// The client closed or the transport failed: nothing more to send.
     Gone,
 }
@@ -43,10 +73,12 @@ enum Stop {
 impl From<Halt> for Stop {
     fn from(halt: Halt) -> Self {
         match halt {
-            Halt::SlowConsumer => {
-                Stop::Close(code::OVER_CAPACITY, "too slow: outbound queue overflowed")
-            }
-            Halt::Shutdown => Stop::Close(code::RECONNECT, "server restarting"),
+            Halt::SlowConsumer => Stop::Close(
+                code::OVER_CAPACITY,
+                "too slow: outbound queue overflowed",
+                Some(WsClose::SlowConsumer),
+            ),
+            Halt::Shutdown => Stop::Close(code::RECONNECT, "server restarting", None),
         }
     }
 }
@@ -76,7 +108,13 @@ pub(super) fn serve(
     let mut conn = Connection {
         state,
         handle,
-        channels: HashSet::new(),
+        channels: HashMap::new(),
+        keepalive: Keepalive {
+            last_activity: Instant::now(),
+            ping_sent_at: None,
+        },
+        subscribes: None,
+        subscribed_once: false,
     };
     let mut ws = ws;
     async move {
@@ -87,10 +125,13 @@ pub(super) fn serve(
         conn.handle.outbox().close();
         conn.state
             .hub
-            .remove_socket(&conn.handle.id, &conn.channels);
+            .remove_socket(&conn.handle.id, conn.channels.keys());
         match stop {
-            Stop::Close(code, reason) => {
+            Stop::Close(code, reason, bound) => {
                 tracing::debug!(socket_id = %conn.handle.id, code, reason, "closing pusher socket");
+                if let Some(bound) = bound {
+                    conn.state.metrics.ws.closed(bound);
+                }
                 close_boxed(ws, None, code, reason.into()).await;
             }
             Stop::Gone => tracing::debug!(socket_id = %conn.handle.id, "pusher socket gone"),
@@ -135,9 +176,42 @@ struct Connection {
     state: PusherState,
     /// Our entry in the hub (id, outbox: queue and kill switch).
     handle: SocketHandle,
-    /// Channels this socket is subscribed to: what to remove from the hub on
-    /// disconnect, and the per-socket subscription bound.
-    channels: HashSet<ChannelName>,
+    /// Channels this socket is subscribed to (what to remove from the hub on
+    /// disconnect, and the per-socket subscription bound), each with when
+    /// its snapshot was last sent here (see [`SNAPSHOT_REPEAT_INTERVAL`]).
+    channels: HashMap<ChannelName, Instant>,
+    keepalive: Keepalive,
+    /// Subscribe/unsubscribe budget. Most sockets make one such request,
+    /// which always fits (the burst is at least 1), so the limiter is only
+    /// made on the second, with the first's cell taken (boxed: one pointer
+    /// in every idle socket's task; measured +55 B per subscribed socket
+    /// when it was made on the first).
+    subscribes: Option<Box<SubscribeLimiter>>,
+    /// Whether a subscribe/unsubscribe was already let through.
+    subscribed_once: bool,
+}
+
+/// The keepalive state: the timer is not reset on every frame (that would
+/// be a timer update per message); when it fires we look at the last
+/// activity and re-arm it if the socket was not actually idle.
+struct Keepalive {
+    /// When the client last sent anything (WebSocket pings and pongs too).
+    last_activity: Instant,
+    /// When our `pusher:ping` went out, while its answer is awaited.
+    ping_sent_at: Option<Instant>,
+}
+
+impl Keepalive {
+    /// When a silent client is given up on (4201): `pong_timeout` after our
+    /// ping, or, if the ping was never sent (a write was blocked when it was
+    /// due), `pong_timeout` after it was due. Checked by the loop's timer
+    /// and by every blocked write.
+    fn give_up_at(&self, config: &PusherConfig) -> Instant {
+        match self.ping_sent_at {
+            Some(at) => at + config.pong_timeout,
+            None => self.last_activity + config.activity_timeout + config.pong_timeout,
+        }
+    }
 }
 
 impl Connection {
@@ -153,12 +227,9 @@ impl Connection {
             return stop;
         }
 
-        // Keepalive: the timer is not reset on every frame (that would be a
-        // timer update per message); when it fires we look at the last
-        // activity and re-arm it if the socket was not actually idle.
-        let mut last_activity = Instant::now();
-        let mut ping_sent_at: Option<Instant> = None;
-        let keepalive = sleep_until(last_activity + config.activity_timeout);
+        // See `Keepalive`.
+        self.keepalive.last_activity = Instant::now();
+        let keepalive = sleep_until(self.keepalive.last_activity + config.activity_timeout);
         tokio::pin!(keepalive);
 
         loop {
@@ -167,7 +238,7 @@ impl Connection {
                 // A halt (slow consumer, shutdown) first, then every queued
                 // frame at once.
                 taken = poll_fn(|cx| self.handle.outbox().poll_take(cx)) => match taken {
-                    Ok(frames) => self.write(ws, frames.into_iter()).await,
+                    Ok(frames) => self.write(ws, frames.into_iter(), WsClose::WriteTimeout).await,
                     Err(halt) => Err(halt.into()),
                 },
                 incoming = ws.recv() => {
@@ -180,11 +251,12 @@ impl Connection {
                         }
                         Some(Ok(msg)) => {
                             // Any frame counts as activity, WebSocket pongs included.
-                            last_activity = Instant::now();
-                            if ping_sent_at.take().is_some() {
+                            let now = Instant::now();
+                            self.keepalive.last_activity = now;
+                            if self.keepalive.ping_sent_at.take().is_some() {
                                 // The timer is armed for the pong deadline;
                                 // re-arm it for the next idle period.
-                                keepalive.as_mut().reset(last_activity + config.activity_timeout);
+                                keepalive.as_mut().reset(now + config.activity_timeout);
                             }
                             // Boxed: client messages are rare, and their
                             // handling (subscribe, auth, the hook) would
@@ -196,16 +268,15 @@ impl Connection {
                 }
                 () = &mut keepalive => {
                     let now = Instant::now();
-                    match ping_sent_at {
-                        Some(at) if now >= at + config.pong_timeout => {
-                            Err(Stop::Close(code::PONG_TIMEOUT, "pong reply not received"))
-                        }
+                    let last_activity = self.keepalive.last_activity;
+                    match self.keepalive.ping_sent_at {
+                        Some(at) if now >= at + config.pong_timeout => Err(pong_timeout()),
                         Some(at) => {
                             keepalive.as_mut().reset(at + config.pong_timeout);
                             Ok(())
                         }
                         None if now >= last_activity + config.activity_timeout => {
-                            ping_sent_at = Some(now);
+                            self.keepalive.ping_sent_at = Some(now);
                             keepalive.as_mut().reset(now + config.pong_timeout);
                             self.send_boxed(ws, frame::ping()).await
                         }
@@ -223,39 +294,74 @@ impl Connection {
     }
 
     /// Writes `frames` in order and flushes once, raced against a halt
-    /// (slow consumer, shutdown) so a client that stopped reading (full TCP
-    /// buffers) cannot pin this task. tungstenite gathers the frames in its
-    /// write buffer (up to `write_buffer_size`, see `service.rs`), so a
-    /// burst costs one syscall, not one per frame. Abandoning a write is
-    /// safe: tungstenite buffers whole frames, so the close frame sent
-    /// afterwards is still well-formed.
+    /// (slow consumer, shutdown) and two deadlines, so a client that stopped
+    /// reading (full TCP buffers) cannot pin this task: no progress (no
+    /// frame accepted) for `write_timeout` ends the socket as `stalled`, and
+    /// the keepalive's give-up time ([`Keepalive::give_up_at`]) ends it with
+    /// 4201 as it would if no write were pending. tungstenite gathers the
+    /// frames in its write buffer (up to `write_buffer_size`, see
+    /// `service.rs`), so a burst costs one syscall, not one per frame.
+    /// Abandoning a write is safe: tungstenite buffers whole frames, so the
+    /// close frame sent afterwards is still well-formed.
     ///
     /// Written with `poll_fn` rather than `SinkExt::feed`/`flush` futures:
     /// this state is part of every socket's task, and this way it is a few
-    /// words.
+    /// words; the timer is only allocated once the write has to wait.
     async fn write(
         &self,
         ws: &mut WebSocket,
         mut frames: impl Iterator<Item = Utf8Bytes>,
+        stalled: WsClose,
     ) -> Result<(), Stop> {
         let mut pending = frames.next();
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        let mut progressed = false;
         poll_fn(|cx| {
             if let Poll::Ready(halt) = self.handle.outbox().poll_halt(cx) {
                 return Poll::Ready(Err(halt.into()));
             }
-            let mut ws = Pin::new(&mut *ws);
-            while pending.is_some() {
-                ready!(ws.as_mut().poll_ready(cx)).map_err(|_| Stop::Gone)?;
-                if let Some(frame) = pending.take() {
-                    ws.as_mut()
-                        .start_send(Message::Text(frame))
-                        .map_err(|_| Stop::Gone)?;
-                }
-                pending = frames.next();
+            let written = poll_write_all(
+                Pin::new(&mut *ws),
+                &mut pending,
+                &mut frames,
+                &mut progressed,
+                cx,
+            );
+            if written.is_ready() {
+                return written;
             }
-            ws.as_mut().poll_flush(cx).map_err(|_| Stop::Gone)
+            // Waiting on the client: (re)arm the deadline, from now on the
+            // first wait and after any progress since the last one.
+            let config = &self.state.config;
+            let deadline =
+                (Instant::now() + config.write_timeout).min(self.keepalive.give_up_at(config));
+            match &mut timer {
+                Some(timer) if progressed => timer.as_mut().reset(deadline),
+                Some(_) => {}
+                None => timer = Some(Box::pin(sleep_until(deadline))),
+            }
+            progressed = false;
+            let Some(timer) = &mut timer else {
+                unreachable!("armed above")
+            };
+            ready!(timer.as_mut().poll(cx));
+            Poll::Ready(Err(
+                if Instant::now() >= self.keepalive.give_up_at(config) {
+                    pong_timeout()
+                } else {
+                    Stop::Close(code::OVER_CAPACITY, "write timed out", Some(stalled))
+                },
+            ))
         })
         .await
+    }
+
+    /// Flushes what tungstenite holds (the pong it owes for a client's ping),
+    /// bounded like any write: a client that sends pings but does not read
+    /// their pongs is closed after `write_timeout` instead of being read
+    /// from (and its pongs buffered) forever.
+    async fn flush(&self, ws: &mut WebSocket) -> Result<(), Stop> {
+        self.write(ws, std::iter::empty(), WsClose::PingFlood).await
     }
 
     /// Answers a client message over `max_message_bytes`: a `pusher:error`,
@@ -268,7 +374,46 @@ impl Connection {
         let _ = self
             .send(ws, frame::error(Some(code::OVER_CAPACITY), &msg))
             .await;
-        Err(Stop::Close(code::OVER_CAPACITY, "message too large"))
+        Err(Stop::Close(
+            code::OVER_CAPACITY,
+            "message too large",
+            Some(WsClose::TooLarge),
+        ))
+    }
+
+    /// Takes one subscribe/unsubscribe from the socket's budget
+    /// (`PusherConfig::subscribe_rate`); over it, a `pusher:error` and a
+    /// 4301 close (pusher-js does not reconnect after 43xx, so a looping
+    /// client stops instead of coming straight back).
+    async fn spend_subscribe(&mut self, ws: &mut WebSocket) -> Result<(), Stop> {
+        let Some(rate) = self.state.config.subscribe_rate else {
+            return Ok(());
+        };
+        if !std::mem::replace(&mut self.subscribed_once, true) {
+            return Ok(());
+        }
+        let limiter = self.subscribes.get_or_insert_with(|| {
+            let limiter = governor::RateLimiter::direct_with_clock(quota(rate), MonotonicClock);
+            // The first request's cell (a full bucket always has it).
+            let _ = limiter.check();
+            Box::new(limiter)
+        });
+        if limiter.check().is_ok() {
+            return Ok(());
+        }
+        self.state
+            .metrics
+            .rate_limited(crate::metrics::RateLimit::Subscribes);
+        let err = frame::error(
+            Some(code::RATE_LIMITED),
+            "too many subscribe requests on this connection",
+        );
+        let _ = self.send(ws, err).await;
+        Err(Stop::Close(
+            code::RATE_LIMITED,
+            "subscribe rate exceeded",
+            Some(WsClose::SubscribeRate),
+        ))
     }
 
     /// [`Self::send`] in its own allocation, for writes off the hot path.
@@ -278,7 +423,8 @@ impl Connection {
 
     /// Writes one frame.
     async fn send(&self, ws: &mut WebSocket, text: Utf8Bytes) -> Result<(), Stop> {
-        self.write(ws, std::iter::once(text)).await
+        self.write(ws, std::iter::once(text), WsClose::WriteTimeout)
+            .await
     }
 
     async fn on_message(&mut self, ws: &mut WebSocket, msg: Message) -> Result<(), Stop> {
@@ -288,9 +434,13 @@ impl Connection {
                 let err = frame::error(None, "binary messages are not supported");
                 return self.send(ws, err).await;
             }
-            // tungstenite answers pings itself; a client's close is answered
-            // on the next read, which then ends the stream.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
+            // tungstenite queues the pong itself; we write it out before
+            // reading on, so pongs never pile up behind a client that does
+            // not read (see `flush`).
+            Message::Ping(_) => return self.flush(ws).await,
+            // A client's close is answered on the next read, which then ends
+            // the stream.
+            Message::Pong(_) | Message::Close(_) => return Ok(()),
         };
         let frame = match ClientFrame::parse(&text) {
             Ok(frame) => frame,
@@ -302,11 +452,15 @@ impl Connection {
         match frame.event.as_str() {
             "pusher:ping" => self.send(ws, frame::pong()).await,
             "pusher:pong" => Ok(()),
-            "pusher:subscribe" => self.subscribe(ws, &frame).await,
+            "pusher:subscribe" => {
+                self.spend_subscribe(ws).await?;
+                self.subscribe(ws, &frame).await
+            }
             "pusher:unsubscribe" => {
+                self.spend_subscribe(ws).await?;
                 if let Some(channel) = frame.data_str("channel")
                     && let Ok(channel) = ChannelName::parse(channel)
-                    && self.channels.remove(&channel)
+                    && self.channels.remove(&channel).is_some()
                 {
                     self.state
                         .hub
@@ -362,27 +516,42 @@ impl Connection {
             }
         }
 
-        if !self.channels.contains(&channel) {
-            if self.channels.len() >= self.state.config.max_channels_per_socket {
-                let err = frame::error(None, "too many channels on this connection");
-                return self.send(ws, err).await;
+        let now = Instant::now();
+        let snapshot = match self.channels.get_mut(&channel) {
+            None => {
+                if self.channels.len() >= self.state.config.max_channels_per_socket {
+                    let err = frame::error(None, "too many channels on this connection");
+                    return self.send(ws, err).await;
+                }
+                // Ordering invariant: register in the hub FIRST, then send
+                // `subscription_succeeded` and the hook's frames (the
+                // snapshot). Anything published from this point waits in our
+                // bounded queue, and since this task is the only writer and
+                // does not drain the queue until the hook's frames are
+                // written, the client sees: succeeded, snapshot, then every
+                // later update, in order. An update that raced the snapshot
+                // may arrive after a snapshot that already includes it;
+                // updates carry full per-person state, so replaying it
+                // converges to the same view.
+                self.state.hub.subscribe(&channel, &self.handle);
+                self.channels.insert(channel.clone(), now);
+                true
             }
-            // Ordering invariant: register in the hub FIRST, then send
-            // `subscription_succeeded` and the hook's frames (the snapshot).
-            // Anything published from this point waits in our bounded queue,
-            // and since this task is the only writer and does not drain the
-            // queue until the hook's frames are written, the client sees:
-            // succeeded, snapshot, then every later update, in order. An
-            // update that raced the snapshot may arrive after a snapshot
-            // that already includes it; updates carry full per-person state,
-            // so replaying it converges to the same view.
-            self.state.hub.subscribe(&channel, &self.handle);
-            self.channels.insert(channel.clone());
-        }
-        // A repeated subscribe gets the same replies as the first one (a
-        // fresh snapshot included) but no second registration.
+            // A repeated subscribe gets `subscription_succeeded` again but no
+            // second registration, and a fresh snapshot only if the last one
+            // is older than `SNAPSHOT_REPEAT_INTERVAL` (the socket has had
+            // every update since, so skipping it loses nothing).
+            Some(sent) if now.duration_since(*sent) >= SNAPSHOT_REPEAT_INTERVAL => {
+                *sent = now;
+                true
+            }
+            Some(_) => false,
+        };
         self.send(ws, frame::subscription_succeeded(channel.as_str(), "{}"))
             .await?;
+        if !snapshot {
+            return Ok(());
+        }
 
         let frames = tokio::select! {
             biased;
@@ -394,6 +563,61 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// `count` per `per` as a GCRA quota: all `count` cells available at once
+/// (so a client re-subscribing to all its channels after a reconnect fits),
+/// then one more every `per / count`.
+fn quota(rate: Rate) -> Quota {
+    let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+    let period = (rate.per / count.get()).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .expect("a non-zero period")
+        .allow_burst(count)
+}
+
+/// The 4201 decision: a pinged client showed no sign of life in time.
+fn pong_timeout() -> Stop {
+    Stop::Close(
+        code::PONG_TIMEOUT,
+        "pong reply not received",
+        Some(WsClose::PongTimeout),
+    )
+}
+
+/// Feeds `pending` and then the rest of `frames` to the socket and flushes;
+/// `progressed` is set whenever a frame is accepted.
+fn poll_write_all(
+    mut ws: Pin<&mut WebSocket>,
+    pending: &mut Option<Utf8Bytes>,
+    frames: &mut impl Iterator<Item = Utf8Bytes>,
+    progressed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Stop>> {
+    while pending.is_some() {
+        ready!(ws.as_mut().poll_ready(cx)).map_err(write_failed)?;
+        if let Some(frame) = pending.take() {
+            ws.as_mut()
+                .start_send(Message::Text(frame))
+                .map_err(write_failed)?;
+            *progressed = true;
+        }
+        *pending = frames.next();
+    }
+    ws.as_mut().poll_flush(cx).map_err(write_failed)
+}
+
+/// A failed write ends the socket. Only a frame larger than the write
+/// buffer's cap (`MAX_WRITE_BUFFER_BYTES` in `service.rs`: a snapshot of a
+/// room of thousands) is our doing, so that one is logged.
+#[cold]
+fn write_failed(err: axum::Error) -> Stop {
+    let source =
+        std::error::Error::source(&err).and_then(|e| e.downcast_ref::<tungstenite::Error>());
+    if let Some(tungstenite::Error::WriteBufferFull(_)) = source {
+        tracing::warn!("a frame exceeds the socket's write buffer cap; closing the socket");
+    }
+    Stop::Gone
 }
 
 /// Whether a client data message is over `limit` bytes. tungstenite's own
@@ -428,7 +652,21 @@ mod tests {
     /// Every idle socket holds its task's future; rare paths are boxed and
     /// arguments are not stored twice to keep it small (1,000 bytes when
     /// this was written, of which 368 are the `WebSocket` itself; it was
-    /// 2,192 before).
+    /// 2,192 before; 1,048 with the write-stall deadline and the subscribe
+    /// limiter, both boxed and made only when needed).
+    #[test]
+    fn a_rate_allows_its_count_at_once_then_refills_evenly() {
+        let quota = quota(Rate {
+            count: 3,
+            per: Duration::from_secs(30),
+        });
+        assert_eq!(quota.burst_size().get(), 3);
+        assert_eq!(quota.replenish_interval(), Duration::from_secs(10));
+        let limiter = governor::RateLimiter::direct_with_clock(quota, MonotonicClock);
+        assert!((0..3).all(|_| limiter.check().is_ok()));
+        assert!(limiter.check().is_err(), "the fourth in a burst is refused");
+    }
+
     #[test]
     fn the_socket_task_stays_small() {
         let size = output_size(serve);

@@ -639,3 +639,52 @@ async fn watch_client_subscribes_answers_pings_and_reports_the_close_code() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_repeated_subscribe_skips_the_snapshot_but_a_fresh_one_gets_it() {
+    let server = spawn_with(config(), |_| Arc::new(SnapshotHook { hub: None })).await;
+    let mut c = server.client().await;
+    succeeded(&c.subscribe("session.3").await, "session.3");
+    assert_eq!(c.next().await.event, "attendance.snapshot");
+    assert_eq!(c.next().await.event, "after.snapshot");
+
+    // Already subscribed, snapshot just sent: succeeded again, nothing more.
+    succeeded(&c.subscribe("session.3").await, "session.3");
+    c.barrier().await;
+    assert_eq!(server.state.hub.subscription_count("session.3"), 1);
+
+    // After an unsubscribe the socket may have missed updates: a new
+    // subscribe always gets the snapshot.
+    c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"session.3"}}))
+        .await;
+    succeeded(&c.subscribe("session.3").await, "session.3");
+    assert_eq!(c.next().await.event, "attendance.snapshot");
+    assert_eq!(c.next().await.event, "after.snapshot");
+}
+
+#[tokio::test]
+async fn subscribe_requests_over_the_rate_are_closed_with_4301() {
+    let mut config = config();
+    config.subscribe_rate = Some(crate::config::Rate {
+        count: 3,
+        per: Duration::from_secs(60),
+    });
+    let server = spawn(config).await;
+    let mut c = server.client().await;
+    succeeded(&c.subscribe("a").await, "a");
+    c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"a"}}))
+        .await;
+    succeeded(&c.subscribe("b").await, "b");
+    c.send(json!({"event":"pusher:subscribe","data":{"channel":"c"}}))
+        .await;
+    let (code, before) = c.close_code().await;
+    assert_eq!(code, 4301);
+    assert_eq!(error_code(&before[0]), 4301);
+    assert_eq!(
+        server
+            .state
+            .metrics
+            .rate_limited_count(crate::metrics::RateLimit::Subscribes),
+        1
+    );
+}

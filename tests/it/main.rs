@@ -14,3 +14,4 @@ mod refusals;
 mod scenarios;
 mod store_suite;
 mod webhook_errors;
+mod ws_hardening;
