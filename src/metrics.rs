@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Messages published through the Pusher HTTP API (one per event and
     /// channel, not per socket).
     pub api_messages_published: AtomicU64,
+    /// The HTTP connection layer (`src/server`): see `render_connections`.
+    connections: ConnectionCounters,
 }
 
 /// Gauges read at render time from their owners.
@@ -175,6 +177,129 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {value}");
         }
+        self.render_connections(&mut out);
         out
+    }
+}
+
+// --- The HTTP connection layer (src/server): timeouts, refusals, open
+// plain HTTP connections. ---
+
+/// Which deadline of an HTTP connection passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// No complete request head in time (answered 408).
+    Header,
+    /// The body did not arrive in time (408, or closed once answering).
+    Body,
+    /// Keep-alive idle between requests, or a response the client stopped
+    /// reading (closed silently).
+    Idle,
+}
+
+impl TimeoutPhase {
+    const ALL: [TimeoutPhase; 3] = [Self::Header, Self::Body, Self::Idle];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Body => "body",
+            Self::Idle => "idle",
+        }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// `ROLLCALL_MAX_HTTP_CONNECTIONS` reached (503).
+    HttpCap,
+    /// `ROLLCALL_MAX_HTTP_CONNECTIONS_PER_IP` reached (503).
+    HttpPerIp,
+    /// A WebSocket upgrade within `ROLLCALL_FD_RESERVE` of the descriptor
+    /// limit (4100).
+    FdReserve,
+}
+
+impl RefusedReason {
+    const ALL: [RefusedReason; 3] = [Self::HttpCap, Self::HttpPerIp, Self::FdReserve];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::HttpCap => "http_cap",
+            Self::HttpPerIp => "http_per_ip",
+            Self::FdReserve => "fd_reserve",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConnectionCounters {
+    timeouts: [AtomicU64; 3],
+    refused: [AtomicU64; 3],
+    http_open: AtomicU64,
+}
+
+impl Metrics {
+    pub fn http_timeout(&self, phase: TimeoutPhase) {
+        self.connections.timeouts[phase as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn http_timeout_count(&self, phase: TimeoutPhase) -> u64 {
+        self.connections.timeouts[phase as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn refused(&self, reason: RefusedReason) {
+        self.connections.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused_count(&self, reason: RefusedReason) -> u64 {
+        self.connections.refused[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// The open plain HTTP connections gauge (set by the connection budget).
+    pub fn set_http_connections(&self, open: usize) {
+        self.connections
+            .http_open
+            .store(open as u64, Ordering::Relaxed);
+    }
+
+    fn render_connections(&self, out: &mut String) {
+        let name = "rollcall_http_timeouts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} HTTP connections whose deadline passed, by phase."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for phase in TimeoutPhase::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{phase=\"{}\"}} {}",
+                phase.label(),
+                self.http_timeout_count(phase)
+            );
+        }
+        let name = "rollcall_connections_refused_total";
+        let _ = writeln!(out, "# HELP {name} Connections refused, by reason.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for reason in RefusedReason::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.refused_count(reason)
+            );
+        }
+        let name = "rollcall_http_connections";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Open plain HTTP connections (not upgraded)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(
+            out,
+            "{name} {}",
+            self.connections.http_open.load(Ordering::Relaxed)
+        );
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::ws::Utf8Bytes;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +20,7 @@ use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::report::Reporter;
 use crate::rooms::{Rooms, Timing};
+use crate::server::{self, ConnectionBudget};
 use crate::snapshot::Snapshots;
 use crate::store::{
     ChannelQuery, LocalDelivery, MemoryStore, RedisStore, Store, SubscriptionCounts,
@@ -38,6 +38,8 @@ pub struct Application {
     tracker: TaskTracker,
     settings: Settings,
     pub state: AppState,
+    /// Open sockets and their caps, shared with the WebSocket endpoint.
+    budget: ConnectionBudget,
 }
 
 /// The hub is how stores reach this node's sockets.
@@ -154,6 +156,8 @@ impl Application {
         let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
+        let budget = server::budget_for(&settings.http, Arc::clone(&metrics));
+        pusher_state.budget = budget.clone();
         let router = http::routes(state.clone()).merge(pusher::routes(pusher_state));
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -165,6 +169,7 @@ impl Application {
             tracker,
             settings,
             state,
+            budget,
         })
     }
 
@@ -184,24 +189,24 @@ impl Application {
         let addr = self.local_addr();
         tracing::info!(%addr, "rollcall listening");
         let shutdown = self.shutdown.clone();
-        // TCP_NODELAY on every accepted socket: a push server writes small
-        // frames and must not hold one back waiting for the ACK of the last
-        // (Nagle + the client's delayed ACK cost up to 40 ms on a frame).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
+        tokio::spawn(async move {
             signal.await;
             tracing::info!("shutting down: closing sockets with 4200, draining requests");
             shutdown.cancel();
         });
+        let serve = server::serve(
+            self.listener,
+            self.router,
+            self.settings.http,
+            self.budget,
+            Arc::clone(&self.state.metrics),
+            self.shutdown.clone(),
+        );
         let deadline = self.settings.shutdown_timeout;
-        let served = tokio::spawn(async move { serve.await });
+        let served = tokio::spawn(serve);
         // Wait for the serve loop; after the signal, give it a bounded time.
         let result = tokio::select! {
-            r = served => r.context("server task panicked")?.context("server error"),
+            r = served => r.context("server task panicked"),
             _ = async { self.shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
                 tracing::warn!("in-flight requests did not finish within {deadline:?}; exiting anyway");
                 Ok(())

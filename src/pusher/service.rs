@@ -26,6 +26,7 @@ use super::channel::ChannelName;
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
+use crate::server::ConnectionBudget;
 
 /// Settings of the Pusher endpoint.
 #[derive(Debug, Clone)]
@@ -106,6 +107,9 @@ pub struct PusherState {
     /// Connections currently admitted (gauge, bounded by
     /// `max_connections`).
     pub connections: Arc<AtomicUsize>,
+    /// Open sockets against the descriptor limit: upgrades stop at the
+    /// reserve kept for plain HTTP (`server::budget`).
+    pub budget: ConnectionBudget,
     /// Starts, once, the task that relays `shutdown` to every socket's
     /// outbox (sockets do not each watch the shared token: polling it takes
     /// its lock, on every wake-up of every socket).
@@ -123,6 +127,7 @@ impl PusherState {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
+            budget: ConnectionBudget::unlimited(),
             relay: Arc::new(Once::new()),
         }
     }
@@ -252,6 +257,10 @@ async fn upgrade(
 
     let admitted = match admission_error(&state, &app_key, &query) {
         Some(refusal) => Err(refusal),
+        // The descriptor reserve is for health checks and webhooks.
+        None if !state.budget.admit_websocket() => {
+            Err((code::OVER_CAPACITY, "over capacity".to_owned()))
+        }
         None => ConnectionSlot::acquire(&state.connections, state.config.max_connections)
             .ok_or((code::OVER_CAPACITY, "over capacity".to_owned())),
     };
