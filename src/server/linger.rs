@@ -14,8 +14,12 @@ use super::budget::SocketSlot;
 
 /// Longest a closed connection lingers.
 pub const LINGER_TIME: Duration = Duration::from_secs(2);
-/// Most input bytes read and discarded while lingering.
-pub const LINGER_BYTES: usize = 1024 * 1024;
+/// Most input bytes read and discarded while lingering. Enough for a client
+/// to finish a body or WebSocket frame of a few MiB that it writes whole
+/// before reading (measured: at 1 MiB, a 2 MiB body's 413 and a 4 MiB
+/// frame's 4100 close were lost to resets while the client still wrote).
+/// Reading 8 MiB costs about a millisecond; time bounds it anyway.
+pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Half-closes `stream` and discards its input until EOF, an error,
 /// [`LINGER_TIME`] or [`LINGER_BYTES`]; the socket stays counted (`slot`)
