@@ -196,6 +196,9 @@ impl GuardedIo {
         // Client bytes that came with the upgrade request are the
         // WebSocket's.
         self.allowance = self.buf.len();
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
         self.timer = None;
         self.stall = None;
         // Counted as a WebSocket from now on, not as plain HTTP.
@@ -295,6 +298,13 @@ impl GuardedIo {
         }
         // Idle between requests, or waiting for the rest of a head.
         let (deadline, phase) = match self.first_byte_at {
+            // Over a cap: the 503 waits for the head (a client reads an
+            // answer to a request it sent) but not for long, as this
+            // connection holds a descriptor beyond the caps.
+            _ if self.refusal.is_some() => (
+                self.accepted_at + self.config.header_timeout.min(LINGER_TIME),
+                TimeoutPhase::Header,
+            ),
             _ if self.first_request => (
                 self.accepted_at + self.config.header_timeout,
                 TimeoutPhase::Header,
@@ -306,6 +316,10 @@ impl GuardedIo {
             ),
         };
         if self.poll_deadline(cx, deadline) {
+            if let Some(error) = self.refusal.take() {
+                self.refuse(error);
+                return Poll::Ready(Ok(()));
+            }
             self.config.metrics.http_timeout(phase);
             match phase {
                 TimeoutPhase::Idle => self.phase = Phase::Closed,
@@ -466,7 +480,10 @@ impl AsyncRead for GuardedIo {
                 out.put_slice(&this.buf[..n]);
                 this.buf.advance(n);
                 this.allowance -= n;
-                if this.buf.is_empty() && this.buf.capacity() > RETAINED_BUFFER {
+                // An upgraded socket keeps no buffer at all (idle
+                // WebSockets stay small); others only a small one.
+                let upgraded = matches!(this.phase, Phase::Upgraded);
+                if this.buf.is_empty() && (upgraded || this.buf.capacity() > RETAINED_BUFFER) {
                     this.buf = BytesMut::new();
                 }
                 return Poll::Ready(Ok(()));

@@ -350,6 +350,64 @@ async fn pipelined_requests_and_chunked_bodies_are_served() {
 }
 
 #[tokio::test]
+async fn expect_100_continue_and_http_1_0_are_served() {
+    let app = spawn_app().await;
+    let mut conn = Conn::open(app.addr).await;
+    let (body, token) = signed_joined();
+    conn.send(
+        format!(
+            "POST /webhooks/livekit HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\nContent-Type: application/webhook+json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(conn.reply().await.status, 100);
+    conn.send(body.as_bytes()).await;
+    assert_eq!(conn.reply().await.status, 200);
+    conn.send(get("/healthz").as_bytes()).await;
+    assert_eq!(conn.reply().await.status, 200, "still keep-alive");
+    let mut old = Conn::open(app.addr).await;
+    old.send(b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(old.reply().await.status, 200);
+    assert!(old.closed().await, "HTTP/1.0 closes after the answer");
+}
+
+#[tokio::test]
+async fn every_request_carries_its_tcp_peer() {
+    use axum::extract::ConnectInfo;
+    let router = axum::Router::new().route(
+        "/peer",
+        axum::routing::get(
+            |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let drain = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(rollcall::server::serve(
+        listener,
+        router,
+        rollcall::server::HttpLimits::default(),
+        rollcall::server::ConnectionBudget::unlimited(),
+        std::sync::Arc::new(rollcall::metrics::Metrics::default()),
+        drain.clone(),
+    ));
+    let mut conn = Conn::open_from(Ipv4Addr::new(127, 0, 0, 2), addr).await;
+    let local = conn.reader.local_addr().unwrap();
+    for _ in 0..2 {
+        conn.send(get("/peer").as_bytes()).await;
+        let reply = conn.reply().await;
+        assert_eq!(String::from_utf8_lossy(&reply.body), local.to_string());
+    }
+    drain.cancel();
+    tokio::time::timeout(GUARD, served)
+        .await
+        .expect("the accept loop drains")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn the_http_cap_answers_503_with_retry_after() {
     let app = spawn_app_with(|s| s.http.max_connections = 2).await;
     let mut held = vec![Conn::open(app.addr).await, Conn::open(app.addr).await];
@@ -363,6 +421,16 @@ async fn the_http_cap_answers_503_with_retry_after() {
     reply.assert_error(503, "over_capacity");
     assert_eq!(reply.header("retry-after").as_deref(), Some("1"));
     assert!(over.closed().await);
+    // One that sends nothing is refused too, without waiting for the
+    // header timeout (10 s here).
+    let started = Instant::now();
+    let mut silent = Conn::open(app.addr).await;
+    silent.reply().await.assert_error(503, "over_capacity");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(2) + MARGIN,
+        "took {elapsed:?}"
+    );
     // A freed slot is usable again.
     drop(held.pop());
     let deadline = Instant::now() + GUARD;
@@ -373,7 +441,7 @@ async fn the_http_cap_answers_503_with_retry_after() {
         if reply.status == 200 {
             let text = String::from_utf8_lossy(&reply.body).to_string();
             assert!(
-                text.contains("rollcall_connections_refused_total{reason=\"http_cap\"} 1"),
+                text.contains("rollcall_connections_refused_total{reason=\"http_cap\"} 2"),
                 "{text}"
             );
             assert!(text.contains("rollcall_http_connections 2"), "{text}");
