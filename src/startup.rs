@@ -33,8 +33,9 @@ pub struct Application {
     /// Cancelled on shutdown: every socket closes with 4200 so browsers
     /// reconnect at once (to another node, or to us after a restart).
     shutdown: CancellationToken,
-    /// Upgraded WebSocket tasks, which axum's graceful shutdown does not
-    /// wait for (axum#3003); we wait for them ourselves.
+    /// Upgraded WebSocket tasks: a connection's task in `server::serve`
+    /// ends when hyper hands the socket over, so the drain does not wait
+    /// for them; we wait for them ourselves.
     tracker: TaskTracker,
     settings: Settings,
     pub state: AppState,
