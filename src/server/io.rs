@@ -417,13 +417,25 @@ impl GuardedIo {
 
     /// Looks at the first write of hyper's after a head: an interim `100
     /// Continue` changes nothing, a `101` to an upgrade request switches to
-    /// pass-through, anything else starts the response.
-    fn observe_response(&mut self, data: &[u8]) {
+    /// pass-through, anything else starts the response. Writes that
+    /// continue an unflushed one (the rest of a previous response) are not
+    /// a response's first bytes and are not looked at.
+    fn observe_response(&mut self, mut data: &[u8]) {
         let upgrade = match self.phase {
             Phase::Body { upgrade, .. } | Phase::Responding { upgrade } => upgrade,
             _ => return,
         };
-        if self.response_started || data.starts_with(b"HTTP/1.1 100 ") {
+        if self.response_started || self.hyper_mid_write {
+            return;
+        }
+        // The interim answer may share a write with the final one.
+        while data.starts_with(b"HTTP/1.1 100 ") {
+            match data.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(end) => data = &data[end + 4..],
+                None => return,
+            }
+        }
+        if data.is_empty() {
             return;
         }
         if upgrade && data.starts_with(b"HTTP/1.1 101 ") {
