@@ -168,9 +168,10 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
 }
 
 /// Decides when the bytes received so far are worth handing to
-/// [`frame_head`]: when a blank line (the end of a head) may have arrived,
-/// when the request line is first complete (so garbage is refused at once),
-/// or past the size limit. Re-parsing on every byte would make a client
+/// [`frame_head`]: at the first bytes and when the request line is first
+/// complete (so garbage, such as TLS sent to the plain port, is refused at
+/// once), when a blank line (the end of a head) may have arrived, or past
+/// the size limit. Re-parsing on every byte would make a client
 /// sending one byte at a time cost quadratic CPU.
 #[derive(Debug, Clone, Default)]
 pub struct HeadScan {
@@ -187,6 +188,7 @@ impl HeadScan {
             return true;
         }
         // Back up over a terminator split between two reads.
+        let first_bytes = self.scanned == 0 && !buf.is_empty();
         let from = self.scanned.saturating_sub(3).min(buf.len());
         let new = &buf[from..];
         self.scanned = buf.len();
@@ -194,7 +196,7 @@ impl HeadScan {
             new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n");
         let first_line = !self.line_seen && new.contains(&b'\n');
         self.line_seen |= first_line;
-        blank_line || first_line
+        first_bytes || blank_line || first_line
     }
 }
 
@@ -309,8 +311,8 @@ mod tests {
         let decisions: Vec<usize> = (1..=text.len())
             .filter(|&end| scan.should_frame(&text[..end]))
             .collect();
-        // The request line's end, then the blank line's.
-        assert_eq!(decisions, vec![16, text.len()]);
+        // The first byte, the request line's end, then the blank line's.
+        assert_eq!(decisions, vec![1, 16, text.len()]);
         let mut scan = HeadScan::default();
         assert!(scan.should_frame(text), "a whole head at once");
         let mut scan = HeadScan::default();

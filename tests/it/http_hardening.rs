@@ -306,6 +306,11 @@ async fn oversized_and_malformed_heads_get_the_contracts_errors() {
     conn.send(b"GARBAGE\r\n").await;
     conn.reply().await.assert_error(400, "malformed_request");
     assert!(conn.closed().await);
+    // TLS sent to the plain-text port (no line end at all), answered at once.
+    let mut conn = Conn::open(app.addr).await;
+    conn.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .await;
+    conn.reply().await.assert_error(400, "malformed_request");
     // Heads hyper would refuse with a bodyless 400.
     for head in [
         "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
