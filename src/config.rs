@@ -130,6 +130,32 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLCALL_RATE_SUBSCRIBES", default_value = "100/10s", value_parser = parse_rate)]
     pub rate_subscribes: ::std::option::Option<Rate>,
     // --- end WebSocket hardening ---
+    // --- The HTTP connection layer (src/server). ---
+    /// A new connection's first request head, and any later head from its
+    /// first byte, must arrive within this (else 408).
+    #[arg(long, env = "ROLLCALL_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
+    /// A request's whole body must arrive within this after its head.
+    #[arg(long, env = "ROLLCALL_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_body_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[arg(long, env = "ROLLCALL_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// Most plain HTTP connections at once (WebSockets are counted by
+    /// ROLLCALL_MAX_CONNECTIONS); more are answered 503.
+    #[arg(long, env = "ROLLCALL_MAX_HTTP_CONNECTIONS", default_value_t = 4096)]
+    pub max_http_connections: usize,
+    /// Most plain HTTP connections from one address; 0 = no cap.
+    #[arg(
+        long,
+        env = "ROLLCALL_MAX_HTTP_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
+    pub max_http_connections_per_ip: usize,
+    /// File descriptors kept for plain HTTP (health checks, webhooks):
+    /// WebSocket upgrades are refused within this of the limit.
+    #[arg(long, env = "ROLLCALL_FD_RESERVE", default_value_t = 256)]
+    pub fd_reserve: usize,
 }
 
 /// A rate: `count` per `per`, e.g. `20/1m`.
@@ -211,6 +237,8 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Subscribe/unsubscribe requests per socket; `None`: unlimited.
     pub rate_subscribes: Option<Rate>,
+    /// The HTTP connection layer's timeouts and caps.
+    pub http: crate::server::HttpLimits,
     /// Which secrets are the published development defaults.
     pub dev_defaults: Vec<&'static str>,
 }
@@ -271,6 +299,9 @@ impl Settings {
             ("ROLLCALL_SWEEP_INTERVAL", args.sweep_interval),
             ("ROLLCALL_ACTIVITY_TIMEOUT", args.activity_timeout),
             ("ROLLCALL_WRITE_TIMEOUT", args.write_timeout),
+            ("ROLLCALL_HTTP_HEADER_TIMEOUT", args.http_header_timeout),
+            ("ROLLCALL_HTTP_BODY_TIMEOUT", args.http_body_timeout),
+            ("ROLLCALL_HTTP_IDLE_TIMEOUT", args.http_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -322,6 +353,14 @@ impl Settings {
             },
             write_timeout: args.write_timeout,
             rate_subscribes: args.rate_subscribes,
+            http: crate::server::HttpLimits {
+                header_timeout: args.http_header_timeout,
+                body_timeout: args.http_body_timeout,
+                idle_timeout: args.http_idle_timeout,
+                max_connections: args.max_http_connections,
+                max_connections_per_ip: args.max_http_connections_per_ip,
+                fd_reserve: args.fd_reserve,
+            },
             dev_defaults,
         })
     }
@@ -569,5 +608,42 @@ mod tests {
         ] {
             assert!(parse_rate(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn http_connection_limits() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.http, crate::server::HttpLimits::default());
+        assert_eq!(s.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.body_timeout, Duration::from_secs(30));
+        assert_eq!(s.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.http.max_connections, 4096);
+        assert_eq!(s.http.max_connections_per_ip, 256);
+        assert_eq!(s.http.fd_reserve, 256);
+        let s = parse(&[
+            "--http-header-timeout",
+            "300ms",
+            "--http-body-timeout",
+            "1s",
+            "--http-idle-timeout",
+            "2m",
+            "--max-http-connections",
+            "8",
+            "--max-http-connections-per-ip",
+            "0",
+            "--fd-reserve",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(s.http.header_timeout, Duration::from_millis(300));
+        assert_eq!(s.http.body_timeout, Duration::from_secs(1));
+        assert_eq!(s.http.idle_timeout, Duration::from_secs(120));
+        assert_eq!(s.http.max_connections, 8);
+        assert_eq!(s.http.max_connections_per_ip, 0);
+        assert_eq!(s.http.fd_reserve, 64);
+        assert!(matches!(
+            parse(&["--http-idle-timeout", "0s"]),
+            Err(ConfigError::ZeroDuration("ROLLCALL_HTTP_IDLE_TIMEOUT"))
+        ));
     }
 }

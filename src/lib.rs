@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pusher;
 pub mod report;
 pub mod rooms;
+pub mod server;
 pub mod snapshot;
 pub mod startup;
 pub mod store;

@@ -118,15 +118,31 @@ pub enum ConnectionRefusal {
     PerIp,
     /// `Origin` not in `ROLLCALL_ALLOWED_ORIGINS`.
     Origin,
+    /// `ROLLCALL_MAX_HTTP_CONNECTIONS` reached (503).
+    HttpCap,
+    /// `ROLLCALL_MAX_HTTP_CONNECTIONS_PER_IP` reached (503).
+    HttpPerIp,
+    /// A WebSocket upgrade within `ROLLCALL_FD_RESERVE` of the descriptor
+    /// limit (4100).
+    FdReserve,
 }
 
 impl ConnectionRefusal {
-    const ALL: [ConnectionRefusal; 2] = [Self::PerIp, Self::Origin];
+    const ALL: [ConnectionRefusal; 5] = [
+        Self::PerIp,
+        Self::Origin,
+        Self::HttpCap,
+        Self::HttpPerIp,
+        Self::FdReserve,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::PerIp => "per_ip",
             Self::Origin => "origin",
+            Self::HttpCap => "http_cap",
+            Self::HttpPerIp => "http_per_ip",
+            Self::FdReserve => "fd_reserve",
         }
     }
 }
@@ -191,9 +207,11 @@ pub struct Metrics {
     /// Requests refused by a rate limit, by `RateLimit`.
     rate_limited: [AtomicU64; 4],
     /// WebSocket connections refused, by `ConnectionRefusal`.
-    connections_refused: [AtomicU64; 2],
+    connections_refused: [AtomicU64; 5],
     /// WebSocket bounds (issue 9).
     pub ws: WsMetrics,
+    /// The HTTP connection layer (`src/server`): see `render_connections`.
+    connections: ConnectionCounters,
 }
 
 /// Gauges read at render time from their owners.
@@ -245,7 +263,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP rollcall_connections_refused_total WebSocket connections refused, by reason."
+            "# HELP rollcall_connections_refused_total Connections refused, by reason."
         );
         let _ = writeln!(out, "# TYPE rollcall_connections_refused_total counter");
         for reason in ConnectionRefusal::ALL {
@@ -353,6 +371,85 @@ impl Metrics {
             let _ = writeln!(out, "{name} {value}");
         }
         self.ws.render(&mut out);
+        self.render_connections(&mut out);
         out
+    }
+}
+
+// --- The HTTP connection layer (src/server): timeouts, refusals, open
+// plain HTTP connections. ---
+
+/// Which deadline of an HTTP connection passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// No complete request head in time (answered 408).
+    Header,
+    /// The body did not arrive in time (408, or closed once answering).
+    Body,
+    /// Keep-alive idle between requests, or a response the client stopped
+    /// reading (closed silently).
+    Idle,
+}
+
+impl TimeoutPhase {
+    const ALL: [TimeoutPhase; 3] = [Self::Header, Self::Body, Self::Idle];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Body => "body",
+            Self::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConnectionCounters {
+    timeouts: [AtomicU64; 3],
+    http_open: AtomicU64,
+}
+
+impl Metrics {
+    pub fn http_timeout(&self, phase: TimeoutPhase) {
+        self.connections.timeouts[phase as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn http_timeout_count(&self, phase: TimeoutPhase) -> u64 {
+        self.connections.timeouts[phase as usize].load(Ordering::Relaxed)
+    }
+
+    /// The open plain HTTP connections gauge (set by the connection budget).
+    pub fn set_http_connections(&self, open: usize) {
+        self.connections
+            .http_open
+            .store(open as u64, Ordering::Relaxed);
+    }
+
+    fn render_connections(&self, out: &mut String) {
+        let name = "rollcall_http_timeouts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} HTTP connections whose deadline passed, by phase."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for phase in TimeoutPhase::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{phase=\"{}\"}} {}",
+                phase.label(),
+                self.http_timeout_count(phase)
+            );
+        }
+        let name = "rollcall_http_connections";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Open plain HTTP connections (not upgraded)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(
+            out,
+            "{name} {}",
+            self.connections.http_open.load(Ordering::Relaxed)
+        );
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::ws::Utf8Bytes;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +21,7 @@ use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::report::Reporter;
 use crate::rooms::{Rooms, Timing};
+use crate::server::{self, ConnectionBudget};
 use crate::snapshot::Snapshots;
 use crate::store::{
     ChannelQuery, LocalDelivery, MemoryStore, RedisStore, Store, SubscriptionCounts,
@@ -34,11 +34,14 @@ pub struct Application {
     /// Cancelled on shutdown: every socket closes with 4200 so browsers
     /// reconnect at once (to another node, or to us after a restart).
     shutdown: CancellationToken,
-    /// Upgraded WebSocket tasks, which axum's graceful shutdown does not
-    /// wait for (axum#3003); we wait for them ourselves.
+    /// Upgraded WebSocket tasks: a connection's task in `server::serve`
+    /// ends when hyper hands the socket over, so the drain does not wait
+    /// for them; we wait for them ourselves.
     tracker: TaskTracker,
     settings: Settings,
     pub state: AppState,
+    /// Open sockets and their caps, shared with the WebSocket endpoint.
+    budget: ConnectionBudget,
 }
 
 /// The hub is how stores reach this node's sockets.
@@ -168,6 +171,8 @@ impl Application {
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
         pusher_state.metrics = Arc::clone(&metrics);
+        let budget = server::budget_for(&settings.http, Arc::clone(&metrics));
+        pusher_state.budget = budget.clone();
         // Every response, the framework's own refusals included, leaves
         // through `harden`: the contract's JSON error body, security headers.
         let router = http::routes(state.clone())
@@ -183,6 +188,7 @@ impl Application {
             tracker,
             settings,
             state,
+            budget,
         })
     }
 
@@ -202,29 +208,24 @@ impl Application {
         let addr = self.local_addr();
         tracing::info!(%addr, "rollcall listening");
         let shutdown = self.shutdown.clone();
-        // TCP_NODELAY on every accepted socket: a push server writes small
-        // frames and must not hold one back waiting for the ACK of the last
-        // (Nagle + the client's delayed ACK cost up to 40 ms on a frame).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        // The TCP peer goes into every request (`ConnectInfo`): the client
-        // address per-address limits are keyed by (`http::client_ip`).
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+        tokio::spawn(async move {
             signal.await;
             tracing::info!("shutting down: closing sockets with 4200, draining requests");
             shutdown.cancel();
         });
+        let serve = server::serve(
+            self.listener,
+            self.router,
+            self.settings.http,
+            self.budget,
+            Arc::clone(&self.state.metrics),
+            self.shutdown.clone(),
+        );
         let deadline = self.settings.shutdown_timeout;
-        let served = tokio::spawn(async move { serve.await });
+        let served = tokio::spawn(serve);
         // Wait for the serve loop; after the signal, give it a bounded time.
         let result = tokio::select! {
-            r = served => r.context("server task panicked")?.context("server error"),
+            r = served => r.context("server task panicked"),
             _ = async { self.shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
                 tracing::warn!("in-flight requests did not finish within {deadline:?}; exiting anyway");
                 Ok(())

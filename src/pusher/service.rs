@@ -31,6 +31,7 @@ use crate::config::Rate;
 use crate::http::client_ip::{ClientIp, TrustedProxies};
 use crate::limits::{Limits, TooManyFromAddress};
 use crate::metrics::Metrics;
+use crate::server::ConnectionBudget;
 
 /// Settings of the Pusher endpoint.
 #[derive(Debug, Clone)]
@@ -127,6 +128,9 @@ pub struct PusherState {
     pub connections: Arc<AtomicUsize>,
     /// Counters (the application's, shared with `/metrics`).
     pub metrics: Arc<Metrics>,
+    /// Open sockets against the descriptor limit: upgrades stop at the
+    /// reserve kept for plain HTTP (`server::budget`).
+    pub budget: ConnectionBudget,
     /// Starts, once, the task that relays `shutdown` to every socket's
     /// outbox (sockets do not each watch the shared token: polling it takes
     /// its lock, on every wake-up of every socket).
@@ -155,6 +159,7 @@ impl PusherState {
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
             metrics: Arc::new(Metrics::default()),
+            budget: ConnectionBudget::unlimited(),
             relay: Arc::new(Once::new()),
             limits: Arc::new(Limits::off()),
         }
@@ -306,6 +311,10 @@ async fn upgrade(
 
     let admitted = match admission_error(&state, &app_key, &query) {
         Some(refusal) => Err(refusal),
+        // The descriptor reserve is for health checks and webhooks.
+        None if !state.budget.admit_websocket() => {
+            Err((code::OVER_CAPACITY, "over capacity".to_owned()))
+        }
         None => ConnectionSlot::acquire(&state.connections, state.config.max_connections)
             .ok_or((code::OVER_CAPACITY, "over capacity".to_owned())),
     };

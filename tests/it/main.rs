@@ -4,6 +4,7 @@
 
 mod attendance_flow;
 mod helpers;
+mod http_hardening;
 mod lifecycle;
 mod multi_node;
 mod process;
