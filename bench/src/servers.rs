@@ -60,6 +60,27 @@ pub struct ServerArgs {
     /// Extra `rollcall serve` flags, e.g. `--sweep-interval=1s`.
     #[arg(long, allow_hyphen_values = true)]
     pub rollcall_flag: Vec<String>,
+    /// Extra environment for rollcall, `NAME=value` (repeatable); applied
+    /// after [`BENCH_ENV`], so it can also override those.
+    #[arg(long, value_parser = parse_env_pair)]
+    pub rollcall_env: Vec<(String, String)>,
+}
+
+/// Environment every rollcall the bench starts gets: the bench's own
+/// webhooks and heartbeats are the load being measured, not abuse, so the
+/// per-client rate limits on them are off (`0`). A server that does not
+/// know a variable ignores it. The other limits stay at their defaults
+/// (the soak's hostile clients are meant to meet them).
+pub const BENCH_ENV: &[(&str, &str)] = &[
+    ("ROLLCALL_RATE_WEBHOOKS", "0"),
+    ("ROLLCALL_RATE_HEARTBEATS", "0"),
+];
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=value, got {s:?}")),
+    }
 }
 
 /// A running server under test.
@@ -150,7 +171,9 @@ impl Server {
                     // any client may: per-address limits off (issue 9).
                     .args(["--max-connections-per-ip", "0", "--rate-webhooks", "0"])
                     .args(&args.rollcall_flag)
-                    .env("RUST_LOG", "warn,rollcall::startup=error");
+                    .env("RUST_LOG", "warn,rollcall::startup=error")
+                    .envs(BENCH_ENV.iter().copied())
+                    .envs(args.rollcall_env.iter().map(|(k, v)| (k, v)));
                 if let Some(u) = &redis_url {
                     c.args(["--redis-url", u]);
                 }
