@@ -64,17 +64,29 @@ pub struct ServerArgs {
     /// after [`BENCH_ENV`], so it can also override those.
     #[arg(long, value_parser = parse_env_pair)]
     pub rollcall_env: Vec<(String, String)>,
+    /// Leave rollcall's per-address connection cap at its default (the
+    /// soak, whose hostile clients should meet it) instead of
+    /// [`GENERATOR_ENV`].
+    #[arg(skip)]
+    pub client_limits: bool,
 }
 
 /// Environment every rollcall the bench starts gets: the bench's own
 /// webhooks and heartbeats are the load being measured, not abuse, so the
-/// per-client rate limits on them are off (`0`). A server that does not
-/// know a variable ignores it. The other limits stay at their defaults
-/// (the soak's hostile clients are meant to meet them).
+/// limits on them are off (`0`). Environment rather than flags: a server
+/// built before a limit existed ignores the variable (a flag it does not
+/// know would stop it), so before/after runs take the same command. The
+/// other limits stay at their defaults (the soak's hostile clients are
+/// meant to meet them).
 pub const BENCH_ENV: &[(&str, &str)] = &[
     ("ROLLCALL_RATE_WEBHOOKS", "0"),
     ("ROLLCALL_RATE_HEARTBEATS", "0"),
 ];
+
+/// Also for every scenario but the soak: the generator's thousands of
+/// sockets come from a few source addresses, far more than one client
+/// may hold.
+pub const GENERATOR_ENV: &[(&str, &str)] = &[("ROLLCALL_MAX_CONNECTIONS_PER_IP", "0")];
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -167,13 +179,13 @@ impl Server {
                 let mut c = Command::new(&args.server_bin);
                 c.args(["serve", "--listen", &listen])
                     .args(["--max-connections", "1000000"])
-                    // The generator is a few addresses sending far more than
-                    // any client may: per-address limits off (issue 9).
-                    .args(["--max-connections-per-ip", "0", "--rate-webhooks", "0"])
                     .args(&args.rollcall_flag)
                     .env("RUST_LOG", "warn,rollcall::startup=error")
-                    .envs(BENCH_ENV.iter().copied())
-                    .envs(args.rollcall_env.iter().map(|(k, v)| (k, v)));
+                    .envs(BENCH_ENV.iter().copied());
+                if !args.client_limits {
+                    c.envs(GENERATOR_ENV.iter().copied());
+                }
+                c.envs(args.rollcall_env.iter().map(|(k, v)| (k, v)));
                 if let Some(u) = &redis_url {
                     c.args(["--redis-url", u]);
                 }

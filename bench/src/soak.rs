@@ -134,6 +134,7 @@ pub async fn soak(a: SoakArgs) -> anyhow::Result<()> {
             .map_or(0, |d| d.as_secs())
     );
     let mut server_args = a.server.clone();
+    server_args.client_limits = true;
     // Server warnings (one per refused hostile client) would drown the
     // table; errors still show. `--rollcall-env RUST_LOG=...` overrides.
     if !server_args
