@@ -305,3 +305,22 @@ async fn wait_tcp(port: u16) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollcall_env_takes_name_equals_value() {
+        assert_eq!(
+            parse_env_pair("RUST_LOG=warn,rollcall=info"),
+            Ok(("RUST_LOG".into(), "warn,rollcall=info".into()))
+        );
+        assert_eq!(
+            parse_env_pair("ROLLCALL_RATE_WEBHOOKS="),
+            Ok(("ROLLCALL_RATE_WEBHOOKS".into(), String::new()))
+        );
+        assert!(parse_env_pair("NO_EQUALS").is_err());
+        assert!(parse_env_pair("=value").is_err());
+    }
+}
