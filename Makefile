@@ -10,7 +10,7 @@ E2E := tests/e2e
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps
+.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak
 
 run:
 	$(CARGO) run --release -- serve
@@ -104,3 +104,18 @@ bench-full: bench-build
 	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 20 --max-requests 400000
 	$(call BENCH_RUN,b5) --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
 	$(call BENCH_RUN,b5) --store redis --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
+
+# ---- soak (loopback only, bounded; see BENCHMARKS.md, "Soak") ----
+# `make soak`: 10 minutes of B1-like load with 10 %/min churn, heartbeats
+# and hostile clients against one rollcall it starts; server RSS, fds, CPU
+# and latency sampled every 5 s, samples in $(SOAK_CSV). A short run:
+# `make soak SOAK_SECS=90`; on Redis: `make soak SOAK_FLAGS="--store redis"`.
+SOAK_SECS ?= 600
+SOAK_FLAGS ?=
+SOAK_CSV ?= $(BENCH_TARGET_DIR)/soak.csv
+
+soak:
+	$(if $(findstring redis,$(SOAK_FLAGS)),@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; })
+	$(CARGO) build --release
+	cd $(BENCH_DIR) && CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) $(CARGO) build --release
+	$(BENCH) soak --server-bin $(ROLLCALL_BIN) --secs $(SOAK_SECS) --csv $(SOAK_CSV) $(SOAK_FLAGS)

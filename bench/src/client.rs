@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::servers::Target;
 use crate::track::Tracker;
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// Guard for each handshake step; a server slower than this counts as a
 /// failed connection.
@@ -47,7 +47,14 @@ pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig 
 }
 
 /// Opens a WebSocket to `url` from 127.0.0.`src`.
-async fn open(url: &str, src: u8) -> anyhow::Result<Ws> {
+pub async fn open(url: &str, src: u8) -> anyhow::Result<Ws> {
+    open_with(url, src, None).await
+}
+
+/// [`open`], optionally with a small kernel receive buffer (`rcvbuf`
+/// bytes) so that a client which stops reading pushes back on the server
+/// sooner (the soak's stalled readers).
+pub async fn open_with(url: &str, src: u8, rcvbuf: Option<u32>) -> anyhow::Result<Ws> {
     let hostport = url
         .split("//")
         .nth(1)
@@ -56,6 +63,9 @@ async fn open(url: &str, src: u8) -> anyhow::Result<Ws> {
     let dest: SocketAddr = hostport.parse().context("ws url must be ip:port")?;
     anyhow::ensure!(dest.ip().is_loopback(), "loopback only");
     let socket = TcpSocket::new_v4()?;
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes)?;
+    }
     socket.bind(SocketAddr::V4(SocketAddrV4::new(
         Ipv4Addr::new(127, 0, 0, src),
         0,
@@ -84,9 +94,16 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
 /// Connects and subscribes to `channel`; returns once the server confirmed.
 pub async fn subscribe(url: &str, src: u8, proto: Proto, channel: &str) -> anyhow::Result<Ws> {
     let mut ws = open(url, src).await?;
+    handshake(&mut ws, proto, channel).await?;
+    Ok(ws)
+}
+
+/// On an open WebSocket: waits for the server's hello, subscribes to
+/// `channel` and returns once the server confirmed.
+pub async fn handshake(ws: &mut Ws, proto: Proto, channel: &str) -> anyhow::Result<()> {
     match proto {
         Proto::Pusher => {
-            let hello = next_text(&mut ws).await?;
+            let hello = next_text(ws).await?;
             anyhow::ensure!(
                 hello.contains("pusher:connection_established"),
                 "unexpected first frame {hello}"
@@ -94,7 +111,7 @@ pub async fn subscribe(url: &str, src: u8, proto: Proto, channel: &str) -> anyho
             let sub = serde_json::json!({"event":"pusher:subscribe","data":{"channel":channel}});
             ws.send(Message::text(sub.to_string())).await?;
             loop {
-                let f = next_text(&mut ws).await?;
+                let f = next_text(ws).await?;
                 if f.contains("pusher_internal:subscription_succeeded") {
                     break;
                 }
@@ -105,11 +122,11 @@ pub async fn subscribe(url: &str, src: u8, proto: Proto, channel: &str) -> anyho
         }
         Proto::SocketIo => {
             // Engine.IO open packet `0{"sid":..,"pingInterval":..}`.
-            let open = next_text(&mut ws).await?;
+            let open = next_text(ws).await?;
             anyhow::ensure!(open.starts_with('0'), "unexpected EIO open {open}");
             ws.send(Message::text("40")).await?; // Socket.IO CONNECT to "/"
             loop {
-                let f = next_text(&mut ws).await?;
+                let f = next_text(ws).await?;
                 if f.starts_with("40") {
                     break;
                 }
@@ -121,7 +138,7 @@ pub async fn subscribe(url: &str, src: u8, proto: Proto, channel: &str) -> anyho
             let ev = format!("421{}", serde_json::json!(["subscribe", channel]));
             ws.send(Message::text(ev)).await?;
             loop {
-                let f = next_text(&mut ws).await?;
+                let f = next_text(ws).await?;
                 if f.starts_with("431") {
                     break;
                 }
@@ -131,7 +148,7 @@ pub async fn subscribe(url: &str, src: u8, proto: Proto, channel: &str) -> anyho
             }
         }
     }
-    Ok(ws)
+    Ok(())
 }
 
 /// Reads frames until the socket closes or the task is aborted, answering

@@ -4,10 +4,12 @@
 
 mod bare;
 mod client;
+mod hostile;
 mod publish;
 mod scenarios;
 mod servers;
 mod sharded;
+mod soak;
 mod stats;
 mod sys;
 mod track;
@@ -36,6 +38,9 @@ enum Command {
     B4(scenarios::B4Args),
     /// Heartbeats: cost per heartbeat and the sweeper's cost (rollcall).
     B5(scenarios::B5Args),
+    /// Soak: B1-like load with churn, heartbeats and hostile clients for
+    /// minutes; RSS, fds and latency sampled (rollcall).
+    Soak(soak::SoakArgs),
     /// One generator process of a B2 run spread over processes (internal).
     #[command(hide = true)]
     B2Worker(sharded::WorkerArgs),
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Command::B3(a) => scenarios::b3(a).await,
             Command::B4(a) => scenarios::b4(a).await,
             Command::B5(a) => scenarios::b5(a).await,
+            Command::Soak(a) => soak::soak(a).await,
         }
     })
 }

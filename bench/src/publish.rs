@@ -166,6 +166,9 @@ impl Publisher {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
                 .tcp_nodelay(true)
+                // Every send ends: a server that never answers counts as
+                // an error instead of holding a scenario open.
+                .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
             url: format!("{base}{path}"),

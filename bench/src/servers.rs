@@ -60,6 +60,39 @@ pub struct ServerArgs {
     /// Extra `rollcall serve` flags, e.g. `--sweep-interval=1s`.
     #[arg(long, allow_hyphen_values = true)]
     pub rollcall_flag: Vec<String>,
+    /// Extra environment for rollcall, `NAME=value` (repeatable); applied
+    /// after [`BENCH_ENV`], so it can also override those.
+    #[arg(long, value_parser = parse_env_pair)]
+    pub rollcall_env: Vec<(String, String)>,
+    /// Leave rollcall's per-address connection cap at its default (the
+    /// soak, whose hostile clients should meet it) instead of
+    /// [`GENERATOR_ENV`].
+    #[arg(skip)]
+    pub client_limits: bool,
+}
+
+/// Environment every rollcall the bench starts gets: the bench's own
+/// webhooks and heartbeats are the load being measured, not abuse, so the
+/// limits on them are off (`0`). Environment rather than flags: a server
+/// built before a limit existed ignores the variable (a flag it does not
+/// know would stop it), so before/after runs take the same command. The
+/// other limits stay at their defaults (the soak's hostile clients are
+/// meant to meet them).
+pub const BENCH_ENV: &[(&str, &str)] = &[
+    ("ROLLCALL_RATE_WEBHOOKS", "0"),
+    ("ROLLCALL_RATE_HEARTBEATS", "0"),
+];
+
+/// Also for every scenario but the soak: the generator's thousands of
+/// sockets come from a few source addresses, far more than one client
+/// may hold.
+pub const GENERATOR_ENV: &[(&str, &str)] = &[("ROLLCALL_MAX_CONNECTIONS_PER_IP", "0")];
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=value, got {s:?}")),
+    }
 }
 
 /// A running server under test.
@@ -146,11 +179,13 @@ impl Server {
                 let mut c = Command::new(&args.server_bin);
                 c.args(["serve", "--listen", &listen])
                     .args(["--max-connections", "1000000"])
-                    // The generator is a few addresses sending far more than
-                    // any client may: per-address limits off (issue 9).
-                    .args(["--max-connections-per-ip", "0", "--rate-webhooks", "0"])
                     .args(&args.rollcall_flag)
-                    .env("RUST_LOG", "warn,rollcall::startup=error");
+                    .env("RUST_LOG", "warn,rollcall::startup=error")
+                    .envs(BENCH_ENV.iter().copied());
+                if !args.client_limits {
+                    c.envs(GENERATOR_ENV.iter().copied());
+                }
+                c.envs(args.rollcall_env.iter().map(|(k, v)| (k, v)));
                 if let Some(u) = &redis_url {
                     c.args(["--redis-url", u]);
                 }
@@ -269,4 +304,23 @@ async fn wait_tcp(port: u16) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollcall_env_takes_name_equals_value() {
+        assert_eq!(
+            parse_env_pair("RUST_LOG=warn,rollcall=info"),
+            Ok(("RUST_LOG".into(), "warn,rollcall=info".into()))
+        );
+        assert_eq!(
+            parse_env_pair("ROLLCALL_RATE_WEBHOOKS="),
+            Ok(("ROLLCALL_RATE_WEBHOOKS".into(), String::new()))
+        );
+        assert!(parse_env_pair("NO_EQUALS").is_err());
+        assert!(parse_env_pair("=value").is_err());
+    }
 }

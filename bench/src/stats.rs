@@ -32,6 +32,18 @@ impl Latencies {
         let _ = h.record_n(us.clamp(1, MAX_US), n);
     }
 
+    /// The samples so far, merged, leaving every shard empty (one
+    /// sampling interval's histogram at a time).
+    pub fn take(&self) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for s in &self.shards {
+            let mut h = s.lock().unwrap();
+            let _ = all.add(&*h);
+            h.reset();
+        }
+        all
+    }
+
     pub fn merged(&self) -> Histogram<u64> {
         let mut all = new_histogram();
         for s in &self.shards {

@@ -82,3 +82,8 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!("{cores} cores, {cpu}, MemTotal {mem}")
 }
+
+/// Open file descriptors of `pid` (entries of /proc/<pid>/fd).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
