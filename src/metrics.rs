@@ -163,19 +163,13 @@ impl WsMetrics {
     }
 
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        labelled_counter(
             out,
-            "# HELP rollcall_ws_closed_total Pusher sockets the server ended, by reason."
+            "rollcall_ws_closed_total",
+            "Pusher sockets the server ended, by reason.",
+            "reason",
+            WsClose::ALL.map(|why| (why.label(), self.closed_count(why))),
         );
-        let _ = writeln!(out, "# TYPE rollcall_ws_closed_total counter");
-        for why in WsClose::ALL {
-            let _ = writeln!(
-                out,
-                "rollcall_ws_closed_total{{reason=\"{}\"}} {}",
-                why.label(),
-                self.closed_count(why)
-            );
-        }
     }
 }
 // --- end WebSocket hardening ---
@@ -248,32 +242,21 @@ impl Metrics {
 
     /// The limit families (issue 9), one line per label.
     fn render_limits(&self, out: &mut String) {
-        let _ = writeln!(
+        labelled_counter(
             out,
-            "# HELP rollcall_rate_limited_total Requests refused with 429 by a rate limit."
+            "rollcall_rate_limited_total",
+            "Requests refused with 429 by a rate limit.",
+            "limit",
+            RateLimit::ALL.map(|limit| (limit.label(), self.rate_limited_count(limit))),
         );
-        let _ = writeln!(out, "# TYPE rollcall_rate_limited_total counter");
-        for limit in RateLimit::ALL {
-            let _ = writeln!(
-                out,
-                "rollcall_rate_limited_total{{limit=\"{}\"}} {}",
-                limit.label(),
-                self.rate_limited_count(limit)
-            );
-        }
-        let _ = writeln!(
+        labelled_counter(
             out,
-            "# HELP rollcall_connections_refused_total Connections refused, by reason."
+            "rollcall_connections_refused_total",
+            "Connections refused, by reason.",
+            "reason",
+            ConnectionRefusal::ALL
+                .map(|reason| (reason.label(), self.connections_refused_count(reason))),
         );
-        let _ = writeln!(out, "# TYPE rollcall_connections_refused_total counter");
-        for reason in ConnectionRefusal::ALL {
-            let _ = writeln!(
-                out,
-                "rollcall_connections_refused_total{{reason=\"{}\"}} {}",
-                reason.label(),
-                self.connections_refused_count(reason)
-            );
-        }
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -282,19 +265,13 @@ impl Metrics {
 
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(1024);
-        let _ = writeln!(
-            out,
-            "# HELP rollcall_webhooks_total LiveKit webhooks by outcome."
+        labelled_counter(
+            &mut out,
+            "rollcall_webhooks_total",
+            "LiveKit webhooks by outcome.",
+            "outcome",
+            WebhookOutcome::ALL.map(|outcome| (outcome.label(), self.webhook_count(outcome))),
         );
-        let _ = writeln!(out, "# TYPE rollcall_webhooks_total counter");
-        for outcome in WebhookOutcome::ALL {
-            let _ = writeln!(
-                out,
-                "rollcall_webhooks_total{{outcome=\"{}\"}} {}",
-                outcome.label(),
-                self.webhook_count(outcome)
-            );
-        }
         let counters = [
             (
                 "rollcall_rooms_unmatched_total",
@@ -426,20 +403,13 @@ impl Metrics {
     }
 
     fn render_connections(&self, out: &mut String) {
-        let name = "rollcall_http_timeouts_total";
-        let _ = writeln!(
+        labelled_counter(
             out,
-            "# HELP {name} HTTP connections whose deadline passed, by phase."
+            "rollcall_http_timeouts_total",
+            "HTTP connections whose deadline passed, by phase.",
+            "phase",
+            TimeoutPhase::ALL.map(|phase| (phase.label(), self.http_timeout_count(phase))),
         );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for phase in TimeoutPhase::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{phase=\"{}\"}} {}",
-                phase.label(),
-                self.http_timeout_count(phase)
-            );
-        }
         let name = "rollcall_http_connections";
         let _ = writeln!(
             out,
@@ -451,5 +421,22 @@ impl Metrics {
             "{name} {}",
             self.connections.http_open.load(Ordering::Relaxed)
         );
+    }
+}
+
+/// One counter family with one label: its HELP and TYPE lines, then a line
+/// per label value (every value, zeros included, so a dashboard sees the
+/// series before the first event).
+fn labelled_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (value, count) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
     }
 }
