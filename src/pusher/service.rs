@@ -279,8 +279,8 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 const MAX_OUTBOUND_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// The most tungstenite may hold for one socket. Our writes never take it
-/// past `WRITE_BUFFER_BYTES` plus one frame (`socket.rs` waits for a flush
-/// before feeding more), so this bounds what *tungstenite* queues on its
+/// past `WRITE_BUFFER_BYTES` plus one frame of at most `FRAGMENT_BYTES`
+/// (`socket.rs` waits for a flush before feeding more), so this bounds what *tungstenite* queues on its
 /// own: pongs for a client's pings and the close reply. Past it, the pong
 /// waits in tungstenite's single control-frame slot (a newer pong replaces
 /// it) instead of piling up (256 MiB of pings from a client that did not
@@ -303,7 +303,7 @@ pub(super) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// websocket` and a `Sec-WebSocket-Key` (400 otherwise), and
 /// `Sec-WebSocket-Version: 13` (426 otherwise); the route only answers GET.
 /// Returns the `Sec-WebSocket-Accept` value.
-fn handshake(headers: &HeaderMap) -> Result<HeaderValue, Response> {
+fn handshake(headers: &HeaderMap) -> Result<HeaderValue, AppError> {
     let refuse = |message: &str| AppError::bad_request("bad_request", message);
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
@@ -312,9 +312,9 @@ fn handshake(headers: &HeaderMap) -> Result<HeaderValue, Response> {
         .flat_map(|value| value.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     if !connection_upgrade {
-        return Err(
-            refuse("a WebSocket endpoint: the request needs `Connection: upgrade`").into_response(),
-        );
+        return Err(refuse(
+            "a WebSocket endpoint: the request needs `Connection: upgrade`",
+        ));
     }
     let is = |name, expected: &str| {
         headers.get(name).is_some_and(|value: &HeaderValue| {
@@ -322,26 +322,19 @@ fn handshake(headers: &HeaderMap) -> Result<HeaderValue, Response> {
         })
     };
     if !is(header::UPGRADE, "websocket") {
-        return Err(
-            refuse("a WebSocket endpoint: the request needs `Upgrade: websocket`").into_response(),
-        );
+        return Err(refuse(
+            "a WebSocket endpoint: the request needs `Upgrade: websocket`",
+        ));
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return Err(refuse("the request needs a Sec-WebSocket-Key").into_response());
+        return Err(refuse("the request needs a Sec-WebSocket-Key"));
     };
     if !is(header::SEC_WEBSOCKET_VERSION, "13") {
-        // RFC 6455 §4.4: 426 naming the versions we speak.
-        let mut response = AppError::new(
+        return Err(AppError::new(
             StatusCode::UPGRADE_REQUIRED,
             "upgrade_required",
             "unsupported WebSocket version: this server speaks version 13",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(response);
+        ));
     }
     Ok(HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
         .expect("base64 is a valid header value"))
@@ -370,7 +363,18 @@ async fn upgrade(
     // needs (`FRAGMENT_BYTES`).
     let accept = match handshake(request.headers()) {
         Ok(accept) => accept,
-        Err(refusal) => return refusal,
+        Err(refusal) => {
+            let version = refusal.status == StatusCode::UPGRADE_REQUIRED;
+            let mut response = refusal.into_response();
+            if version {
+                // RFC 6455 §4.4: the 426 names the versions we speak.
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return response;
+        }
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return AppError::new(

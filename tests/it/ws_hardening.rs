@@ -628,8 +628,9 @@ async fn sockets_sent_a_large_snapshot_keep_only_a_few_kib_each() {
     // tungstenite formats each frame into its write buffer, a Vec that keeps
     // the capacity of the largest frame it ever held: sent whole, a ~130 KB
     // snapshot stayed resident in every socket it went to. Measured (debug
-    // build, 300 sockets, 131 KB snapshot): +132 KiB per socket when sent
-    // whole; +3 KiB per socket in 8 KiB fragments.
+    // build, 300 sockets, 134,553 B snapshot): +135 KiB per socket when sent
+    // whole; +11 KiB per socket in 8 KiB fragments (an idle subscribed
+    // socket's ~3 KiB plus the write buffer at its 8 KiB working size).
     const SOCKETS: usize = 300;
     const PER_SOCKET_BOUND_KIB: u64 = 24;
     let server = server(&[]).await;
