@@ -280,8 +280,9 @@ const MAX_OUTBOUND_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// The most tungstenite may hold for one socket. Our writes never take it
 /// past `WRITE_BUFFER_BYTES` plus one frame of at most `FRAGMENT_BYTES`
-/// (`socket.rs` waits for a flush before feeding more), so this bounds what *tungstenite* queues on its
-/// own: pongs for a client's pings and the close reply. Past it, the pong
+/// (`socket.rs` waits for a flush before feeding more), so this bounds
+/// what *tungstenite* queues on its own: pongs for a client's pings and the
+/// close reply. Past it, the pong
 /// waits in tungstenite's single control-frame slot (a newer pong replaces
 /// it) instead of piling up (256 MiB of pings from a client that did not
 /// read cost +245 MB before this).
