@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::engine::view::{SNAPSHOT_EVENT, snapshot_json};
 use crate::pusher::channel::ChannelName;

@@ -3,8 +3,8 @@
 //!
 //! - **The contract's error body.** Our handlers answer errors with
 //!   [`AppError`]; axum's own refusals (405 from a method router, a bad
-//!   path encoding, a query that does not deserialize, a WebSocket request
-//!   without upgrade headers, ...) come as plain text or empty bodies.
+//!   path encoding, a query that does not deserialize, ...) come as plain
+//!   text or empty bodies.
 //!   Any error response that is not already JSON is rewritten here into
 //!   `{"error", "message"}` with the same status and headers, so a client
 //!   can rely on the shape of every refusal.

@@ -6,9 +6,9 @@
 //! subscriber's queue. Server frames carry `data` as a JSON *string*, except
 //! `pusher:error`, whose `data` is an object (as Pusher sends it).
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Pusher close and error codes rollcall uses. The range decides what
 /// pusher-js does after a close: 4000–4099 never reconnect, 4100–4199 back

@@ -14,9 +14,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::channel::{ChannelName, SocketId};
 

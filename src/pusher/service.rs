@@ -14,12 +14,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::future::Either;
+use futures_util::FutureExt;
+use futures_util::future::{Either, ready};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +36,7 @@ use super::hub::{Halt, Hub};
 use super::socket;
 use crate::config::Rate;
 use crate::http::client_ip::{ClientIp, TrustedProxies};
+use crate::http::error::AppError;
 use crate::limits::{Limits, TooManyFromAddress};
 use crate::metrics::Metrics;
 use crate::server::ConnectionBudget;
@@ -271,25 +279,116 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 const MAX_OUTBOUND_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// The most tungstenite may hold for one socket. Our writes never take it
-/// past `WRITE_BUFFER_BYTES` plus one frame (`socket.rs` waits for a flush
-/// before feeding more), so this bounds what *tungstenite* queues on its
-/// own: pongs for a client's pings and the close reply. Past it, the pong
+/// past `WRITE_BUFFER_BYTES` plus one frame of at most `FRAGMENT_BYTES`
+/// (`socket.rs` waits for a flush before feeding more), so this bounds
+/// what *tungstenite* queues on its own: pongs for a client's pings and the
+/// close reply. Past it, the pong
 /// waits in tungstenite's single control-frame slot (a newer pong replaces
 /// it) instead of piling up (256 MiB of pings from a client that did not
 /// read cost +245 MB before this).
 const MAX_WRITE_BUFFER_BYTES: usize = WRITE_BUFFER_BYTES + MAX_OUTBOUND_FRAME_BYTES;
 
+/// The fragment size of large outgoing messages: a message longer than this
+/// is sent as a fragmented message (RFC 6455 §5.4) of frames of at most
+/// this many payload bytes (`socket.rs`), so tungstenite's write buffer,
+/// which keeps the capacity of the largest frame it ever formatted, stays
+/// within about two fragments instead of growing to the largest snapshot
+/// the socket was ever sent.
+pub(super) const FRAGMENT_BYTES: usize = WRITE_BUFFER_BYTES;
+
+/// The upgraded connection a socket task owns.
+pub(super) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The WebSocket handshake's checks (RFC 6455 §4.2.1), as axum's
+/// `WebSocketUpgrade` made them: `Connection: upgrade`, `Upgrade:
+/// websocket` and a `Sec-WebSocket-Key` (400 otherwise), and
+/// `Sec-WebSocket-Version: 13` (426 otherwise); the route only answers GET.
+/// Returns the `Sec-WebSocket-Accept` value.
+fn handshake(headers: &HeaderMap) -> Result<HeaderValue, AppError> {
+    let refuse = |message: &str| AppError::bad_request("bad_request", message);
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return Err(refuse(
+            "a WebSocket endpoint: the request needs `Connection: upgrade`",
+        ));
+    }
+    let is = |name, expected: &str| {
+        headers.get(name).is_some_and(|value: &HeaderValue| {
+            value.as_bytes().eq_ignore_ascii_case(expected.as_bytes())
+        })
+    };
+    if !is(header::UPGRADE, "websocket") {
+        return Err(refuse(
+            "a WebSocket endpoint: the request needs `Upgrade: websocket`",
+        ));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(refuse("the request needs a Sec-WebSocket-Key"));
+    };
+    if !is(header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err(AppError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "unsupported WebSocket version: this server speaks version 13",
+        ));
+    }
+    Ok(HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .expect("base64 is a valid header value"))
+}
+
+/// The `101 Switching Protocols` answer to a valid handshake.
+fn switching_protocols(accept: HeaderValue) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
 async fn upgrade(
     State(state): State<PusherState>,
     client: ClientIp,
-    headers: HeaderMap,
     Path(app_key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
+    // Our own handshake rather than axum's `WebSocketUpgrade`: axum's
+    // `WebSocket` cannot send raw frames, which fragmenting large messages
+    // needs (`FRAGMENT_BYTES`).
+    let accept = match handshake(request.headers()) {
+        Ok(accept) => accept,
+        Err(refusal) => {
+            let version = refusal.status == StatusCode::UPGRADE_REQUIRED;
+            let mut response = refusal.into_response();
+            if version {
+                // RFC 6455 §4.4: the 426 names the versions we speak.
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return response;
+        }
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return AppError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this connection cannot be upgraded",
+        )
+        .into_response();
+    };
+    let headers = request.headers();
     // A page of a site not in ROLLCALL_ALLOWED_ORIGINS: refused before
     // upgrading, with the contract's 403 JSON.
-    if let Err(refusal) = state.limits.origin_allowed(&headers) {
+    if let Err(refusal) = state.limits.origin_allowed(headers) {
         return refusal.into_response();
     }
     // See `PusherConfig::max_message_bytes`.
@@ -298,13 +397,12 @@ async fn upgrade(
     // tungstenite's default 128 KiB read buffer is touched per socket
     // (~138 KiB RSS each, measured by `make bench` B2); see
     // `READ_BUFFER_BYTES`.
-    let ws = ws
+    let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"));
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
     // Taken before the upgrade completes so `tracker.wait()` also covers
     // sockets between the 101 response and the start of their task.
     let tracked = state.tracker.token();
@@ -327,20 +425,30 @@ async fn upgrade(
             "too many connections from your address".to_owned(),
         )),
     });
-    // The callback builds the socket's task without an `async` wrapper of
-    // its own (which would keep a moved-from copy of the socket and the
-    // state in every task).
-    ws.on_upgrade(move |ws| match admitted {
-        // The slot lives as long as the connection.
-        Ok(slot) => Either::Left(socket::serve(ws, state, (slot, tracked))),
-        Err((code, message)) => {
-            tracing::debug!(code, message, "refusing pusher connection");
-            let error = frame::error(Some(code), &message);
-            let close = socket::close_boxed(ws, Some(error), code, message);
-            Either::Right(async move {
-                close.await;
-                drop(tracked);
-            })
+    // The task is a chain of `then`s rather than an `async` block: each step
+    // consumes what it captured, so the long-lived socket future does not
+    // sit next to moved-from copies of the upgrade's state (the state, the
+    // slots, the config) for the socket's whole life.
+    let task = on_upgrade.then(move |upgraded| match upgraded {
+        Err(err) => {
+            tracing::debug!(%err, "websocket upgrade failed");
+            drop(tracked);
+            Either::Left(ready(()))
         }
-    })
+        Ok(upgraded) => Either::Right(
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .then(move |ws| match admitted {
+                    // The slot lives as long as the connection.
+                    Ok(slot) => Either::Left(socket::serve(ws, state, (slot, tracked))),
+                    Err((code, message)) => {
+                        tracing::debug!(code, message, "refusing pusher connection");
+                        let error = frame::error(Some(code), &message);
+                        let close = socket::close_boxed(ws, Some(error), code, message);
+                        Either::Right(close.map(move |()| drop(tracked)))
+                    }
+                }),
+        ),
+    });
+    tokio::spawn(task);
+    switching_protocols(accept)
 }

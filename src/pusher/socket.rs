@@ -24,14 +24,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::Sink;
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, StreamExt};
 use governor::Quota;
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use tokio::time::{Instant, Sleep, sleep_until};
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::config::Rate;
 use crate::metrics::WsClose;
@@ -40,7 +43,7 @@ use super::auth::verify_channel_auth;
 use super::channel::{ChannelKind, ChannelName, SocketId};
 use super::frame::{self, ClientFrame, code};
 use super::hub::{Halt, SocketHandle};
-use super::service::{PusherConfig, PusherState};
+use super::service::{FRAGMENT_BYTES, PusherConfig, PusherState, Ws};
 
 /// Upper bound on closing a socket politely (sending our close frame and
 /// waiting for the client's reply), so shutdown ends in bounded time even
@@ -93,7 +96,7 @@ impl From<Halt> for Stop {
 /// besides its buffers. The `async move` block below uses its captures in
 /// place.
 pub(super) fn serve(
-    ws: WebSocket,
+    ws: Ws,
     state: PusherState,
     keep: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -144,7 +147,7 @@ pub(super) fn serve(
 /// state never counts in the caller's future): closing is rare, and the
 /// handshake's state would otherwise be part of every idle socket's task.
 pub(super) fn close_boxed(
-    ws: WebSocket,
+    ws: Ws,
     error: Option<Utf8Bytes>,
     code: u16,
     reason: String,
@@ -156,18 +159,19 @@ pub(super) fn close_boxed(
 /// client's close reply, all within [`CLOSE_GRACE`]. Waiting for the reply
 /// lets the TCP connection end with FIN rather than a reset, which could
 /// make the client lose the close frame and its code.
-async fn close(mut ws: WebSocket, error: Option<Utf8Bytes>, code: u16, reason: &str) {
+async fn close(mut ws: Ws, error: Option<Utf8Bytes>, code: u16, reason: &str) {
     let polite = async {
         if let Some(error) = error {
+            // Pusher errors are a few hundred bytes: one frame.
             ws.send(Message::Text(error)).await?;
         }
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: reason.into(),
         };
         ws.send(Message::Close(Some(frame))).await?;
-        while let Some(Ok(_)) = ws.recv().await {}
-        Ok::<(), axum::Error>(())
+        while let Some(Ok(_)) = ws.next().await {}
+        Ok::<(), tungstenite::Error>(())
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, polite).await;
 }
@@ -215,7 +219,7 @@ impl Keepalive {
 }
 
 impl Connection {
-    async fn run(&mut self, ws: &mut WebSocket) -> Stop {
+    async fn run(&mut self, ws: &mut Ws) -> Stop {
         let config = self.state.config.clone();
         let established = frame::connection_established(
             self.handle.id.as_str(),
@@ -241,7 +245,7 @@ impl Connection {
                     Ok(frames) => self.write(ws, frames.into_iter(), WsClose::WriteTimeout).await,
                     Err(halt) => Err(halt.into()),
                 },
-                incoming = ws.recv() => {
+                incoming = ws.next() => {
                     match incoming {
                         Some(Ok(msg)) if too_large(&msg, config.max_message_bytes) => {
                             Box::pin(self.refuse_too_large(ws)).await
@@ -300,20 +304,26 @@ impl Connection {
     /// the keepalive's give-up time ([`Keepalive::give_up_at`]) ends it with
     /// 4201 as it would if no write were pending. tungstenite gathers the
     /// frames in its write buffer (up to `write_buffer_size`, see
-    /// `service.rs`), so a burst costs one syscall, not one per frame.
-    /// Abandoning a write is safe: tungstenite buffers whole frames, so the
-    /// close frame sent afterwards is still well-formed.
+    /// `service.rs`), so a burst costs one syscall, not one per frame. A
+    /// message longer than `FRAGMENT_BYTES` goes out as a fragmented
+    /// message ([`Outgoing`]), so tungstenite's buffer never holds more than
+    /// about two fragments (it keeps the capacity of the largest frame it
+    /// formatted, for the socket's life). Abandoning a write is safe:
+    /// tungstenite buffers whole frames, and a close frame may come between
+    /// the fragments of a message (RFC 6455 §5.4), so the close frame sent
+    /// afterwards is still well-formed; nothing else is written after a
+    /// failed write.
     ///
     /// Written with `poll_fn` rather than `SinkExt::feed`/`flush` futures:
     /// this state is part of every socket's task, and this way it is a few
     /// words; the timer is only allocated once the write has to wait.
     async fn write(
         &self,
-        ws: &mut WebSocket,
+        ws: &mut Ws,
         mut frames: impl Iterator<Item = Utf8Bytes>,
         stalled: WsClose,
     ) -> Result<(), Stop> {
-        let mut pending = frames.next();
+        let mut pending = frames.next().map(Outgoing::new);
         let mut timer: Option<Pin<Box<Sleep>>> = None;
         let mut progressed = false;
         poll_fn(|cx| {
@@ -360,13 +370,13 @@ impl Connection {
     /// bounded like any write: a client that sends pings but does not read
     /// their pongs is closed after `write_timeout` instead of being read
     /// from (and its pongs buffered) forever.
-    async fn flush(&self, ws: &mut WebSocket) -> Result<(), Stop> {
+    async fn flush(&self, ws: &mut Ws) -> Result<(), Stop> {
         self.write(ws, std::iter::empty(), WsClose::PingFlood).await
     }
 
     /// Answers a client message over `max_message_bytes`: a `pusher:error`,
     /// then a 4100 close.
-    async fn refuse_too_large(&self, ws: &mut WebSocket) -> Result<(), Stop> {
+    async fn refuse_too_large(&self, ws: &mut Ws) -> Result<(), Stop> {
         let msg = format!(
             "message exceeds the {} byte limit",
             self.state.config.max_message_bytes
@@ -385,7 +395,7 @@ impl Connection {
     /// (`PusherConfig::subscribe_rate`); over it, a `pusher:error` and a
     /// 4301 close (pusher-js does not reconnect after 43xx, so a looping
     /// client stops instead of coming straight back).
-    async fn spend_subscribe(&mut self, ws: &mut WebSocket) -> Result<(), Stop> {
+    async fn spend_subscribe(&mut self, ws: &mut Ws) -> Result<(), Stop> {
         let Some(rate) = self.state.config.subscribe_rate else {
             return Ok(());
         };
@@ -417,17 +427,17 @@ impl Connection {
     }
 
     /// [`Self::send`] in its own allocation, for writes off the hot path.
-    async fn send_boxed(&self, ws: &mut WebSocket, text: Utf8Bytes) -> Result<(), Stop> {
+    async fn send_boxed(&self, ws: &mut Ws, text: Utf8Bytes) -> Result<(), Stop> {
         Box::pin(self.send(ws, text)).await
     }
 
     /// Writes one frame.
-    async fn send(&self, ws: &mut WebSocket, text: Utf8Bytes) -> Result<(), Stop> {
+    async fn send(&self, ws: &mut Ws, text: Utf8Bytes) -> Result<(), Stop> {
         self.write(ws, std::iter::once(text), WsClose::WriteTimeout)
             .await
     }
 
-    async fn on_message(&mut self, ws: &mut WebSocket, msg: Message) -> Result<(), Stop> {
+    async fn on_message(&mut self, ws: &mut Ws, msg: Message) -> Result<(), Stop> {
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -440,7 +450,8 @@ impl Connection {
             Message::Ping(_) => return self.flush(ws).await,
             // A client's close is answered on the next read, which then ends
             // the stream.
-            Message::Pong(_) | Message::Close(_) => return Ok(()),
+            // (tungstenite never reads a `Frame`.)
+            Message::Pong(_) | Message::Close(_) | Message::Frame(_) => return Ok(()),
         };
         let frame = match ClientFrame::parse(&text) {
             Ok(frame) => frame,
@@ -479,7 +490,7 @@ impl Connection {
         }
     }
 
-    async fn subscribe(&mut self, ws: &mut WebSocket, frame: &ClientFrame) -> Result<(), Stop> {
+    async fn subscribe(&mut self, ws: &mut Ws, frame: &ClientFrame) -> Result<(), Stop> {
         let Some(name) = frame.data_str("channel") else {
             let err = frame::error(None, "pusher:subscribe needs data.channel");
             return self.send(ws, err).await;
@@ -585,36 +596,89 @@ fn pong_timeout() -> Stop {
     )
 }
 
-/// Feeds `pending` and then the rest of `frames` to the socket and flushes;
-/// `progressed` is set whenever a frame is accepted.
+/// A text message being written, one frame at a time: what is left of it,
+/// and whether its first frame went out.
+struct Outgoing {
+    rest: Bytes,
+    started: bool,
+}
+
+impl Outgoing {
+    fn new(text: Utf8Bytes) -> Self {
+        Self {
+            rest: text.into(),
+            started: false,
+        }
+    }
+
+    /// The message's next frame: the whole message as one Text frame if it
+    /// fits in `max` bytes; otherwise a fragment of at most `max` bytes (RFC
+    /// 6455 §5.4: Text with FIN=0 first, then Continuation frames, the last
+    /// with FIN=1). Fragments end on character boundaries, so each is valid
+    /// UTF-8 on its own (clients need not rely on that). Slices, never
+    /// copies, the shared frame.
+    fn next_frame(&mut self, max: usize) -> Frame {
+        let len = fragment_len(&self.rest, max);
+        let payload = self.rest.split_to(len);
+        let opcode = if std::mem::replace(&mut self.started, true) {
+            Data::Continue
+        } else {
+            Data::Text
+        };
+        Frame::message(payload, OpCode::Data(opcode), self.rest.is_empty())
+    }
+
+    fn is_done(&self) -> bool {
+        self.started && self.rest.is_empty()
+    }
+}
+
+/// How much of `rest` (UTF-8, starting on a character boundary) the next
+/// fragment takes: all of it if it fits in `max`, else at most `max` bytes
+/// ending on a character boundary.
+fn fragment_len(rest: &[u8], max: usize) -> usize {
+    if rest.len() <= max {
+        return rest.len();
+    }
+    // `rest[len]` starts the next fragment: not a continuation byte.
+    let mut len = max;
+    while len > 0 && rest[len] & 0xC0 == 0x80 {
+        len -= 1;
+    }
+    if len == 0 { max } else { len }
+}
+
+/// Feeds `pending` and then the rest of `frames` to the socket, a frame (or
+/// fragment) at a time, and flushes; `progressed` is set whenever a frame is
+/// accepted.
 fn poll_write_all(
-    mut ws: Pin<&mut WebSocket>,
-    pending: &mut Option<Utf8Bytes>,
+    mut ws: Pin<&mut Ws>,
+    pending: &mut Option<Outgoing>,
     frames: &mut impl Iterator<Item = Utf8Bytes>,
     progressed: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), Stop>> {
-    while pending.is_some() {
+    while let Some(message) = pending {
         ready!(ws.as_mut().poll_ready(cx)).map_err(write_failed)?;
-        if let Some(frame) = pending.take() {
-            ws.as_mut()
-                .start_send(Message::Text(frame))
-                .map_err(write_failed)?;
-            *progressed = true;
+        let frame = message.next_frame(FRAGMENT_BYTES);
+        let done = message.is_done();
+        ws.as_mut()
+            .start_send(Message::Frame(frame))
+            .map_err(write_failed)?;
+        *progressed = true;
+        if done {
+            *pending = frames.next().map(Outgoing::new);
         }
-        *pending = frames.next();
     }
     ws.as_mut().poll_flush(cx).map_err(write_failed)
 }
 
 /// A failed write ends the socket. Only a frame larger than the write
-/// buffer's cap (`MAX_WRITE_BUFFER_BYTES` in `service.rs`: a snapshot of a
-/// room of thousands) is our doing, so that one is logged.
+/// buffer's cap (`MAX_WRITE_BUFFER_BYTES` in `service.rs`) would be our
+/// doing, so that one is logged.
 #[cold]
-fn write_failed(err: axum::Error) -> Stop {
-    let source =
-        std::error::Error::source(&err).and_then(|e| e.downcast_ref::<tungstenite::Error>());
-    if let Some(tungstenite::Error::WriteBufferFull(_)) = source {
+fn write_failed(err: tungstenite::Error) -> Stop {
+    if let tungstenite::Error::WriteBufferFull(_) = err {
         tracing::warn!("a frame exceeds the socket's write buffer cap; closing the socket");
     }
     Stop::Gone
@@ -635,10 +699,8 @@ fn too_large(msg: &Message, limit: usize) -> bool {
 
 /// Whether a read failed on tungstenite's capacity limit (a message over
 /// twice `max_message_bytes`, refused before it is buffered whole).
-fn is_too_large(err: &axum::Error) -> bool {
-    std::error::Error::source(err)
-        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+fn is_too_large(err: &tungstenite::Error) -> bool {
+    matches!(err, tungstenite::Error::Capacity(_))
 }
 
 #[cfg(test)]
@@ -649,11 +711,6 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// Every idle socket holds its task's future; rare paths are boxed and
-    /// arguments are not stored twice to keep it small (1,000 bytes when
-    /// this was written, of which 368 are the `WebSocket` itself; it was
-    /// 2,192 before; 1,048 with the write-stall deadline and the subscribe
-    /// limiter, both boxed and made only when needed).
     #[test]
     fn a_rate_allows_its_count_at_once_then_refills_evenly() {
         let quota = quota(Rate {
@@ -667,6 +724,66 @@ mod tests {
         assert!(limiter.check().is_err(), "the fourth in a burst is refused");
     }
 
+    /// Every frame `Outgoing` makes for `text`: (FIN, continuation, payload).
+    fn frames_of(text: &str, max: usize) -> Vec<(bool, bool, String)> {
+        let mut message = Outgoing::new(Utf8Bytes::from(text));
+        let mut frames = Vec::new();
+        while !message.is_done() {
+            let frame = message.next_frame(max);
+            let continued = match frame.header().opcode {
+                OpCode::Data(Data::Text) => false,
+                OpCode::Data(Data::Continue) => true,
+                other => panic!("unexpected opcode {other:?}"),
+            };
+            let payload = String::from_utf8(frame.payload().to_vec()).expect("whole characters");
+            frames.push((frame.header().is_final, continued, payload));
+        }
+        frames
+    }
+
+    #[test]
+    fn large_messages_are_fragmented_on_character_boundaries() {
+        // Up to one fragment: one Text frame, as a plain message.
+        assert_eq!(frames_of("", 4), [(true, false, String::new())]);
+        assert_eq!(frames_of("abcd", 4), [(true, false, "abcd".into())]);
+        // Longer: Text FIN=0, Continuation frames, the last FIN=1.
+        assert_eq!(
+            frames_of("abcdefghij", 4),
+            [
+                (false, false, "abcd".into()),
+                (false, true, "efgh".into()),
+                (true, true, "ij".into()),
+            ]
+        );
+        // A fragment never ends inside a character ("é" is 2 bytes, "€" 3).
+        assert_eq!(
+            frames_of("abcé€xyz", 4),
+            [
+                (false, false, "abc".into()),
+                (false, true, "é".into()),
+                (false, true, "€x".into()),
+                (true, true, "yz".into()),
+            ]
+        );
+        let text: String = "ünïcödé ".repeat(3_000);
+        let frames = frames_of(&text, FRAGMENT_BYTES);
+        assert!(frames.iter().all(|(_, _, p)| p.len() <= FRAGMENT_BYTES));
+        assert_eq!(
+            frames
+                .iter()
+                .map(|(_, _, p)| p.as_str())
+                .collect::<String>(),
+            text
+        );
+    }
+
+    /// Every idle socket holds its task's future; rare paths are boxed and
+    /// arguments are not stored twice to keep it small (1,000 bytes when
+    /// this was written, of which 368 are the `WebSocket` itself; it was
+    /// 2,192 before; 1,048 with the write-stall deadline and the subscribe
+    /// limiter, both boxed and made only when needed; still 1,048 with
+    /// tokio-tungstenite's stream in place of axum's `WebSocket` and the
+    /// fragmenting write).
     #[test]
     fn the_socket_task_stays_small() {
         let size = output_size(serve);

@@ -17,8 +17,8 @@ pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -123,3 +123,19 @@ test('dashboard reconnects and resubscribes after the server restarts', async ()
   await deliver(participantJoined({ identity: '3_Omar_Said', name: 'Omar Said' }));
   await page.locator('tr[data-identity="3_Omar_Said"][data-status="joined"]').waitFor({ timeout: 5000 });
 });
+
+test('dashboard shows a room whose snapshot spans several WebSocket fragments', async () => {
+  // Over 8 KiB, the server sends a fragmented message; Chromium reassembles it.
+  const room = 'itqan-academy-quran-session-123';
+  const people = 40;
+  for (let i = 0; i < people; i++) {
+    await deliver(participantJoined({ room, identity: `${200 + i}_Student_Number_${i}`, name: `Student ${i}` }));
+  }
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (err) => problems.push(err.message));
+  await page.goto(`${server.url}/?channel=session.123`);
+  await page.locator(`tr[data-identity="${200 + people - 1}_Student_Number_${people - 1}"]`).waitFor({ timeout: 5000 });
+  assert.equal(await page.locator('tr[data-identity]').count(), people);
+  assert.deepEqual(problems, []);
+});

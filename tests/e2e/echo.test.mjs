@@ -165,3 +165,20 @@ test('Echo receives join and leave, duplicates are silent, late subscribers get 
   assert.equal(byIdentity['2_Sara_Ali'].duration_ms, Date.parse(snap.timestamp) - marker.joinedAtMs);
   assert.equal(lateUpdates.size, 0);
 });
+
+test('a snapshot larger than one 8 KiB fragment arrives whole through pusher-js', async () => {
+  // The server sends messages over 8 KiB as fragmented WebSocket messages;
+  // pusher-js (node: the `ws` package) reassembles them.
+  const room = 'itqan-academy-quran-session-122';
+  const people = 40;
+  for (let i = 0; i < people; i++) {
+    await deliver(participantJoined({ room, identity: `${100 + i}_Student_Number_${i}`, name: `Student ${i}` }));
+  }
+  const snapshots = new EventQueue();
+  const channel = newEcho().channel('session.122').listen('.attendance.snapshot', snapshots.push);
+  await subscribed(channel);
+  const snap = await snapshots.next(5000, 'attendance.snapshot');
+  assert.equal(snap.room, room);
+  assert.equal(snap.participants.length, people);
+  assert.ok(JSON.stringify(snap).length > 16 * 1024, 'the snapshot spans several fragments');
+});

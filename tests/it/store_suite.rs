@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use rand::seq::SliceRandom;
 use rollcall::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, UserId};
 use rollcall::engine::{Fact, Observation, Participant, RoomState};
@@ -23,6 +22,7 @@ use rollcall::store::{
     RedisOptions, RedisStore, RoomRecord, Store, StoreError, SubscriptionCounts,
 };
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::helpers::{CHANNEL, GUARD, ROOM, fixture};
 use crate::redis_server::RedisServer;

@@ -585,3 +585,200 @@ async fn resubscribe_flood(env: &[(&str, &str)]) {
     drop(many);
     assert_still_serves(&server).await;
 }
+
+// --- large frames ---------------------------------------------------------
+
+/// People in the room of the large-snapshot tests: ~670 B each in the
+/// snapshot, so ~130 KB, sixteen 8 KiB fragments.
+const CROWD: usize = 200;
+
+/// The fragment size of large messages (`FRAGMENT_BYTES`, the 8 KiB write
+/// buffer).
+const FRAGMENT_BYTES: usize = 8 * 1024;
+
+/// A tokio-tungstenite subscriber of `CHANNEL`, past its snapshot (which
+/// tokio-tungstenite hands over as one message, however it was framed);
+/// returns the socket and the snapshot's text.
+async fn past_the_snapshot(
+    server: &ServerProcess,
+) -> (
+    WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    String,
+) {
+    let (mut ws, _) = connect_async(server.ws_url(APP_KEY))
+        .await
+        .expect("connects");
+    ws.send(subscribe_frame(CHANNEL)).await.expect("send");
+    loop {
+        let msg = tokio::time::timeout(SLACK, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(t) = msg
+            && t.as_str().contains("\"attendance.snapshot\"")
+        {
+            return (ws, t.as_str().to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn sockets_sent_a_large_snapshot_keep_only_a_few_kib_each() {
+    // tungstenite formats each frame into its write buffer, a Vec that keeps
+    // the capacity of the largest frame it ever held: sent whole, a ~130 KB
+    // snapshot stayed resident in every socket it went to. Measured (debug
+    // build, 300 sockets, 134,553 B snapshot): +135 KiB per socket when sent
+    // whole; +11 KiB per socket in 8 KiB fragments (an idle subscribed
+    // socket's ~3 KiB plus the write buffer at its 8 KiB working size).
+    const SOCKETS: usize = 300;
+    const PER_SOCKET_BOUND_KIB: u64 = 24;
+    let server = server(&[]).await;
+    crowd_the_room(&server, CROWD).await;
+
+    // Warm-up: the store, the snapshot path, allocator arenas.
+    let mut sockets = Vec::new();
+    let mut snapshot_bytes = 0;
+    for _ in 0..20 {
+        let (ws, snapshot) = past_the_snapshot(&server).await;
+        snapshot_bytes = snapshot.len();
+        sockets.push(ws);
+    }
+    assert!(
+        snapshot_bytes > 100 * 1024,
+        "the room's snapshot is large ({snapshot_bytes} B)"
+    );
+    let baseline = server.rss_kib();
+    for _ in 0..SOCKETS {
+        sockets.push(past_the_snapshot(&server).await.0);
+    }
+    let after = server.rss_kib();
+    let per_socket = after.saturating_sub(baseline) / SOCKETS as u64;
+    eprintln!(
+        "{SOCKETS} sockets sent a {snapshot_bytes} B snapshot: RSS {baseline} KiB -> \
+         {after} KiB (+{per_socket} KiB per socket)"
+    );
+    assert!(
+        per_socket < PER_SOCKET_BOUND_KIB,
+        "each socket kept {per_socket} KiB after its {snapshot_bytes} B snapshot"
+    );
+    drop(sockets);
+    assert_still_serves(&server).await;
+}
+
+/// The frames of the first fragmented message a raw client subscribed to
+/// `CHANNEL` receives (its snapshot), read off the wire with tungstenite's
+/// frame codec (no reassembly). Blocking: run it off the runtime.
+fn first_fragmented_message(server: std::net::SocketAddr) -> Vec<Frame> {
+    use std::io::{Read, Write};
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameSocket;
+
+    let mut tcp = std::net::TcpStream::connect(server).expect("connects");
+    tcp.set_read_timeout(Some(SLACK)).expect("timeout");
+    // RFC 6455's example key, whose accept value the RFC gives.
+    write!(
+        tcp,
+        "GET /app/{APP_KEY}?protocol=7 HTTP/1.1\r\nHost: {server}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .expect("handshake sent");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        tcp.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head)
+        .expect("ASCII head")
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+
+    let mut socket = FrameSocket::new(tcp);
+    let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": CHANNEL}});
+    let mut frame = Frame::message(subscribe.to_string(), OpCode::Data(Data::Text), true);
+    // Client frames are masked; a zero key leaves the payload as is.
+    frame.header_mut().mask = Some([0; 4]);
+    socket.send(frame).expect("subscribe sent");
+    let mut frames: Vec<Frame> = Vec::new();
+    loop {
+        let frame = socket.read(None).expect("read").expect("open");
+        let fin = frame.header().is_final;
+        // Whole messages before it (connection_established, succeeded).
+        if frames.is_empty() && fin {
+            continue;
+        }
+        frames.push(frame);
+        if fin {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_large_snapshot_is_sent_in_fragments_and_read_as_one_message() {
+    let server = server(&[]).await;
+    crowd_the_room(&server, CROWD).await;
+
+    // A WebSocket client reassembles it: one message.
+    let (_ws, whole) = past_the_snapshot(&server).await;
+    let whole: Value = serde_json::from_str(&whole).expect("JSON");
+    assert_eq!(whole["event"], "attendance.snapshot");
+
+    // On the wire: Text with FIN=0, Continuation frames of at most 8 KiB,
+    // the last with FIN=1.
+    let addr = server.addr;
+    let frames = tokio::task::spawn_blocking(move || first_fragmented_message(addr))
+        .await
+        .expect("raw client");
+    let total: usize = frames.iter().map(|f| f.payload().len()).sum();
+    eprintln!("a {total} B snapshot arrived in {} frames", frames.len());
+    assert!(
+        frames.len() >= total / FRAGMENT_BYTES,
+        "{} frames",
+        frames.len()
+    );
+    for (i, frame) in frames.iter().enumerate() {
+        let expected = if i == 0 { Data::Text } else { Data::Continue };
+        assert_eq!(frame.header().opcode, OpCode::Data(expected), "frame {i}");
+        assert!(frame.payload().len() <= FRAGMENT_BYTES, "frame {i}");
+    }
+    let payload: Vec<u8> = frames.iter().flat_map(|f| f.payload().to_vec()).collect();
+    let snapshot: Value = serde_json::from_slice(&payload).expect("fragments join into JSON");
+    assert_eq!(snapshot["event"], "attendance.snapshot");
+    assert_eq!(snapshot["channel"], whole["channel"]);
+}
+
+#[tokio::test]
+async fn handshakes_we_cannot_accept_are_refused_with_json() {
+    let server = server(&[]).await;
+    let http = reqwest::Client::new();
+    let request = |version: &str, key: Option<&str>| {
+        let mut req = http
+            .get(server.url(&format!("/app/{APP_KEY}?protocol=7")))
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", version);
+        if let Some(key) = key {
+            req = req.header("Sec-WebSocket-Key", key);
+        }
+        req.send()
+    };
+    // RFC 6455 §4.4: an unknown version is answered 426 with ours.
+    let res = request("8", Some("dGhlIHNhbXBsZSBub25jZQ=="))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 426);
+    assert_eq!(res.headers()["sec-websocket-version"], "13");
+    let body: Value = res.json().await.expect("JSON");
+    assert_eq!(body["error"], "upgrade_required");
+
+    let res = request("13", None).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.expect("JSON");
+    assert_eq!(body["error"], "bad_request");
+}
