@@ -61,9 +61,10 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// `count` per `per` as a GCRA quota: a burst of `count`, then one more
-/// every `per / count`.
-fn quota(rate: Rate) -> Quota {
+/// `count` per `per` as a GCRA quota: a burst of `count` (so a client
+/// re-subscribing to all its channels after a reconnect fits), then one
+/// more every `per / count`. Every rate of rollcall is this shape.
+pub(crate) fn quota(rate: Rate) -> Quota {
     let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
     let period = (rate.per / count.get()).max(Duration::from_nanos(1));
     Quota::with_period(period)

@@ -19,15 +19,15 @@
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, StreamExt};
-use governor::Quota;
 use governor::clock::MonotonicClock;
+
+use crate::limits::quota;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -36,7 +36,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-use crate::config::Rate;
 use crate::metrics::WsClose;
 
 use super::auth::verify_channel_auth;
@@ -576,17 +575,6 @@ impl Connection {
     }
 }
 
-/// `count` per `per` as a GCRA quota: all `count` cells available at once
-/// (so a client re-subscribing to all its channels after a reconnect fits),
-/// then one more every `per / count`.
-fn quota(rate: Rate) -> Quota {
-    let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
-    let period = (rate.per / count.get()).max(Duration::from_nanos(1));
-    Quota::with_period(period)
-        .expect("a non-zero period")
-        .allow_burst(count)
-}
-
 /// The 4201 decision: a pinged client showed no sign of life in time.
 fn pong_timeout() -> Stop {
     Stop::Close(
@@ -713,7 +701,7 @@ mod tests {
 
     #[test]
     fn a_rate_allows_its_count_at_once_then_refills_evenly() {
-        let quota = quota(Rate {
+        let quota = quota(crate::config::Rate {
             count: 3,
             per: Duration::from_secs(30),
         });
