@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instant, in milliseconds since the Unix epoch (UTC).
@@ -33,10 +33,18 @@ impl Timestamp {
         }
     }
 
+    /// Parses an RFC 3339 instant whose UTC year has four digits, the ones
+    /// [`Timestamp::to_rfc3339`] writes back in a form this accepts. An
+    /// offset can carry a four-digit local time past them
+    /// (`9999-12-31T23:59:59-23:59` is in year 10000 UTC,
+    /// `0000-01-01T00:00:00+00:01` in year -1); such a schedule used to be
+    /// accepted, then its stored JSON never read back (the `schedule` fuzz
+    /// target found it), so it is refused here instead.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|dt| Self(dt.timestamp_millis()))
+        let utc = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
+        (0..=9999)
+            .contains(&utc.year())
+            .then(|| Self(utc.timestamp_millis()))
     }
 }
 
@@ -133,6 +141,25 @@ mod tests {
             Some(t)
         );
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    /// Found by the `schedule` fuzz target: an offset carried these past
+    /// year 9999 (or before year 0) UTC, `to_rfc3339` wrote them as
+    /// `+10000-…`/`-0001-…`, and the stored schedule never parsed again.
+    #[test]
+    fn only_instants_that_write_back_as_rfc3339_are_accepted() {
+        for s in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+            assert_eq!(Timestamp::parse_rfc3339(s), None, "{s}");
+        }
+        for s in [
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59+23:59",
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:00:00-23:59",
+        ] {
+            let t = Timestamp::parse_rfc3339(s).expect(s);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t), "{s}");
+        }
     }
 
     #[test]
