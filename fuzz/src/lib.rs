@@ -128,32 +128,3 @@ pub fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 pub fn is_json(text: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(text).is_ok()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fields_split_at_nul_and_the_last_keeps_the_rest() {
-        assert_eq!(fields::<3>(b"a\0b\0c\0d"), [&b"a"[..], b"b", b"c\0d"]);
-        assert_eq!(fields::<3>(b"a"), [&b"a"[..], b"", b""]);
-        assert_eq!(fields::<1>(b"a\0b"), [&b"a\0b"[..]]);
-    }
-
-    #[test]
-    fn minted_tokens_verify() {
-        let token = mint_jwt(
-            "secret",
-            br#"{"alg":"HS256","typ":"JWT"}"#,
-            br#"{"iss":"devkey","sub":"1_a","exp":4948866392,"video":{"roomJoin":true,"room":"r"}}"#,
-        );
-        let claims =
-            rollcall::livekit::verify_access_token(keyring(), &token, NOW_UNIX).expect("verifies");
-        assert_eq!(claims.identity, "1_a");
-    }
-
-    #[test]
-    fn replace_replaces_every_occurrence() {
-        assert_eq!(replace(b"a$Xb$X", b"$X", b"yy"), b"ayybyy");
-    }
-}
