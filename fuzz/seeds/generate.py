@@ -105,6 +105,40 @@ SEEDS = {
         "socket_id": b"1234.1234",
         "socket_id_max": b"4294967295.4294967295",
     },
+    "http_head": {
+        "get": b"\0GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        "webhook": b"\0POST /webhooks/livekit HTTP/1.1\r\nHost: x\r\nContent-Type: application/webhook+json\r\n"
+                   b"Authorization: eyJ.x.y\r\nContent-Length: 5\r\n\r\nhello",
+        "chunked": b"\0POST /api/heartbeat HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "upgrade": b"\0GET /app/278d425bdf160c739803?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "http10_lf": b"\0\r\n\nCONNECT h:1 HTTP/1.0\nContent-Length: 3, 3\ncontent-length: 3\n\nabc",
+        "smuggle": b"\0POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "too_large": b"\1GET / HTTP/1.1\r\nX: " + b"\x7f" * 130 + b"\r\n\r\n",
+        "tls": b"\0\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    },
+    "chunked_body": {
+        "two_chunks": b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\nGET / HTTP/1.1",
+        "empty": b"0\r\n\r\n",
+        "open": b"3\r\nabc\r\n",
+        "bad": b"3\r\nabcd\r\n",
+        "big_size": b"fffffffffffffff\r\nxyz",
+    },
+    "client_address": {
+        "behind_proxy": b"10.0.0.0/8, 192.168.1.7\0" b"10.0.0.1\0" b"1.1.1.1, 203.0.113.9, 10.0.0.2",
+        "split": b"10.0.0.0/8\0" b"10.0.0.1\0" b"1.1.1.1\0" b"203.0.113.9:4711\0" b"10.0.0.2",
+        "all_trusted": b"10.0.0.0/8\0" b"10.0.0.1\0" b"10.0.0.7, 10.0.0.2",
+        "ipv6": b"2001:db8:1::/48,::1\0" b"2001:db8:1::1\0" b"2001:db8:ffff::1, [2001:db8:1::2]:80",
+        "mapped": b"::ffff:10.0.0.0/104\0" b"::ffff:10.0.0.1\0" b"::ffff:203.0.113.9, garbage",
+        "untrusted": b"10.0.0.1\0" b"198.51.100.2\0" b"203.0.113.9",
+    },
+    "limits_config": {
+        "minute": b"20/1m\0" b"https://App.Example.com/, http://localhost:3000\0" b"https://app.example.com:443",
+        "spaced": b" 5 / 1m 30s \0" b"http://localhost:80\0" b"HTTP://LOCALHOST/",
+        "off": b"0/10s\0" b"\0" b"null",
+        "tight": b"10/10ns\0" b"app.example.com\0" b"https://app.example.com",
+        "years": b"4294967295/584years\0" b"https://a:443:443\0" b"https://a:443",
+    },
     "livekit_keys": {
         "two": b"devkey: secret, otherkey: othersecret",
         "lines": b"key1: secret1\nkey2: se:cr:et\r\n\n",

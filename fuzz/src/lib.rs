@@ -128,3 +128,32 @@ pub fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 pub fn is_json(text: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(text).is_ok()
 }
+
+/// Split points for feeding `len` bytes in pieces, derived from `seed`
+/// (bytes of the input): increasing cut positions strictly inside
+/// `0..len`, each piece 1 to 256 bytes, so "whole" and "in pieces" can be
+/// compared on the same bytes.
+pub fn cuts(len: usize, seed: &[u8]) -> Vec<usize> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for &b in seed {
+        state = (state ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    loop {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Mostly short pieces (byte-at-a-time clients), sometimes long.
+        let step = if state & 0x300 == 0 {
+            1 + (state >> 32) as usize % 256
+        } else {
+            1 + (state >> 32) as usize % 8
+        };
+        at += step;
+        if at >= len {
+            return out;
+        }
+        out.push(at);
+    }
+}
