@@ -6,7 +6,9 @@
 //! first entry that is not one is the client. Entries left of it were
 //! written by the client itself, so prepending fake ones changes nothing.
 //! Malformed entries are skipped, never trusted. IPv4-mapped IPv6 addresses
-//! (`::ffff:1.2.3.4`, what a dual-stack listener reports) count as IPv4.
+//! (`::ffff:1.2.3.4`, what a dual-stack listener reports) count as IPv4,
+//! and a configured IPv6 range that covers mapped addresses (`::/0`) covers
+//! those IPv4 addresses.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
