@@ -10,7 +10,7 @@ E2E := tests/e2e
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak
+.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps
 
 run:
 	$(CARGO) run --release -- serve
@@ -119,3 +119,44 @@ soak:
 	$(CARGO) build --release
 	cd $(BENCH_DIR) && CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) $(CARGO) build --release
 	$(BENCH) soak --server-bin $(ROLLCALL_BIN) --secs $(SOAK_SECS) --csv $(SOAK_CSV) $(SOAK_FLAGS)
+
+# ---- fuzzing (libFuzzer through cargo-fuzz on stable; see FUZZING.md) ----
+# `make fuzz`: every target for FUZZ_SECS seconds (exits non-zero on the
+# first crash, leaving the input in fuzz/artifacts/<target>/);
+# `make fuzz-long`: FUZZ_RUNS executions per target, one after another,
+# logs in fuzz/logs/. `make fuzz FUZZ_TARGETS=schedule` runs one.
+FUZZ_DIR := fuzz
+FUZZ_SECS ?= 25
+FUZZ_RUNS ?= 10000000
+# No sanitizer (they need nightly); -a keeps debug assertions and overflow
+# checks on in the optimised build, so an overflow is a crash too.
+FUZZ_BUILD_FLAGS := --sanitizer none -a
+# A parser that needs 10 s or 2 GiB for a few KiB of input is a bug too.
+FUZZ_LIBFUZZER_FLAGS := -timeout=10 -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1
+# Every [[bin]] of fuzz/Cargo.toml, in file order.
+FUZZ_TARGETS ?= $(shell sed -n '/^\[\[bin\]\]/{n;s/^name = "\(.*\)"$$/\1/p}' $(FUZZ_DIR)/Cargo.toml)
+
+fuzz-deps:
+	@command -v c++ >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; }
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz-build: fuzz-deps
+	cd $(FUZZ_DIR) && $(CARGO) fuzz build $(FUZZ_BUILD_FLAGS)
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t: $(FUZZ_SECS) s"; \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		(cd $(FUZZ_DIR) && $(CARGO) fuzz run $(FUZZ_BUILD_FLAGS) $$t corpus/$$t seeds/$$t -- \
+			$(FUZZ_LIBFUZZER_FLAGS) -max_total_time=$(FUZZ_SECS) 2>&1 | tail -n 30; exit $${PIPESTATUS[0]}); \
+	done
+
+fuzz-long: fuzz-build
+	@set -e; mkdir -p $(FUZZ_DIR)/logs; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t: $(FUZZ_RUNS) runs, log in $(FUZZ_DIR)/logs/$$t.log"; \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		(cd $(FUZZ_DIR) && $(CARGO) fuzz run $(FUZZ_BUILD_FLAGS) $$t corpus/$$t seeds/$$t -- \
+			$(FUZZ_LIBFUZZER_FLAGS) -runs=$(FUZZ_RUNS) > logs/$$t.log 2>&1) \
+			|| { tail -n 40 $(FUZZ_DIR)/logs/$$t.log; exit 1; }; \
+		grep -E '^#[0-9]+ *DONE|stat::number_of_executed_units|stat::average_exec_per_sec' $(FUZZ_DIR)/logs/$$t.log; \
+	done

@@ -25,6 +25,19 @@ pub fn now_millis() -> UnixMillis {
 pub struct Timestamp(pub UnixMillis);
 
 impl Timestamp {
+    /// `0000-01-01T00:00:00.000Z`: the earliest instant RFC 3339 can write.
+    pub const MIN_MILLIS: UnixMillis = -62_167_219_200_000;
+    /// `9999-12-31T23:59:59.999Z`: the latest instant RFC 3339 can write.
+    pub const MAX_MILLIS: UnixMillis = 253_402_300_799_999;
+
+    /// Whether `millis` is an instant RFC 3339 can write. Every instant
+    /// rollcall takes from outside is kept in this range, which also keeps
+    /// the engine's instant arithmetic (a timeout added to a join time) far
+    /// from overflowing `i64`.
+    pub fn in_range(millis: UnixMillis) -> bool {
+        (Self::MIN_MILLIS..=Self::MAX_MILLIS).contains(&millis)
+    }
+
     pub fn to_rfc3339(self) -> String {
         match DateTime::from_timestamp_millis(self.0) {
             Some(dt) => dt.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -33,10 +46,16 @@ impl Timestamp {
         }
     }
 
+    /// Parses an RFC 3339 instant that is [`Timestamp::in_range`], i.e. one
+    /// [`Timestamp::to_rfc3339`] writes back in a form this accepts. An
+    /// offset can carry a four-digit local time out of it
+    /// (`9999-12-31T23:59:59-23:59` is in year 10000 UTC,
+    /// `0000-01-01T00:00:00+00:01` in year -1); such a schedule used to be
+    /// accepted, then its stored JSON never read back (the `schedule` fuzz
+    /// target found it), so it is refused here instead.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|dt| Self(dt.timestamp_millis()))
+        let millis = DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis();
+        Self::in_range(millis).then_some(Self(millis))
     }
 }
 
@@ -133,6 +152,35 @@ mod tests {
             Some(t)
         );
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    /// Found by the `schedule` fuzz target: an offset carried these past
+    /// year 9999 (or before year 0) UTC, `to_rfc3339` wrote them as
+    /// `+10000-…`/`-0001-…`, and the stored schedule never parsed again.
+    #[test]
+    fn the_range_is_what_rfc3339_can_write() {
+        let min = Timestamp(Timestamp::MIN_MILLIS);
+        let max = Timestamp(Timestamp::MAX_MILLIS);
+        assert_eq!(min.to_rfc3339(), "0000-01-01T00:00:00.000Z");
+        assert_eq!(max.to_rfc3339(), "9999-12-31T23:59:59.999Z");
+        assert!(Timestamp::in_range(min.0) && Timestamp::in_range(max.0));
+        assert!(!Timestamp::in_range(min.0 - 1) && !Timestamp::in_range(max.0 + 1));
+    }
+
+    #[test]
+    fn only_instants_that_write_back_as_rfc3339_are_accepted() {
+        for s in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+            assert_eq!(Timestamp::parse_rfc3339(s), None, "{s}");
+        }
+        for s in [
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59+23:59",
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:00:00-23:59",
+        ] {
+            let t = Timestamp::parse_rfc3339(s).expect(s);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t), "{s}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Also the replay of a room's log (rule 22), which must read events
 //! exactly as live ingestion does — hence both live here.
 
-use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UnixMillis};
+use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, Timestamp, UnixMillis};
 use crate::engine::{Fact, Naming, Observation, Participant, RoomState, Schedule};
 use crate::livekit::{WebhookEvent, parse_webhook};
 use crate::metrics::Metrics;
@@ -123,7 +123,19 @@ fn is_attendance_event(name: &str) -> bool {
 /// attendee (rule 2: bots, recorders, identities outside the pattern) and
 /// carries no schedule.
 pub fn observe(event: &WebhookEvent, naming: &Naming) -> Option<Observation> {
-    let created_at = event.created_at.saturating_mul(1000);
+    // Instants from the body are kept where RFC 3339 can write them
+    // (`Timestamp::in_range`): LiveKit sends nothing else, and a body that
+    // did (`joinedAtMs` near i64::MAX) made the sweeper's `next_due`
+    // overflow (found by the `webhook_body` fuzz target). A join time out of
+    // range counts as not sent (`joined_at_millis`); `createdAt` is clamped.
+    let created_at = event
+        .created_at
+        .saturating_mul(1000)
+        .clamp(Timestamp::MIN_MILLIS, Timestamp::MAX_MILLIS);
+    let joined_at = event
+        .participant
+        .as_ref()
+        .and_then(|p| p.joined_at_millis());
     let room = event.room.as_ref();
     let room_sid = RoomSid::new(room.map_or("", |r| r.sid.as_str()));
     let metadata_schedule = room.and_then(|r| Schedule::from_metadata(&r.metadata));
@@ -143,18 +155,11 @@ pub fn observe(event: &WebhookEvent, naming: &Naming) -> Option<Observation> {
         ("room_finished", _) => Fact::RoomFinished,
         ("participant_joined", Some(participant)) => Fact::Joined {
             // Rule 4: joinedAtMs, else joinedAt × 1000, else createdAt.
-            joined_at: event
-                .participant
-                .as_ref()
-                .and_then(|p| p.joined_at_millis())
-                .unwrap_or(created_at),
+            joined_at: joined_at.unwrap_or(created_at),
             participant,
         },
         ("participant_left", Some(participant)) => Fact::Left {
-            joined_at: event
-                .participant
-                .as_ref()
-                .and_then(|p| p.joined_at_millis()),
+            joined_at,
             participant,
         },
         ("participant_connection_aborted", Some(participant)) => Fact::Aborted { participant },
@@ -273,6 +278,43 @@ mod tests {
             }
             prop_assert_eq!(replay(&log, &live, &naming), live);
         }
+    }
+
+    /// Found by the `webhook_body` fuzz target: a join time near i64::MAX
+    /// made `next_due` overflow (a panic with overflow checks, a due time in
+    /// the past without). Out-of-range instants now count as absent or are
+    /// clamped, so the engine's arithmetic stays far from the limits.
+    #[test]
+    fn instants_out_of_rfc3339_range_are_absent_or_clamped() {
+        let naming = Naming::default();
+        let fixture = include_str!("../tests/fixtures/livekit/participant_joined.json");
+        let huge = fixture
+            .replace("1763719201456", &i64::MAX.to_string())
+            .replace(
+                r#""createdAt":"1763719202""#,
+                r#""createdAt":"-9223372036854775808""#,
+            );
+        let o = observe(&parse_webhook(huge.as_bytes()).unwrap(), &naming).unwrap();
+        assert_eq!(o.created_at, Timestamp::MIN_MILLIS, "createdAt is clamped");
+        assert!(
+            matches!(&o.fact, Fact::Joined { joined_at, .. } if *joined_at == 1_763_719_201_000),
+            "joinedAtMs out of range is absent, so joinedAt counts: {:?}",
+            o.fact
+        );
+        let both_huge = huge.replace(
+            r#""joinedAt":"1763719201""#,
+            r#""joinedAt":"9223372036854775""#,
+        );
+        let o = observe(&parse_webhook(both_huge.as_bytes()).unwrap(), &naming).unwrap();
+        assert!(matches!(&o.fact, Fact::Joined { joined_at, .. }
+            if *joined_at == Timestamp::MIN_MILLIS));
+        let mut state = RoomState::default();
+        state.apply(&o);
+        let beats: BTreeMap<UserId, i64> = [(UserId::new("1"), 1_763_719_300_000)].into();
+        assert_eq!(
+            state.next_due(&beats, 60_000, 30_000),
+            Some(1_763_719_360_001)
+        );
     }
 
     #[test]

@@ -137,4 +137,17 @@ mod tests {
             Err(ScheduleError::EmptyIdentity)
         );
     }
+
+    /// Found by the `schedule` fuzz target: a start whose offset carries it
+    /// past year 9999 UTC was accepted, then the stored schedule (Redis keeps
+    /// it as JSON) could not be read back, poisoning the room's state.
+    #[test]
+    fn an_accepted_schedule_reads_back_from_its_stored_json() {
+        let past_9999 = r#"{"starts_at":"9999-12-31T23:59:59-23:59","duration_minutes":1}"#;
+        assert_eq!(Schedule::from_metadata(past_9999), None);
+        let last = r#"{"starts_at":"9999-12-31T23:59:59+23:59","duration_minutes":1440}"#;
+        let schedule = Schedule::from_metadata(last).unwrap();
+        let json = serde_json::to_string(&schedule).unwrap();
+        assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), schedule);
+    }
 }

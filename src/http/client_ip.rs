@@ -6,7 +6,9 @@
 //! first entry that is not one is the client. Entries left of it were
 //! written by the client itself, so prepending fake ones changes nothing.
 //! Malformed entries are skipped, never trusted. IPv4-mapped IPv6 addresses
-//! (`::ffff:1.2.3.4`, what a dual-stack listener reports) count as IPv4.
+//! (`::ffff:1.2.3.4`, what a dual-stack listener reports) count as IPv4,
+//! and a configured IPv6 range that covers mapped addresses (`::/0`) covers
+//! those IPv4 addresses.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -54,7 +56,15 @@ impl TrustedProxies {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        // An IPv6 range wider than /96 that covers mapped addresses
+        // (`::/0`, `::ffff:10.0.0.0/90`) covers those IPv4 addresses too.
+        let mapped = match ip {
+            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+            IpAddr::V6(_) => None,
+        };
+        self.0
+            .iter()
+            .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
     }
 
     /// The client behind `peer`, given the request's headers.
@@ -234,5 +244,28 @@ mod tests {
         let t = TrustedProxies::parse("::ffff:10.0.0.0/104").unwrap();
         assert!(t.contains(ip("10.1.2.3")));
         assert!(t.contains(ip("::ffff:10.1.2.3")));
+    }
+
+    #[test]
+    fn a_wide_ipv6_range_covers_the_ipv4_addresses_it_maps() {
+        // Found by the client_address fuzz target: the range named by
+        // `::ffff:10.0.0.0/1` (or `::/0`) holds `::ffff:10.0.0.0`, but an
+        // IPv6 range shorter than /96 was only ever compared with the
+        // IPv4 form of a mapped address, so it trusted none of them.
+        let t = TrustedProxies::parse("::ffff:10.0.0.0/1").unwrap();
+        assert!(t.contains(ip("::ffff:10.0.0.0")));
+        assert!(t.contains(ip("10.0.0.0")));
+        assert!(t.contains(ip("::1")));
+        assert!(!t.contains(ip("8000::1")));
+        let everyone = TrustedProxies::parse("::/0").unwrap();
+        assert!(everyone.contains(ip("203.0.113.9")));
+        let headers = xff(&["198.51.100.7"]);
+        assert_eq!(
+            everyone.client_ip(ip("::ffff:10.0.0.1"), &headers),
+            ip("198.51.100.7")
+        );
+        // A range that does not reach the mapped block still does not.
+        let t = TrustedProxies::parse("2001:db8::/32").unwrap();
+        assert!(!t.contains(ip("10.0.0.1")));
     }
 }

@@ -11,6 +11,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Timestamp;
+
 /// One webhook delivery. Only the fields rollcall uses are kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -80,14 +82,16 @@ pub struct ParticipantInfo {
 
 impl ParticipantInfo {
     /// Join time in unix milliseconds: `joinedAtMs` if set, else `joinedAt`
-    /// scaled, else `None` (zero means "not sent" in protojson).
+    /// scaled, else `None` (zero means "not sent" in protojson). A value
+    /// outside `Timestamp::in_range` counts as not sent: LiveKit sends none,
+    /// and the engine's instant arithmetic relies on the range (see
+    /// `ingest::observe`).
     pub fn joined_at_millis(&self) -> Option<i64> {
-        if self.joined_at_ms != 0 {
+        let sent = |t: i64| t != 0 && Timestamp::in_range(t);
+        if sent(self.joined_at_ms) {
             Some(self.joined_at_ms)
-        } else if self.joined_at != 0 {
-            Some(self.joined_at.saturating_mul(1000))
         } else {
-            None
+            Some(self.joined_at.saturating_mul(1000)).filter(|&t| sent(t))
         }
     }
 }

@@ -3,7 +3,8 @@
 //! with this status". The connection wrapper (`io.rs`) only ever hands hyper
 //! a head this accepted, so hyper's own parser never meets a head it would
 //! answer with a bodyless 400/431: every such head is refused here, with the
-//! contract's JSON. No I/O, no clock — it gets a fuzz target later.
+//! contract's JSON. No I/O, no clock; the `http_head` fuzz target drives
+//! [`frame_head`] and [`HeadScan`] through this public module.
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 

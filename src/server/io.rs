@@ -465,7 +465,9 @@ fn raw_response(error: &AppError) -> Bytes {
     ))
 }
 
-fn refusal_error(refusal: Refusal) -> AppError {
+/// The contract error a head refusal is answered with (400 or 431); public
+/// so the `http_head` fuzz target can check every refusal maps to one.
+pub fn refusal_error(refusal: Refusal) -> AppError {
     match refusal {
         Refusal::TooLarge => AppError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
