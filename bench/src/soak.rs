@@ -31,6 +31,9 @@ use crate::stats::Latencies;
 use crate::sys;
 use crate::track::{self, Tracker};
 
+/// Joins a second during the warm start (webhook rate limits are off).
+const WARM_RATE: f64 = 1_000.0;
+
 #[derive(Debug, Clone, Args)]
 pub struct SoakArgs {
     #[arg(long, default_value_t = 100)]
@@ -158,8 +161,15 @@ pub async fn soak(a: SoakArgs) -> anyhow::Result<()> {
             % 100_000) as u32,
     };
     let count = (a.rate * a.secs as f64) as u64;
+    // Warm start: every person of every room joins once before the first
+    // subscriber arrives, so every socket is sent a full snapshot from the
+    // start and churn replaces like with like. From cold, the first
+    // sockets were never sent one and every replacement is (keeping a
+    // bigger write buffer), so RSS climbed for as long as churn took to
+    // replace them all (BENCHMARKS.md, "Soak").
+    let warm = a.rooms * plan.people_per_room;
     let audience = Arc::new(Audience {
-        tracker: Arc::new(Tracker::new(count, vec![0])),
+        tracker: Arc::new(Tracker::new(warm + count, vec![0])),
         interval: Latencies::new(),
         all: Latencies::new(),
         delivered: AtomicU64::new(0),
@@ -171,6 +181,19 @@ pub async fn soak(a: SoakArgs) -> anyhow::Result<()> {
         server_closed: AtomicU64::new(0),
         kicks: AtomicU64::new(0),
     });
+
+    let publisher = Publisher::new(&server.base, Target::Rollcall, plan, 0);
+    let warmed = publish::at_rate(
+        &publisher,
+        &audience.tracker,
+        0,
+        warm,
+        WARM_RATE,
+        a.client.in_flight,
+        None,
+    )
+    .await;
+    println!("{name}: warm start, {warm} joins sent ({} ok)", warmed.ok);
 
     // The subscribers: one task per slot, reconnecting when kicked.
     let n = (a.rooms * a.subscribers) as usize;
@@ -211,7 +234,6 @@ pub async fn soak(a: SoakArgs) -> anyhow::Result<()> {
     );
 
     // The clock starts: webhooks, churn, heartbeats, hostile clients.
-    let publisher = Publisher::new(&server.base, Target::Rollcall, plan, 0);
     let sending = {
         let (p, t, rate, in_flight) = (
             publisher.clone(),
@@ -219,7 +241,9 @@ pub async fn soak(a: SoakArgs) -> anyhow::Result<()> {
             a.rate,
             a.client.in_flight,
         );
-        tokio::spawn(async move { publish::at_rate(&p, &t, 0, count, rate, in_flight, None).await })
+        tokio::spawn(
+            async move { publish::at_rate(&p, &t, warm, count, rate, in_flight, None).await },
+        )
     };
     let mut background = tokio::task::JoinSet::new();
     let churn_every = Duration::from_secs_f64(60.0 / (a.churn_pct / 100.0 * n as f64).max(1e-3));
