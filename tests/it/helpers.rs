@@ -53,16 +53,18 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// The Pusher WebSocket URL of a server at `addr`, as pusher-js asks it.
+pub fn pusher_ws_url(addr: SocketAddr, key: &str) -> String {
+    format!("ws://{addr}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false")
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     pub fn ws_url(&self, key: &str) -> String {
-        format!(
-            "ws://{}/app/{}?protocol=7&client=js&version=8.4.0&flash=false",
-            self.addr, key
-        )
+        pusher_ws_url(self.addr, key)
     }
 
     /// Posts `body` with a valid LiveKit signature (key `devkey`).

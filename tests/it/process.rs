@@ -101,10 +101,7 @@ impl ServerProcess {
     }
 
     pub fn ws_url(&self, key: &str) -> String {
-        format!(
-            "ws://{}/app/{}?protocol=7&client=js&version=8.4.0&flash=false",
-            self.addr, key
-        )
+        super::helpers::pusher_ws_url(self.addr, key)
     }
 
     /// Resident memory now, in KiB (`VmRSS` of `/proc/<pid>/status`).
