@@ -443,7 +443,7 @@ async fn oversized_messages_are_closed_with_4100() {
 
 #[tokio::test]
 async fn client_frames_larger_than_the_read_buffer_arrive_whole() {
-    // The default limit (10 KiB) is well above the 1 KiB read buffer.
+    // The default limit (10 KiB) is well above the 512 B read buffer.
     let server = spawn(config()).await;
     let mut c = server.client().await;
     let padding = "x".repeat(9_500);
