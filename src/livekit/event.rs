@@ -1,10 +1,19 @@
-//! Tolerant serde types for LiveKit's protojson `WebhookEvent` body.
+//! Tolerant serde types for LiveKit's protojson `WebhookEvent` body, and for
+//! the `Room` / `ParticipantInfo` messages its RoomService API returns
+//! (`room_service.rs`).
 //!
 //! protojson omits zero values, writes 64-bit integers as strings and enums as
 //! names, and a newer LiveKit may add fields or enum values at any time. So
 //! every field has a default, integers accept strings and numbers, enums keep
 //! unknown names in an `Other` variant, and unknown fields are ignored: a
 //! LiveKit upgrade must never turn deliverable events into errors.
+//!
+//! Webhooks are camelCase (`joinedAtMs`). LiveKit's Twirp server marshals
+//! with proto field names and emits zero values (`"joined_at_ms": "0"`,
+//! `"kind": "STANDARD"`, `"version": null`), so the two shared messages
+//! also accept the snake_case spelling of every multi-word field they keep.
+//! One body uses one spelling; a body carrying both spellings of a field is
+//! refused as a duplicate, as protojson itself refuses it.
 
 use std::fmt;
 
@@ -46,7 +55,7 @@ pub struct Room {
     #[serde(deserialize_with = "de_string")]
     pub metadata: String,
     /// Unix seconds (0 if absent).
-    #[serde(deserialize_with = "de_i64")]
+    #[serde(alias = "creation_time", deserialize_with = "de_i64")]
     pub creation_time: i64,
 }
 
@@ -66,10 +75,10 @@ pub struct ParticipantInfo {
     /// Connection state.
     pub state: ParticipantState,
     /// Unix seconds (0 if absent).
-    #[serde(deserialize_with = "de_i64")]
+    #[serde(alias = "joined_at", deserialize_with = "de_i64")]
     pub joined_at: i64,
     /// Unix milliseconds (0 if absent; older servers only send `joinedAt`).
-    #[serde(deserialize_with = "de_i64")]
+    #[serde(alias = "joined_at_ms", deserialize_with = "de_i64")]
     pub joined_at_ms: i64,
     /// Free-form string set by the app.
     #[serde(deserialize_with = "de_string")]
@@ -77,6 +86,7 @@ pub struct ParticipantInfo {
     /// What sort of participant this is; absent means `Standard`.
     pub kind: ParticipantKind,
     /// Why the participant left (`UnknownReason` if absent).
+    #[serde(alias = "disconnect_reason")]
     pub disconnect_reason: DisconnectReason,
 }
 
@@ -527,6 +537,47 @@ mod tests {
         assert_eq!(p.joined_at_millis(), Some(7_000));
         p.joined_at_ms = 7_123;
         assert_eq!(p.joined_at_millis(), Some(7_123));
+    }
+
+    /// LiveKit's Twirp answers: proto field names, zero values emitted
+    /// (`null` for unset messages), int64 as strings.
+    #[test]
+    fn twirp_snake_case_with_zero_values() {
+        let p: ParticipantInfo = serde_json::from_str(
+            r#"{"sid":"PA_1","identity":"u","state":"ACTIVE","tracks":[],"metadata":"",
+                "joined_at":"1763719201","joined_at_ms":"1763719201456","name":"U",
+                "version":3,"permission":null,"region":"","is_publisher":false,
+                "kind":"STANDARD","attributes":{},"disconnect_reason":"UNKNOWN_REASON",
+                "kind_details":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.sid, "PA_1");
+        assert_eq!(p.state, ParticipantState::Active);
+        assert_eq!(p.joined_at, 1_763_719_201);
+        assert_eq!(p.joined_at_millis(), Some(1_763_719_201_456));
+        assert_eq!(p.disconnect_reason, DisconnectReason::UnknownReason);
+
+        let zero: ParticipantInfo =
+            serde_json::from_str(r#"{"joined_at":"0","joined_at_ms":"0","state":0,"kind":0}"#)
+                .unwrap();
+        assert_eq!(zero, ParticipantInfo::default());
+
+        let room: Room = serde_json::from_str(
+            r#"{"sid":"RM_1","name":"r","empty_timeout":300,"departure_timeout":20,
+                "max_participants":0,"creation_time":"1763719200","creation_time_ms":"1763719200123",
+                "turn_password":"","enabled_codecs":[{"mime":"audio/opus","fmtp_line":""}],
+                "metadata":"{}","num_participants":2,"num_publishers":0,
+                "active_recording":false,"version":null}"#,
+        )
+        .unwrap();
+        assert_eq!(room.creation_time, 1_763_719_200);
+        assert_eq!(room.metadata, "{}");
+    }
+
+    #[test]
+    fn both_spellings_of_one_field_are_refused() {
+        let twice = r#"{"joinedAt":"1","joined_at":"2"}"#;
+        assert!(serde_json::from_str::<ParticipantInfo>(twice).is_err());
     }
 
     #[test]

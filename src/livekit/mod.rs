@@ -1,11 +1,13 @@
 //! LiveKit integration: the configured API keys, verification of webhook and
-//! access-token JWTs, and tolerant types for protojson webhook bodies.
+//! access-token JWTs, tolerant types for protojson webhook bodies, and a
+//! small client for LiveKit's RoomService API.
 //!
-//! Nothing here does I/O; the HTTP layer feeds raw header/body bytes in and
-//! maps every [`VerifyError`] to 401.
+//! Only `room_service` does I/O (outbound, to LiveKit); for the rest the HTTP
+//! layer feeds raw header/body bytes in and maps every [`VerifyError`] to 401.
 
 pub mod event;
 pub mod keys;
+pub mod room_service;
 pub mod verify;
 
 pub use event::{
@@ -13,6 +15,7 @@ pub use event::{
     WebhookEvent, parse_webhook,
 };
 pub use keys::{KeyParseError, KeyRing};
+pub use room_service::{RoomService, RoomServiceConfigError, RoomServiceError};
 pub use verify::{
     AccessClaims, LEEWAY_SECS, VerifyError, WebhookClaims, body_sha256_b64, sign_access_token,
     sign_webhook, verify_access_token, verify_webhook,
