@@ -7,6 +7,7 @@ mod helpers;
 mod http_hardening;
 mod lifecycle;
 mod multi_node;
+mod outbound_tls;
 mod process;
 mod pusher_api;
 mod rate_limits;
