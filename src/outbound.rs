@@ -3,10 +3,12 @@
 //! simulator) goes through [`client`], which speaks HTTPS with rustls.
 //!
 //! **Trusted roots** are the system's, read once per process by
-//! `rustls-native-certs`, which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`
-//! as OpenSSL's tools do (when either is set, only those locations are
-//! read, not the platform store): that is how a private CA is trusted, and
-//! how the tests trust their test CA.
+//! `rustls-native-certs`, which honours `SSL_CERT_FILE` (a PEM bundle) and
+//! `SSL_CERT_DIR` (`:`-separated directories) as OpenSSL's tools do: that
+//! is how a private CA is trusted, and how the tests trust their test CA.
+//! One difference: when either is set, only those locations are read (
+//! OpenSSL would still read its default directory when only the file is
+//! set), so `SSL_CERT_FILE=<private CA>` trusts exactly that CA.
 //!
 //! - A **broken `SSL_CERT_FILE`/`SSL_CERT_DIR`** (missing, unreadable, no
 //!   certificate in it) is an **error**: [`client`] fails, and since the
@@ -203,11 +205,15 @@ fn load_roots() -> Result<Roots, RootsError> {
     // `load_native_certs` reads the same two variables and, when either is
     // set, loads only from them (see the module docs): we rely on it, and
     // only decide how strict to be about what it found.
-    roots_from(
-        rustls_native_certs::load_native_certs(),
-        env_path(SSL_CERT_FILE),
-        env_path(SSL_CERT_DIR),
-    )
+    // Whether a variable counts as set must match what it decided, or its
+    // errors would be judged by the wrong rule: `SSL_CERT_FILE` is set even
+    // when empty (then unreadable: a startup error, not a silent fallback),
+    // `SSL_CERT_DIR` only when it lists a non-empty directory.
+    let file = std::env::var_os(SSL_CERT_FILE).map(PathBuf::from);
+    let dir = std::env::var_os(SSL_CERT_DIR)
+        .filter(|dirs| std::env::split_paths(dirs).any(|d| !d.as_os_str().is_empty()))
+        .map(PathBuf::from);
+    roots_from(rustls_native_certs::load_native_certs(), file, dir)
 }
 
 /// What `load_native_certs` found → roots, given the `SSL_CERT_*` values it
@@ -283,13 +289,6 @@ fn collect(
         source,
         skipped,
     })
-}
-
-/// An environment variable naming a path; empty counts as unset.
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
 }
 
 #[cfg(test)]

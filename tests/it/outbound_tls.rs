@@ -384,6 +384,7 @@ async fn the_webhook_simulator_posts_over_https() {
         .args(["webhook", "--url", &receiver.url("")])
         .args(["join", "--room", ROOM, "--identity", "1_Ameer_Maher"])
         .env("SSL_CERT_FILE", ca.pem_path())
+        .env_remove("SSL_CERT_DIR")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .output();
