@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod limits;
 pub mod livekit;
 pub mod metrics;
+pub mod outbound;
 pub mod pusher;
 pub mod report;
 pub mod rooms;

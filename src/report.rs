@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::domain::{RoomName, Timestamp, UnixMillis};
 use crate::engine::{Attendance, RoomState, Session};
 use crate::metrics::Metrics;
+use crate::outbound::{self, OutboundError};
 use crate::rooms::Rooms;
 
 pub const SIGNATURE_HEADER: &str = "X-Rollcall-Signature";
@@ -116,6 +117,9 @@ struct ReporterInner {
 }
 
 impl Reporter {
+    /// Builds the HTTPS client at once (`outbound::client`), so a missing
+    /// or broken trust store stops the server at startup instead of showing
+    /// up at the first finalization, hours later.
     pub fn new(
         url: reqwest::Url,
         secret: String,
@@ -123,12 +127,9 @@ impl Reporter {
         node: String,
         tracker: TaskTracker,
         shutdown: CancellationToken,
-    ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .build()
-            .expect("a plain HTTP client builds");
-        Self {
+    ) -> Result<Self, OutboundError> {
+        let client = outbound::client(ATTEMPT_TIMEOUT)?;
+        Ok(Self {
             inner: Arc::new(ReporterInner {
                 url,
                 secret,
@@ -139,7 +140,7 @@ impl Reporter {
                 tracker,
                 shutdown,
             }),
-        }
+        })
     }
 
     /// Starts delivering `session`'s pending report, unless this node is
@@ -166,7 +167,9 @@ impl ReporterInner {
                 Ok(false) => {}
                 Err(e) => {
                     Metrics::add(&self.rooms.metrics.report_failures, 1);
-                    tracing::warn!(room = %session.room, error = %e, retry_in = ?backoff, "report not delivered")
+                    // `{:#}`: the causes too (reqwest's "error sending request"
+                    // says nothing; the TLS error behind it does).
+                    tracing::warn!(room = %session.room, error = format!("{e:#}"), retry_in = ?backoff, "report not delivered")
                 }
             }
             tokio::select! {

@@ -115,16 +115,21 @@ impl Application {
             Arc::clone(&metrics),
         );
         let node = format!("{}-{}", std::process::id(), rand::random::<u32>());
-        let reporter = settings.report_webhook_url.clone().map(|url| {
-            Reporter::new(
-                url,
-                settings.app_secret.clone(),
-                rooms.clone(),
-                node.clone(),
-                tracker.clone(),
-                shutdown.clone(),
-            )
-        });
+        let reporter = settings
+            .report_webhook_url
+            .clone()
+            .map(|url| {
+                Reporter::new(
+                    url,
+                    settings.app_secret.clone(),
+                    rooms.clone(),
+                    node.clone(),
+                    tracker.clone(),
+                    shutdown.clone(),
+                )
+            })
+            .transpose()
+            .context("cannot make the HTTPS client for ROLLCALL_REPORT_WEBHOOK_URL")?;
         let sweeper = Sweeper {
             rooms: rooms.clone(),
             reporter,

@@ -9,11 +9,15 @@ use serde_json::json;
 use crate::config::{DEV_LIVEKIT_KEY, DEV_LIVEKIT_SECRET};
 use crate::livekit::sign_webhook;
 
+/// A whole request, answer included; the server answers in milliseconds.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
     #[command(subcommand)]
     pub event: SimEvent,
-    /// The server's base URL.
+    /// The server's base URL, `http://` or `https://` (e.g. behind a TLS
+    /// proxy; a private CA is trusted through SSL_CERT_FILE).
     #[arg(
         long,
         global = true,
@@ -78,7 +82,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     }
     let token = sign_webhook(&args.key, &args.secret, body.as_bytes(), now_ms / 1000, 300);
     let url = format!("{}/webhooks/livekit", args.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let client = crate::outbound::client(TIMEOUT).context("cannot make an HTTPS client")?;
+    let response = client
         .post(&url)
         .header("Content-Type", "application/webhook+json")
         .header("Authorization", token)

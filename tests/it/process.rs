@@ -37,6 +37,8 @@ fn base_command(port: u16, nofile: Option<u64>) -> Command {
             cmd.env_remove(key);
         }
     }
+    // The trust store of outgoing HTTPS too (src/outbound.rs).
+    cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
     cmd.env(
         "RUST_LOG",
         std::env::var("ROLLCALL_TEST_LOG").unwrap_or("warn".into()),
@@ -133,6 +135,21 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `rollcall serve` with `env` for a server expected to refuse to
+/// start: waits (bounded) for it to exit and returns its output, stderr
+/// (the log) included.
+#[allow(dead_code)]
+pub async fn run_to_exit(env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::from(base_command(free_port(), None));
+    cmd.envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tokio::time::timeout(GUARD, cmd.output())
+        .await
+        .expect("rollcall exits")
+        .expect("rollcall runs")
 }
 
 /// A loopback port nothing listens on right now.
