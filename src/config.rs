@@ -78,6 +78,16 @@ pub struct ServeArgs {
     /// Where the final report is POSTed, signed with the app secret.
     #[arg(long, env = "ROLLCALL_REPORT_WEBHOOK_URL")]
     pub report_webhook_url: Option<String>,
+    /// The LiveKit server whose RoomService is asked who is really in each
+    /// room (`https://…`, `wss://…`, `http://…`); unset: no reconciliation.
+    #[arg(long, env = "LIVEKIT_URL")]
+    pub livekit_url: Option<String>,
+    /// How often live rooms are checked against LiveKit; `0`: on demand only.
+    #[arg(long, env = "ROLLCALL_RECONCILE_INTERVAL", default_value = "2m", value_parser = parse_duration_or_zero)]
+    pub reconcile_interval: Duration,
+    /// Longest wait for one RoomService call; past it nothing changes.
+    #[arg(long, env = "ROLLCALL_LIVEKIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub livekit_timeout: Duration,
     /// Silence after which the server pings a socket (announced to clients).
     #[arg(long, env = "ROLLCALL_ACTIVITY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub activity_timeout: Duration,
@@ -205,10 +215,20 @@ pub enum ConfigError {
     ReportUrl(String),
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
+    #[error("LIVEKIT_URL: {0}")]
+    LivekitUrl(String),
     #[error(
         "refusing to listen on {0}, a non-loopback address, with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
     )]
     DevSecretsInPublic(SocketAddr),
+}
+
+/// A duration, or `0` for "off".
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Validated settings of a server.
@@ -227,6 +247,8 @@ pub struct Settings {
     pub sweep_interval: Duration,
     pub finalize_delay: Duration,
     pub report_webhook_url: Option<reqwest::Url>,
+    /// Reconciliation with LiveKit (rules 23–27), when `LIVEKIT_URL` is set.
+    pub livekit_api: Option<LiveKitApi>,
     pub activity_timeout: Duration,
     pub pong_timeout: Duration,
     pub max_connections: usize,
@@ -241,6 +263,17 @@ pub struct Settings {
     pub http: crate::server::HttpLimits,
     /// Which secrets are the published development defaults.
     pub dev_defaults: Vec<&'static str>,
+}
+
+/// Where and how LiveKit's RoomService is asked (rules 23–27).
+#[derive(Debug, Clone)]
+pub struct LiveKitApi {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: String,
+    /// `None`: on demand only.
+    pub reconcile_interval: Option<Duration>,
+    pub call_timeout: Duration,
 }
 
 /// Client addresses and limits; every limit is `None`/`0` when off.
@@ -302,6 +335,7 @@ impl Settings {
             ("ROLLCALL_HTTP_HEADER_TIMEOUT", args.http_header_timeout),
             ("ROLLCALL_HTTP_BODY_TIMEOUT", args.http_body_timeout),
             ("ROLLCALL_HTTP_IDLE_TIMEOUT", args.http_idle_timeout),
+            ("ROLLCALL_LIVEKIT_TIMEOUT", args.livekit_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -317,8 +351,26 @@ impl Settings {
             }
             None => None,
         };
+        let livekit_api = match args.livekit_url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => {
+                // The first pair signs RoomService calls: LIVEKIT_API_KEY's
+                // if set, else LIVEKIT_KEYS' first.
+                let (api_key, api_secret) = pairs[0].clone();
+                crate::livekit::RoomService::check_url(&url)
+                    .map_err(|e| ConfigError::LivekitUrl(e.to_string()))?;
+                Some(LiveKitApi {
+                    url,
+                    api_key,
+                    api_secret,
+                    reconcile_interval: Some(args.reconcile_interval).filter(|d| !d.is_zero()),
+                    call_timeout: args.livekit_timeout,
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             rules,
+            livekit_api,
             heartbeat_timeout: args.heartbeat_timeout,
             sweep_interval: args.sweep_interval,
             finalize_delay: args.finalize_delay,

@@ -6,8 +6,9 @@ use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, Timestamp, UnixM
 use crate::engine::{Fact, Naming, Observation, Participant, RoomState, Schedule};
 use crate::livekit::{WebhookEvent, parse_webhook};
 use crate::metrics::Metrics;
+use crate::reconcile::ListingRecord;
 use crate::rooms::{Rooms, UpdateError, Updated};
-use crate::store::LoggedEvent;
+use crate::store::{LogKind, LoggedEvent};
 
 /// What became of an accepted webhook; all are answered 200.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,7 @@ impl Rooms {
             received_at,
             // parse_webhook accepted it as JSON, hence UTF-8.
             body: String::from_utf8_lossy(body).into_owned(),
+            kind: LogKind::Webhook,
         };
         let updated = self
             .update(&session, Some(logged), |state| match &observation {
@@ -75,17 +77,17 @@ impl Rooms {
     }
 }
 
-/// Rebuilds a room from its log (rule 22): the webhook facts come from the
-/// log, in any order; what no webhook says — the API schedule, the
-/// finalization bookkeeping and the heartbeat-timeout closures (the
-/// heartbeat record) — is carried over from `current`.
+/// Rebuilds a room from its log (rules 22, 27): the webhook facts come
+/// from the log, in any order, and so do the RoomService listings that
+/// changed the room (their closures were decisions about the state they
+/// met, so the log keeps them and they are applied in log order); what
+/// neither says — the API schedule, the finalization bookkeeping and the
+/// heartbeat-timeout closures (the heartbeat record) — is carried over from
+/// `current`.
 pub fn replay(log: &[LoggedEvent], current: &RoomState, naming: &Naming) -> RoomState {
     let mut rebuilt = RoomState::default();
     for entry in log {
-        let Ok(event) = parse_webhook(entry.body.as_bytes()) else {
-            continue;
-        };
-        if let Some(o) = observe(&event, naming) {
+        if let Some(o) = observe_logged(entry, naming) {
             rebuilt.apply(&o);
         }
     }
@@ -104,6 +106,20 @@ pub fn replay(log: &[LoggedEvent], current: &RoomState, naming: &Naming) -> Room
         }
     }
     rebuilt
+}
+
+/// The observation a log entry stands for, read as it was live.
+pub fn observe_logged(entry: &LoggedEvent, naming: &Naming) -> Option<Observation> {
+    match entry.kind {
+        LogKind::Webhook => {
+            let event = parse_webhook(entry.body.as_bytes()).ok()?;
+            observe(&event, naming)
+        }
+        LogKind::LivekitListing => {
+            let record: ListingRecord = serde_json::from_str(&entry.body).ok()?;
+            Some(record.observe(entry.id.clone(), naming))
+        }
+    }
 }
 
 /// The event types that carry attendance; everything else (tracks, egress,
@@ -224,6 +240,15 @@ mod tests {
             now: i64,
         },
         Finalize,
+        /// A RoomService listing with these (user, sid) pairs present,
+        /// a heartbeat of user 1 and a sighting of `PA_0`.
+        Listing {
+            present: Vec<(u8, u8)>,
+            taken: i64,
+            beat: i64,
+            seen: i64,
+            meta: bool,
+        },
     }
 
     fn arb_step() -> impl Strategy<Value = Step> {
@@ -235,14 +260,39 @@ mod tests {
                 beat_user: u, beat_at: (T0 + b) * 1000, now: (T0 + now) * 1000,
             }),
             1 => Just(Step::Finalize),
+            2 => (prop::collection::vec((1u8..4, 0u8..4), 0..4), 0i64..7200, 0i64..3600, 0i64..3600, any::<bool>())
+                .prop_map(|(present, taken, beat, seen, meta)| Step::Listing {
+                    present, taken: (T0 + taken) * 1000, beat: (T0 + beat) * 1000,
+                    seen: (T0 + seen) * 1000, meta,
+                }),
         ]
+    }
+
+    /// A RoomService answer as LiveKit's Twirp JSON spells it.
+    fn raw_listing(present: &[(u8, u8)], taken: i64, meta: bool) -> crate::reconcile::RawListing {
+        let metadata = if meta {
+            r#"{"starts_at":"2025-11-21T10:00:00Z","duration_minutes":45}"#
+        } else {
+            ""
+        };
+        crate::reconcile::RawListing {
+            room: Some(serde_json::json!({"sid": "RM_a", "name": "x-quran-session-1", "metadata": metadata})),
+            participants: present
+                .iter()
+                .map(|(user, sid)| serde_json::json!({
+                    "sid": format!("PA_{sid}"), "identity": format!("{user}_U"), "name": format!("U{user}"),
+                    "state": "ACTIVE", "joined_at_ms": (taken - 600_000).to_string(),
+                }))
+                .collect(),
+        }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
-        /// Rule 22: rebuilding from the log (and what no webhook says)
-        /// gives exactly the state live processing reached.
+        /// Rules 22 and 27: rebuilding from the log — webhooks and the
+        /// listings that changed the room — (and what neither says) gives
+        /// exactly the state live processing reached.
         #[test]
         fn rule22_replay_equals_live(steps in prop::collection::vec(arb_step(), 0..40)) {
             let naming = Naming::default();
@@ -259,7 +309,7 @@ mod tests {
                         if let Some(o) = observe(&event, &naming) {
                             live.apply(&o);
                         }
-                        log.push(LoggedEvent { id: EventId::new(event.id), received_at: 0, body: b });
+                        log.push(LoggedEvent { id: EventId::new(event.id), received_at: 0, body: b, kind: LogKind::Webhook });
                     }
                     Step::Schedule(minutes) => {
                         let s = Schedule::new(Timestamp(T0 * 1000), minutes, vec![]).unwrap();
@@ -273,6 +323,26 @@ mod tests {
                     }
                     Step::Finalize => {
                         live.finalize();
+                    }
+                    Step::Listing { present, taken, beat, seen, meta } => {
+                        // As `Reconciler::reconcile` does: plan, apply, log.
+                        let raw = raw_listing(&present, taken, meta);
+                        let listing = raw.read(taken, &naming);
+                        let beats = [(UserId::new("1"), beat)].into();
+                        let seen = [(crate::domain::ParticipantSid::new("PA_0"), seen)].into();
+                        let plan = live.plan_listing(&listing, &beats, &seen);
+                        if plan.is_empty() {
+                            continue; // nothing changes, nothing is logged
+                        }
+                        let id = EventId::new(format!("LL_{}", log.len()));
+                        let record = crate::reconcile::ListingRecord::new(&raw, taken, &plan);
+                        live.apply(&crate::reconcile::listing::live_observation(id.clone(), taken, &raw, plan));
+                        log.push(LoggedEvent {
+                            id,
+                            received_at: 0,
+                            body: serde_json::to_string(&record).unwrap(),
+                            kind: LogKind::LivekitListing,
+                        });
                     }
                 }
             }

@@ -12,6 +12,7 @@ pub mod livekit;
 pub mod metrics;
 pub mod outbound;
 pub mod pusher;
+pub mod reconcile;
 pub mod report;
 pub mod rooms;
 pub mod server;

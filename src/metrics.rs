@@ -206,7 +206,28 @@ pub struct Metrics {
     pub ws: WsMetrics,
     /// The HTTP connection layer (`src/server`): see `render_connections`.
     connections: ConnectionCounters,
+    /// Reconciliation passes over every live room (rule 23).
+    pub reconcile_passes: AtomicU64,
+    /// Rooms whose participants were listed.
+    pub reconcile_rooms: AtomicU64,
+    /// Cycles opened from a listing (rule 24) and closed by one (rule 25).
+    pub reconcile_opened: AtomicU64,
+    pub reconcile_closed: AtomicU64,
+    /// Failed RoomService calls, by `RECONCILE_ERRORS` kind.
+    reconcile_errors: [AtomicU64; 7],
 }
+
+/// Kinds of failed RoomService calls (`rollcall_livekit_errors_total{kind}`);
+/// an unknown kind counts as `other`.
+pub const RECONCILE_ERRORS: [&str; 7] = [
+    "timeout",
+    "connect",
+    "transport",
+    "twirp",
+    "malformed",
+    "too_large",
+    "other",
+];
 
 /// Gauges read at render time from their owners.
 #[derive(Debug, Clone, Copy, Default)]
@@ -230,6 +251,21 @@ impl Metrics {
 
     pub fn rate_limited_count(&self, limit: RateLimit) -> u64 {
         self.rate_limited[limit as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn reconcile_error(&self, kind: &str) {
+        let i = RECONCILE_ERRORS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(RECONCILE_ERRORS.len() - 1);
+        self.reconcile_errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reconcile_error_count(&self, kind: &str) -> u64 {
+        RECONCILE_ERRORS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.reconcile_errors[i].load(Ordering::Relaxed))
     }
 
     pub fn connection_refused(&self, reason: ConnectionRefusal) {
@@ -256,6 +292,44 @@ impl Metrics {
             "reason",
             ConnectionRefusal::ALL
                 .map(|reason| (reason.label(), self.connections_refused_count(reason))),
+        );
+    }
+
+    /// Reconciliation with LiveKit (rules 23–27).
+    fn render_reconcile(&self, out: &mut String) {
+        let counters = [
+            (
+                "rollcall_reconcile_passes_total",
+                "Reconciliation passes over the live rooms.",
+                &self.reconcile_passes,
+            ),
+            (
+                "rollcall_reconcile_rooms_total",
+                "Rooms whose participants were listed by LiveKit's RoomService.",
+                &self.reconcile_rooms,
+            ),
+            (
+                "rollcall_reconcile_cycles_opened_total",
+                "Cycles opened from a listing: joins whose webhook never arrived.",
+                &self.reconcile_opened,
+            ),
+            (
+                "rollcall_reconcile_cycles_closed_total",
+                "Open cycles closed because LiveKit no longer listed them.",
+                &self.reconcile_closed,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        labelled_counter(
+            out,
+            "rollcall_livekit_errors_total",
+            "Failed calls to LiveKit's RoomService, by kind (they change nothing).",
+            "kind",
+            RECONCILE_ERRORS.map(|kind| (kind, self.reconcile_error_count(kind))),
         );
     }
 
@@ -330,6 +404,7 @@ impl Metrics {
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
         }
         self.render_limits(&mut out);
+        self.render_reconcile(&mut out);
         let gauges = [
             (
                 "rollcall_websocket_connections",

@@ -13,6 +13,26 @@ use crate::metrics::Metrics;
 use crate::pusher::frame;
 use crate::store::{Broadcast, Commit, CommitOutcome, LoggedEvent, Store, StoreError};
 
+/// How far ahead a room with an open cycle stays in the live-room index;
+/// every commit and every reconciliation that finds it still open pushes
+/// it on, so only a room nothing touches for this long drops out.
+pub const LIVE_HORIZON_MS: i64 = 6 * 3_600_000;
+
+/// Until when a room is live (rule 23: reconciliation asks LiveKit about
+/// rooms with an open cycle or inside their counting window), or `None`.
+pub fn live_hint(state: &RoomState, now: UnixMillis) -> Option<UnixMillis> {
+    let open = state
+        .people
+        .values()
+        .any(|p| p.cycles.values().any(|c| state.closure(c).is_none()));
+    let open = open.then_some(now + LIVE_HORIZON_MS);
+    let window = state
+        .effective_schedule()
+        .map(|s| s.ends_at())
+        .filter(|end| *end >= now);
+    open.max(window)
+}
+
 /// How many times a commit is retried after losing a race to another
 /// writer of the same room before the caller gets a 503 (LiveKit retries).
 const MAX_COMMIT_ATTEMPTS: usize = 32;
@@ -214,6 +234,7 @@ impl Rooms {
             // The sweeper's index goes first: if the commit then fails, a
             // sweep that finds nothing to do costs nothing.
             due: self.due_hint(&state, now),
+            live_until: live_hint(&state, now),
         };
         Ok(match self.store.commit(&session.room, commit).await? {
             CommitOutcome::Committed { .. } => {
@@ -272,6 +293,47 @@ impl Rooms {
         let exact = state.next_due(&Default::default(), 0, self.timing.finalize_delay_ms());
         let report = (self.reports && state.finalization.report_due()).then_some(now);
         [stale, exact, report].into_iter().flatten().min()
+    }
+
+    /// Like `update`, for a change that decides inside `mutate` whether it
+    /// is worth a log entry (a RoomService listing, rule 27) — the entry
+    /// depends on the state it met, so it is made anew on every attempt.
+    /// Nothing is written when `mutate` returns no entry and leaves the
+    /// state as it was (rule 26), not even the channel link of a room
+    /// rollcall has not seen.
+    pub async fn update_deciding(
+        &self,
+        session: &Session,
+        mut mutate: impl FnMut(&mut RoomState) -> (Changes, Option<LoggedEvent>),
+    ) -> Result<Updated, UpdateError> {
+        let _room = self.lock(&session.room).await;
+        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                Self::back_off(attempt).await;
+            }
+            let record = self.store.load_room(&session.room).await?;
+            let (version, before) = match record {
+                Some(record) => (record.version, record.state),
+                None => (0, Arc::new(RoomState::default())),
+            };
+            let mut state = RoomState::clone(&before);
+            let (changes, event) = mutate(&mut state);
+            if event.is_none() && state == *before {
+                return Ok(Updated::Unchanged { state: before });
+            }
+            if version == 0 {
+                self.store
+                    .link_channel(&session.channel, &session.room)
+                    .await?;
+            }
+            if let Some(done) = self
+                .try_commit(session, version, event, state, changes)
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        Err(UpdateError::Contention)
     }
 
     /// Rule 22: rebuilds the room from its log and the heartbeat record,

@@ -15,10 +15,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::limits::{HOUSEKEEPING_PERIOD, Limits, run_housekeeping};
+use crate::livekit::RoomService;
 use crate::metrics::Metrics;
 use crate::pusher::SocketId;
 use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
+use crate::reconcile::Reconciler;
 use crate::report::Reporter;
 use crate::rooms::{Rooms, Timing};
 use crate::server::{self, ConnectionBudget};
@@ -133,10 +135,32 @@ impl Application {
         let sweeper = Sweeper {
             rooms: rooms.clone(),
             reporter,
-            node,
+            node: node.clone(),
             interval: settings.sweep_interval,
         };
         tracker.spawn(sweeper.run(shutdown.clone()));
+        let reconciler = match &settings.livekit_api {
+            Some(api) => {
+                let livekit = RoomService::new(
+                    &api.url,
+                    &api.api_key,
+                    &api.api_secret,
+                    crate::outbound::client(api.call_timeout)?,
+                    api.call_timeout,
+                )
+                .context("invalid LIVEKIT_URL")?;
+                tracing::info!(
+                    url = %api.url,
+                    interval = ?api.reconcile_interval,
+                    "reconciling with LiveKit's RoomService"
+                );
+                let reconciler =
+                    Reconciler::new(rooms.clone(), livekit, node.clone(), api.reconcile_interval);
+                tracker.spawn(reconciler.clone().run(shutdown.clone()));
+                Some(reconciler)
+            }
+            None => None,
+        };
         // Client addresses and limits (issue 9): one set per node, shared by
         // the HTTP routes and the WebSocket endpoint.
         let limits = Arc::new(Limits::new(&settings.limits, Arc::clone(&metrics)));
@@ -155,6 +179,7 @@ impl Application {
             pusher_app_id: Arc::from(settings.app_id.as_str()),
             pusher_app_key: Arc::from(settings.app_key.as_str()),
             limits: Arc::clone(&limits),
+            reconciler,
         };
         let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
         pusher_config.activity_timeout = settings.activity_timeout;

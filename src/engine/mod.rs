@@ -4,6 +4,7 @@
 
 pub mod interval;
 pub mod naming;
+pub mod reconcile;
 pub mod schedule;
 pub mod state;
 pub mod verdict;
@@ -12,13 +13,19 @@ pub mod view;
 #[cfg(test)]
 mod lifecycle_tests;
 #[cfg(test)]
+mod reconcile_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
 
 pub use interval::{Interval, Window};
 pub use naming::{Naming, Session};
+pub use reconcile::{LISTING_GRACE_MS, Listing, ListingPlan};
 pub use schedule::Schedule;
-pub use state::{Changes, ClosedBy, Fact, Finalization, Observation, Participant, RoomState};
+pub use state::{
+    Changes, ClosedBy, Fact, Finalization, JoinSource, ListedClose, ListedJoin, Observation,
+    OpenedBy, Participant, RoomState,
+};
 pub use verdict::VerdictRules;
 pub use view::{Attendance, LiveStatus, RoomView, Verdict};

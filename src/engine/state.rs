@@ -49,6 +49,31 @@ pub enum Fact {
     RoomFinished,
     /// `room_started`: no attendance, but its metadata may carry a schedule.
     RoomStarted,
+    /// What a RoomService listing taken at `created_at` decided (rules
+    /// 24–25, planned by `RoomState::plan_listing`): cycles LiveKit lists
+    /// that no webhook opened, and open cycles it no longer lists, each with
+    /// the instant to close it at. The closures are decisions about the
+    /// state the listing met, so the log keeps them and replay applies them
+    /// in log order (rule 27).
+    Listing {
+        opens: Vec<ListedJoin>,
+        closes: Vec<ListedClose>,
+    },
+}
+
+/// A participant a listing found in the room (state `JOINED`/`ACTIVE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedJoin {
+    pub participant: Participant,
+    pub joined_at: UnixMillis,
+}
+
+/// An open cycle a listing no longer found, and where to close it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedClose {
+    pub user_id: UserId,
+    pub sid: ParticipantSid,
+    pub at: UnixMillis,
 }
 
 /// Who an observation is about.
@@ -141,8 +166,13 @@ impl<T: PartialEq> Stamped<T> {
 pub struct Cycle {
     /// The room instance the cycle belongs to (empty if LiveKit omitted it).
     pub room_sid: RoomSid,
-    /// The earliest join instant known for this sid.
+    /// The best join instant known for this sid: the earliest among the
+    /// most exact source that reported one (see `JoinSource`).
     pub joined_at: UnixMillis,
+    /// Where `joined_at` came from. Absent in state written before
+    /// reconciliation existed: those joins all came from webhooks.
+    #[serde(default, skip_serializing_if = "JoinSource::is_webhook")]
+    pub source: JoinSource,
     /// The earliest leave a webhook reported; always beats estimates (rule 15).
     #[serde(default)]
     pub left_at: Option<UnixMillis>,
@@ -150,6 +180,55 @@ pub struct Cycle {
     /// Recorded, not derived: a heartbeat arriving later must not reopen it.
     #[serde(default)]
     pub timeout_at: Option<UnixMillis>,
+    /// Where a listing closed the cycle because LiveKit no longer had the
+    /// sid (rule 25). Recorded like `timeout_at`: a listing is a decision
+    /// about the state it met. The earliest wins; a webhook leave beats it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_at: Option<UnixMillis>,
+}
+
+/// How exact a cycle's join instant is, most exact first. A cycle keeps the
+/// join of its most exact source (the earliest among equals), so merging is
+/// a minimum over `(source, joined_at)`: commutative, associative and
+/// idempotent (rule 6), and a late webhook join replaces a listing's with
+/// LiveKit's own value without making a second cycle (rule 24).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinSource {
+    /// A webhook that carried the join: `participant_joined`, or a leave
+    /// whose payload has `joinedAt`.
+    #[default]
+    Webhook,
+    /// A RoomService listing (rule 24).
+    Listing,
+    /// A leave or abort without a join time: the join is only known to be
+    /// no later than the event.
+    Inferred,
+}
+
+impl JoinSource {
+    fn is_webhook(&self) -> bool {
+        *self == Self::Webhook
+    }
+
+    /// The contract's `opened_by`.
+    pub fn opened_by(self) -> OpenedBy {
+        match self {
+            Self::Listing => OpenedBy::Reconciliation,
+            Self::Webhook | Self::Inferred => OpenedBy::Webhook,
+        }
+    }
+}
+
+/// Who opened a cycle; the contract's `opened_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenedBy {
+    Webhook,
+    /// A join LiveKit never delivered, found by asking it (rule 24).
+    Reconciliation,
 }
 
 /// Why a cycle ended; the contract's `closed_by`.
@@ -160,6 +239,8 @@ pub enum ClosedBy {
     HeartbeatTimeout,
     RoomFinished,
     SessionEnd,
+    /// A listing no longer had the sid (rule 25).
+    Reconciliation,
 }
 
 /// What a change touched, so only those people are broadcast.
@@ -221,24 +302,67 @@ impl RoomState {
             Fact::Joined {
                 participant,
                 joined_at,
-            } => self.merge_cycle(obs, participant, *joined_at, None),
+            } => self.merge_cycle(obs, participant, (JoinSource::Webhook, *joined_at), None),
             Fact::Left {
                 participant,
                 joined_at,
             } => {
                 // A leave with no join in its payload still proves the sid
                 // existed; its join is then no later than the leave.
-                let joined = joined_at.unwrap_or(obs.created_at);
+                let joined = match joined_at {
+                    Some(at) => (JoinSource::Webhook, *at),
+                    None => (JoinSource::Inferred, obs.created_at),
+                };
                 self.merge_cycle(obs, participant, joined, Some(obs.created_at))
             }
             Fact::Aborted { participant } => {
                 // Rule 8: without a join this is a zero-length attempt, so
                 // the payload's joinedAt is deliberately not used.
-                self.merge_cycle(obs, participant, obs.created_at, Some(obs.created_at))
+                let joined = (JoinSource::Inferred, obs.created_at);
+                self.merge_cycle(obs, participant, joined, Some(obs.created_at))
             }
             Fact::RoomFinished => self.merge_finish(obs),
             Fact::RoomStarted => Changes::default(),
+            Fact::Listing { opens, closes } => self.merge_listing(obs, opens, closes),
         }
+    }
+
+    /// Rules 24–26: a listing opens the cycles it found that nothing opened,
+    /// and closes the ones it decided were gone. A cycle that exists is
+    /// never moved by a listing's join (a webhook's is more exact), and a
+    /// closure only ever lands on a cycle that is still open.
+    fn merge_listing(
+        &mut self,
+        obs: &Observation,
+        opens: &[ListedJoin],
+        closes: &[ListedClose],
+    ) -> Changes {
+        let mut changes = Changes::default();
+        for join in opens {
+            let joined = (JoinSource::Listing, join.joined_at);
+            changes.merge(self.merge_cycle(obs, &join.participant, joined, None));
+        }
+        let mut closed = Vec::new();
+        for close in closes {
+            // The earliest closure wins, whatever the order (rule 6).
+            let Some(cycle) = self
+                .people
+                .get_mut(&close.user_id)
+                .and_then(|p| Arc::make_mut(p).cycles.get_mut(&close.sid))
+            else {
+                continue;
+            };
+            let at = min_some(cycle.reconciled_at, Some(close.at));
+            if at != cycle.reconciled_at {
+                cycle.reconciled_at = at;
+                closed.push(close.user_id.clone());
+            }
+        }
+        changes.merge(Changes {
+            people: closed,
+            everyone: false,
+        });
+        changes
     }
 
     /// Every person of the room, e.g. after the schedule changed (rule 21).
@@ -368,7 +492,7 @@ impl RoomState {
         &mut self,
         obs: &Observation,
         who: &Participant,
-        joined_at: UnixMillis,
+        (source, joined_at): (JoinSource, UnixMillis),
         left_at: Option<UnixMillis>,
     ) -> Changes {
         let identity = Stamped {
@@ -408,14 +532,19 @@ impl RoomState {
             Cycle {
                 room_sid: obs.room_sid.clone(),
                 joined_at,
+                source,
                 left_at: None,
                 timeout_at: None,
+                reconciled_at: None,
             }
         });
-        let (joined_before, left_before) = (cycle.joined_at, cycle.left_at);
-        cycle.joined_at = cycle.joined_at.min(joined_at);
+        let (joined_before, source_before, left_before) =
+            (cycle.joined_at, cycle.source, cycle.left_at);
+        (cycle.source, cycle.joined_at) = (cycle.source, cycle.joined_at).min((source, joined_at));
         cycle.left_at = min_some(cycle.left_at, left_at);
-        changed |= cycle.joined_at != joined_before || cycle.left_at != left_before;
+        changed |= cycle.joined_at != joined_before
+            || cycle.source.opened_by() != source_before.opened_by()
+            || cycle.left_at != left_before;
         // Keep the room sid deterministic if events disagree on it.
         if !obs.room_sid.as_str().is_empty()
             && (cycle.room_sid.as_str().is_empty() || obs.room_sid < cycle.room_sid)
@@ -474,6 +603,10 @@ impl RoomState {
             return Some((left, ClosedBy::Webhook));
         }
         let timeout = cycle.timeout_at.map(|at| (at, ClosedBy::HeartbeatTimeout));
+        // Never before the join: a webhook may move a listing's join later.
+        let reconciled = cycle
+            .reconciled_at
+            .map(|at| (at.max(cycle.joined_at), ClosedBy::Reconciliation));
         let finish = self.finish_of(cycle).map(|at| (at, ClosedBy::RoomFinished));
         let session_end = self
             .finalization
@@ -481,7 +614,10 @@ impl RoomState {
             .then(|| self.effective_schedule())
             .flatten()
             .map(|s| (s.ends_at().max(cycle.joined_at), ClosedBy::SessionEnd));
-        [timeout, finish, session_end].into_iter().flatten().min()
+        [timeout, reconciled, finish, session_end]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The `room_finished` that ends this cycle: its own room instance's;

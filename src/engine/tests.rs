@@ -264,8 +264,10 @@ fn payload_matches_the_contract_shape() {
         "attendance_status",
         "attendance_percentage",
         "is_late",
+        "late_minutes",
         "is_final",
         "cycles",
+        "counting_window",
     ];
     let mut got = keys.clone();
     got.sort_unstable();
@@ -280,12 +282,15 @@ fn payload_matches_the_contract_shape() {
     assert_eq!(at["last_leave_time"], "2025-11-21T10:01:00.000Z");
     assert_eq!(at["attendance_status"], serde_json::Value::Null);
     assert_eq!(at["is_final"], false);
+    assert_eq!(at["late_minutes"], serde_json::Value::Null);
+    assert_eq!(at["counting_window"], serde_json::Value::Null);
     assert_eq!(
         at["cycles"][0],
         serde_json::json!({
             "participant_sid": "PA_x",
             "joined_at": "2025-11-21T10:00:01.456Z",
             "left_at": "2025-11-21T10:01:00.000Z",
+            "opened_by": "webhook",
             "closed_by": "webhook"
         })
     );

@@ -45,6 +45,16 @@ pub fn is_late(first_join: UnixMillis, starts_at: UnixMillis, rules: &VerdictRul
     first_join > starts_at + rules.late_grace_ms
 }
 
+/// The contract's `late_minutes`: whole minutes from `starts_at` to the
+/// first join when late (rule 17), else 0.
+pub fn late_minutes(first_join: UnixMillis, starts_at: UnixMillis, rules: &VerdictRules) -> i64 {
+    if is_late(first_join, starts_at, rules) {
+        (first_join - starts_at) / 60_000
+    } else {
+        0
+    }
+}
+
 /// Rule 18 on the reported (rounded) percentage.
 pub fn status(percentage: f64, late: bool, rules: &VerdictRules) -> Verdict {
     if percentage < rules.absent_below {

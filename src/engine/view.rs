@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::interval::{Interval, Window, union_length};
 use super::naming::{Naming, Session};
-use super::state::{ClosedBy, Person, RoomState};
+use super::state::{ClosedBy, OpenedBy, Person, RoomState};
 use super::verdict::{self, VerdictRules};
 use crate::domain::{Identity, ParticipantSid, Timestamp, UnixMillis, UserId};
 
@@ -82,8 +82,10 @@ impl RoomView<'_> {
             attendance_status: None,
             attendance_percentage: None,
             is_late: None,
+            late_minutes: None,
             is_final: false,
             cycles: Vec::new(),
+            counting_window: None,
             user_id: user,
         };
         self.judge(&mut a);
@@ -96,12 +98,19 @@ impl RoomView<'_> {
         let Some(schedule) = self.state.effective_schedule() else {
             return;
         };
+        a.counting_window = Some(CountingWindow {
+            starts_at: schedule.starts_at,
+            ends_at: Timestamp(schedule.ends_at()),
+        });
         let pct = verdict::percentage(a.duration_ms, schedule.duration_ms());
         let late = a
             .first_join_time
             .map(|t| verdict::is_late(t.0, schedule.starts_at.0, self.rules));
         a.attendance_percentage = Some(pct);
         a.is_late = late;
+        a.late_minutes = a
+            .first_join_time
+            .map(|t| verdict::late_minutes(t.0, schedule.starts_at.0, self.rules));
         a.attendance_status = Some(verdict::status(pct, late.unwrap_or(false), self.rules));
     }
 }
@@ -127,8 +136,14 @@ pub struct Attendance {
     pub attendance_status: Option<Verdict>,
     pub attendance_percentage: Option<f64>,
     pub is_late: Option<bool>,
+    /// Whole minutes from the start to the first join when late, 0 when on
+    /// time; `None` without a schedule or before any join.
+    pub late_minutes: Option<i64>,
     pub is_final: bool,
     pub cycles: Vec<CycleView>,
+    /// The scheduled window the numbers count in (rule 10), so a page can
+    /// tick exactly (rule 28); `None` without a schedule.
+    pub counting_window: Option<CountingWindow>,
     /// Not part of the payload: the person key, for the envelope.
     #[serde(skip)]
     pub user_id: UserId,
@@ -167,7 +182,15 @@ pub struct CycleView {
     pub participant_sid: ParticipantSid,
     pub joined_at: Timestamp,
     pub left_at: Option<Timestamp>,
+    pub opened_by: OpenedBy,
     pub closed_by: Option<ClosedBy>,
+}
+
+/// The contract's `counting_window`: `[starts_at, ends_at]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CountingWindow {
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
 }
 
 impl Attendance {
@@ -207,6 +230,7 @@ impl Attendance {
                 participant_sid: sid.clone(),
                 joined_at: Timestamp(cycle.joined_at),
                 left_at: closure.map(|(at, _)| Timestamp(at)),
+                opened_by: cycle.source.opened_by(),
                 closed_by: closure.map(|(_, by)| by),
             });
         }
@@ -243,8 +267,10 @@ impl Attendance {
             attendance_status: None,
             attendance_percentage: None,
             is_late: None,
+            late_minutes: None,
             is_final: false,
             cycles,
+            counting_window: None,
             user_id: user_id.clone(),
         }
     }

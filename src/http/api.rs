@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,6 +18,7 @@ use super::client_ip::ClientIp;
 use super::error::AppError;
 use crate::domain::{Identity, RoomName, Timestamp};
 use crate::engine::{RoomState, Schedule, Session};
+use crate::reconcile::ReconcileError;
 use crate::report;
 use crate::rooms::UpdateError;
 
@@ -206,7 +207,14 @@ pub async fn events(
     }
     let events: Vec<Value> = log
         .iter()
-        .map(|e| json!({"id": e.id, "received_at": Timestamp(e.received_at), "body": e.body}))
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "kind": e.kind.as_str(),
+                "received_at": Timestamp(e.received_at),
+                "body": e.body,
+            })
+        })
         .collect();
     Ok(Json(json!({"room": session.room, "events": events})))
 }
@@ -228,6 +236,63 @@ pub async fn recalculate(
         "changed": changed,
         "revision": state.finalization.revision,
     })))
+}
+
+/// `?dry_run=` of the reconcile endpoint: `true`/`1`/empty or
+/// `false`/`0`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReconcileQuery {
+    #[serde(default)]
+    dry_run: Option<String>,
+}
+
+/// `POST /api/sessions/{room}/reconcile` (rules 23–27): asks LiveKit who is
+/// in the room now and answers what changed, or with `?dry_run=true` what
+/// would change without changing it.
+pub async fn reconcile(
+    State(app): State<AppState>,
+    client: ClientIp,
+    Path(room): Path<String>,
+    Query(query): Query<ReconcileQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authorize(&app, client, &headers)?;
+    let session = session_of(&app, &room)?;
+    let dry_run = match query.dry_run.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return Err(AppError::bad_request(
+                "invalid_query",
+                format!("dry_run must be true or false, not {other:?}"),
+            ));
+        }
+    };
+    let Some(reconciler) = &app.reconciler else {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "reconciliation_disabled",
+            "LIVEKIT_URL is not set: rollcall has no LiveKit to ask",
+        ));
+    };
+    match reconciler.reconcile_now(&session, dry_run).await {
+        Ok(outcome) => Ok(Json(
+            serde_json::to_value(outcome).expect("an outcome serializes"),
+        )),
+        Err(ReconcileError::LiveKit(e)) => {
+            tracing::warn!(room = %session.room, error = %e, "on-demand reconciliation failed");
+            let (status, code) = match e.kind() {
+                "timeout" => (StatusCode::GATEWAY_TIMEOUT, "livekit_timeout"),
+                _ => (StatusCode::BAD_GATEWAY, "livekit_unavailable"),
+            };
+            Err(AppError::new(
+                status,
+                code,
+                format!("LiveKit could not be asked; nothing changed: {e}"),
+            ))
+        }
+        Err(ReconcileError::Update(e)) => Err(store_error(e)),
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub struct AppState {
     pub pusher_app_key: Arc<str>,
     /// Rate and connection limits, and who the client is (issue 9).
     pub limits: Arc<Limits>,
+    /// Asks LiveKit's RoomService (rules 23–27); `None` without `LIVEKIT_URL`.
+    pub reconciler: Option<crate::reconcile::Reconciler>,
 }
 
 /// `ClientIp` reads the trusted proxies from here.
@@ -77,6 +79,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/sessions/{room}/attendance", get(api::attendance))
         .route("/api/sessions/{room}/events", get(api::events))
         .route("/api/sessions/{room}/recalculate", post(api::recalculate))
+        .route("/api/sessions/{room}/reconcile", post(api::reconcile))
         .route(
             "/apps/{app_id}/events",
             post(pusher_api::events).layer(DefaultBodyLimit::max(pusher_api::MAX_BODY_BYTES)),

@@ -306,6 +306,72 @@ impl RoomService {
         }
     }
 
+    /// `ListRooms` as LiveKit spelled it: each room's JSON object as
+    /// returned (reconciliation logs exactly what LiveKit said, rule 27),
+    /// every one checked to read as a [`Room`].
+    pub async fn list_rooms_raw(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<serde_json::Value>, RoomServiceError> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            names: &'a [String],
+        }
+        #[derive(Deserialize)]
+        struct Response {
+            #[serde(default, deserialize_with = "de_list")]
+            rooms: Vec<serde_json::Value>,
+        }
+        let grant = VideoGrant {
+            room_list: true,
+            ..VideoGrant::default()
+        };
+        let res: Response = self.call("ListRooms", &grant, &Request { names }).await?;
+        every_reads_as::<Room>(&res.rooms, "room")?;
+        Ok(res.rooms)
+    }
+
+    /// `ListParticipants` as LiveKit spelled it (see [`Self::list_rooms_raw`]):
+    /// `Ok(None)` for LiveKit's `not_found`. A participant that does not
+    /// read as a [`ParticipantInfo`] fails the whole listing: skipping it
+    /// would read as "gone" and close a cycle of someone still there.
+    pub async fn list_participants_raw(
+        &self,
+        room: &str,
+    ) -> Result<Option<Vec<serde_json::Value>>, RoomServiceError> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            room: &'a str,
+        }
+        #[derive(Deserialize)]
+        struct Response {
+            #[serde(default, deserialize_with = "de_list")]
+            participants: Vec<serde_json::Value>,
+        }
+        let grant = VideoGrant {
+            room_admin: true,
+            room: Some(room),
+            ..VideoGrant::default()
+        };
+        match self
+            .call::<_, Response>("ListParticipants", &grant, &Request { room })
+            .await
+        {
+            Ok(res) => {
+                every_reads_as::<ParticipantInfo>(&res.participants, "participant")?;
+                Ok(Some(res.participants))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `livekit_url` would be accepted by [`Self::new`] (for
+    /// configuration checks at startup).
+    pub fn check_url(livekit_url: &str) -> Result<(), RoomServiceConfigError> {
+        service_url(livekit_url).map(|_| ())
+    }
+
     /// One Twirp JSON call: fresh token, one deadline over sending and
     /// reading, capped body, then decoding.
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
@@ -531,6 +597,24 @@ fn clip(s: &str) -> String {
 
 /// A protojson repeated field: absent (zero values omitted) or `null`
 /// means empty.
+/// Each value reads as a `T`, or the answer is malformed.
+fn every_reads_as<T: DeserializeOwned>(
+    values: &[serde_json::Value],
+    what: &str,
+) -> Result<(), RoomServiceError> {
+    for (i, v) in values.iter().enumerate() {
+        if !v.is_object() {
+            return Err(RoomServiceError::Malformed {
+                reason: format!("{what} {i} is not a JSON object"),
+            });
+        }
+        serde_json::from_value::<T>(v.clone()).map_err(|e| RoomServiceError::Malformed {
+            reason: format!("{what} {i}: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
 fn de_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     Option::<Vec<T>>::deserialize(d).map(Option::unwrap_or_default)
 }

@@ -13,7 +13,7 @@ use super::{
     Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store,
     StoreError, SubscriptionCounts,
 };
-use crate::domain::{EventId, RoomName, UnixMillis, UserId};
+use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 
 pub struct MemoryStore {
@@ -23,7 +23,9 @@ pub struct MemoryStore {
     rooms: DashMap<RoomName, Arc<Mutex<RoomSlot>>>,
     channels: DashMap<String, BTreeSet<RoomName>>,
     heartbeats: DashMap<RoomName, BTreeMap<UserId, UnixMillis>>,
+    sightings: DashMap<RoomName, BTreeMap<ParticipantSid, UnixMillis>>,
     due: DashMap<RoomName, UnixMillis>,
+    live: DashMap<RoomName, UnixMillis>,
     leases: DashMap<String, (String, Instant)>,
     delivery: Arc<dyn LocalDelivery>,
 }
@@ -42,7 +44,9 @@ impl MemoryStore {
             rooms: DashMap::new(),
             channels: DashMap::new(),
             heartbeats: DashMap::new(),
+            sightings: DashMap::new(),
             due: DashMap::new(),
+            live: DashMap::new(),
             leases: DashMap::new(),
             delivery,
         }
@@ -84,6 +88,9 @@ impl Store for MemoryStore {
     async fn commit(&self, room: &RoomName, commit: Commit) -> Result<CommitOutcome, StoreError> {
         if let Some(due) = commit.due {
             self.due_no_later_than(room, due).await?;
+        }
+        if let Some(until) = commit.live_until {
+            self.live_until(room, until).await?;
         }
         let slot = Arc::clone(self.rooms.entry(room.clone()).or_default().value());
         let mut slot = slot.lock().map_err(poisoned)?;
@@ -177,6 +184,30 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn record_sightings(
+        &self,
+        room: &RoomName,
+        sightings: &[(ParticipantSid, UnixMillis)],
+    ) -> Result<(), StoreError> {
+        let mut seen = self.sightings.entry(room.clone()).or_default();
+        for (sid, at) in sightings {
+            let last = seen.entry(sid.clone()).or_insert(*at);
+            *last = (*last).max(*at);
+        }
+        Ok(())
+    }
+
+    async fn sightings(
+        &self,
+        room: &RoomName,
+    ) -> Result<BTreeMap<ParticipantSid, UnixMillis>, StoreError> {
+        Ok(self
+            .sightings
+            .get(room)
+            .map(|s| s.clone())
+            .unwrap_or_default())
+    }
+
     async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError> {
         let mut due = self.due.entry(room.clone()).or_insert(at);
         *due = (*due).min(at);
@@ -193,6 +224,22 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {
+        let mut live = self.live.entry(room.clone()).or_insert(until);
+        *live = (*live).max(until);
+        Ok(())
+    }
+
+    async fn live_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
+        self.live.retain(|_, until| *until >= now);
+        Ok(self
+            .live
+            .iter()
+            .take(limit)
+            .map(|e| e.key().clone())
+            .collect())
     }
 
     async fn due_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {

@@ -24,20 +24,53 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{EventId, RoomName, UnixMillis, UserId};
+use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 use crate::pusher::SocketId;
 
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
 
-/// One accepted webhook as it arrived: the immutable log entry (rule 22).
+/// One entry of a room's immutable log (rules 22, 27): an accepted webhook
+/// as it arrived, or a RoomService listing that changed the room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoggedEvent {
     pub id: EventId,
     pub received_at: UnixMillis,
-    /// The raw body, byte for byte as LiveKit signed it.
+    /// A webhook's raw body, byte for byte as LiveKit signed it; a
+    /// listing's record (`reconcile::ListingRecord`) as JSON.
     pub body: String,
+    #[serde(default)]
+    pub kind: LogKind,
+}
+
+/// What a log entry is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    #[default]
+    Webhook,
+    /// A RoomService listing that changed the room (rule 27).
+    LivekitListing,
+}
+
+impl LogKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::LivekitListing => "livekit_listing",
+        }
+    }
+
+    /// The kind a stored name stands for; entries written before kinds
+    /// existed have none and are webhooks.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "" | "webhook" => Some(Self::Webhook),
+            "livekit_listing" => Some(Self::LivekitListing),
+            _ => None,
+        }
+    }
 }
 
 /// A room's state and the version a commit must name to replace it. The
@@ -108,6 +141,9 @@ pub struct Commit {
     /// Lower the room's due time in the sweeper's index to this, before
     /// the commit and in the same round trip (see `due_no_later_than`).
     pub due: Option<UnixMillis>,
+    /// Keep the room in the live-room index until at least this instant
+    /// (see `live_until`), before the commit and in the same round trip.
+    pub live_until: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +260,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lowers `room`'s due time in the sweeper's index to `at` (never
     /// raises it): a change that may need the sweeper sooner.
+    /// Records that RoomService listings had these sids in the room at
+    /// these instants (rule 25's "last listing that contained the sid").
+    /// Keeps the latest per sid; not part of the room state, so a listing
+    /// that only confirms who is there writes no state and no log entry.
+    async fn record_sightings(
+        &self,
+        room: &RoomName,
+        sightings: &[(ParticipantSid, UnixMillis)],
+    ) -> Result<(), StoreError>;
+
+    /// The latest listing instant of each sid seen in the room.
+    async fn sightings(
+        &self,
+        room: &RoomName,
+    ) -> Result<BTreeMap<ParticipantSid, UnixMillis>, StoreError>;
+
+    /// Keeps `room` in the live-room index (rooms reconciliation asks
+    /// LiveKit about, rule 23) until at least `until`: only ever raised, so
+    /// a hint from a commit that then lost its race errs towards one more
+    /// room checked, never one missed.
+    async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError>;
+
+    /// Rooms whose live-room entry has not lapsed at `now`, at most `limit`;
+    /// lapsed entries are pruned.
+    async fn live_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError>;
+
     async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError>;
 
     /// Sets `room`'s due time, raising it if need be, or removes the room

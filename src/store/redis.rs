@@ -9,11 +9,13 @@
 //! |---|---|---|
 //! | `rollcall:{<room>}:state` | hash | `v` (version), `t` (the last write's random tag), `room` (room-level facts, JSON), `p:<user id>` (one person, JSON) per person |
 //! | `rollcall:{<room>}:applied` | set | event ids already applied (rule 7) |
-//! | `rollcall:{<room>}:log` | stream | the event log: `id`, `received_at`, `body` (rule 22) |
+//! | `rollcall:{<room>}:log` | stream | the event log: `id`, `received_at`, `body`, and `kind` when not a webhook (rules 22, 27) |
 //! | `rollcall:{<room>}:heartbeats` | hash | user id → last heartbeat (ms), rule 13's record |
+//! | `rollcall:{<room>}:seen` | hash | participant sid → the last RoomService listing that had it (ms), rule 25 |
 //! | `rollcall:{<room>}:lease:<job>` | string | a short lease (report delivery) |
 //! | `rollcall:channel:{<channel>}` | set | rooms whose updates go to the channel |
 //! | `rollcall:due` | sorted set | room → when the sweeper next has work there (ms) |
+//! | `rollcall:live` | sorted set | room → until when it is live: open cycles or inside its window (ms); what reconciliation checks |
 //! | `rollcall:lease:<job>` | string | a short lease for node-wide jobs (the sweep) |
 //!
 //! Broadcasts travel on the pub/sub channel `rollcall:broadcast` as
@@ -50,10 +52,10 @@ use redis::AsyncCommands;
 
 use super::cache::{Cached, StateCache};
 use super::{
-    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store,
-    StoreError, SubscriptionCounts, bus,
+    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LogKind, LoggedEvent,
+    RoomRecord, Store, StoreError, SubscriptionCounts, bus,
 };
-use crate::domain::{EventId, RoomName, UnixMillis, UserId};
+use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 
 /// The pub/sub channel every node listens on.
@@ -101,7 +103,7 @@ pub struct RedisStore {
     pool: Pool,
     options: RedisOptions,
     commit_script: redis::Script,
-    heartbeat_script: redis::Script,
+    keep_latest_script: redis::Script,
     release_script: redis::Script,
     bus: bus::BusHandle,
     cache: StateCache,
@@ -116,13 +118,15 @@ pub struct RedisStore {
     shared: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
-/// Keeps each person's latest heartbeat: a delayed, older heartbeat (from
-/// another node) must not move it back. KEYS: heartbeats. ARGV: user, at,
-/// retention ms.
-const HEARTBEAT_LUA: &str = r#"
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+/// Keeps the latest instant per field: a delayed, older heartbeat or
+/// sighting (from another node) must not move it back. KEYS: the hash.
+/// ARGV: retention ms, then field/instant pairs.
+const KEEP_LATEST_LUA: &str = r#"
+for i = 2, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > current then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 "#;
 
 /// The atomic commit (see `Store::commit`). Only bookkeeping runs here;
@@ -132,8 +136,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 /// [2] event id ('' = no event), [3] received_at, [4] body, [5] retention
 /// ms, [6] log cap, [7] expected tag ('' = not checked), [8] '1' to replace
 /// the whole hash, [9] the new tag, [10] how many field/value pairs to set,
-/// [11] how many fields to delete, then the pairs, the fields, and the
-/// broadcasts to publish. Returns the new version, -1 for a duplicate, -2
+/// [11] how many fields to delete, [12] the log entry's kind ('' for a
+/// webhook, the common case, which stores no kind field), then the pairs,
+/// the fields, and the broadcasts to publish. Returns the new version, -1 for a duplicate, -2
 /// for a conflict.
 const COMMIT_LUA: &str = r#"
 local has_event = ARGV[2] ~= ''
@@ -144,11 +149,15 @@ if v ~= tonumber(ARGV[1]) then return -2 end
 if ARGV[7] ~= '' and current[2] ~= ARGV[7] then return -2 end
 if has_event then
   redis.call('SADD', KEYS[2], ARGV[2])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
+  if ARGV[12] == '' then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
+  else
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4], 'kind', ARGV[12])
+  end
 end
 if ARGV[8] == '1' then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], 'v', v + 1, 't', ARGV[9])
-local i = 12
+local i = 13
 local sets_end = i + 2 * tonumber(ARGV[10])
 while i < sets_end do
   local last = math.min(i + 399, sets_end - 1)
@@ -259,7 +268,7 @@ impl RedisStore {
         Ok(Self {
             pool,
             commit_script: redis::Script::new(COMMIT_LUA),
-            heartbeat_script: redis::Script::new(HEARTBEAT_LUA),
+            keep_latest_script: redis::Script::new(KEEP_LATEST_LUA),
             release_script: redis::Script::new(RELEASE_LUA),
             bus,
             cache: StateCache::new(options.state_cache_rooms),
@@ -476,9 +485,17 @@ impl Store for RedisStore {
         }
         let expected_tag = base.as_ref().and_then(|b| b.tag.clone());
         let new_tag = format!("{:016x}", rand::random::<u64>());
-        let (event_id, received_at, body) = match &commit.event {
-            Some(e) => (e.id.as_str(), e.received_at, e.body.as_str()),
-            None => ("", 0, ""),
+        let (event_id, received_at, body, kind) = match &commit.event {
+            Some(e) => (
+                e.id.as_str(),
+                e.received_at,
+                e.body.as_str(),
+                match e.kind {
+                    LogKind::Webhook => "",
+                    other => other.as_str(),
+                },
+            ),
+            None => ("", 0, "", ""),
         };
         // One round trip: the due-index update (first, so the index never
         // lags a commit) and the commit script, by hash.
@@ -488,6 +505,14 @@ impl Store for RedisStore {
                 .arg(DUE_KEY)
                 .arg("LT")
                 .arg(due)
+                .arg(room.as_str())
+                .ignore();
+        }
+        if let Some(until) = commit.live_until {
+            pipe.cmd("ZADD")
+                .arg(LIVE_KEY)
+                .arg("GT")
+                .arg(until)
                 .arg(room.as_str())
                 .ignore();
         }
@@ -508,7 +533,8 @@ impl Store for RedisStore {
             .arg(if write.replace { "1" } else { "0" })
             .arg(&new_tag)
             .arg(write.sets.len())
-            .arg(write.deletes.len());
+            .arg(write.deletes.len())
+            .arg(kind);
         for (field, value) in &write.sets {
             pipe.arg(field).arg(value);
         }
@@ -612,22 +638,25 @@ impl Store for RedisStore {
                 let mut id = None;
                 let mut received_at = None;
                 let mut body = None;
+                let mut kind = Some(LogKind::Webhook);
                 for (k, v) in fields {
                     match k.as_str() {
                         "id" => id = Some(v),
                         "received_at" => received_at = v.parse().ok(),
                         "body" => body = Some(v),
+                        "kind" => kind = LogKind::parse(&v),
                         _ => {}
                     }
                 }
-                match (id, received_at, body) {
-                    (Some(id), Some(received_at), Some(body)) => Ok(LoggedEvent {
+                match (id, received_at, body, kind) {
+                    (Some(id), Some(received_at), Some(body), Some(kind)) => Ok(LoggedEvent {
                         id: EventId::new(id),
                         received_at,
                         body,
+                        kind,
                     }),
                     _ => Err(StoreError::Corrupt(format!(
-                        "log entry {entry_id} of {room} lacks a field"
+                        "log entry {entry_id} of {room} lacks a field or has an unknown kind"
                     ))),
                 }
             })
@@ -715,12 +744,12 @@ impl Store for RedisStore {
         // Repeatable (the script keeps the later heartbeat), so it may ride
         // the shared connection.
         self.run_shared(|mut c| {
-            let mut invocation = self.heartbeat_script.prepare_invoke();
+            let mut invocation = self.keep_latest_script.prepare_invoke();
             invocation
                 .key(&key)
+                .arg(retention)
                 .arg(user.as_str())
-                .arg(at)
-                .arg(retention);
+                .arg(at);
             async move { invocation.invoke_async::<()>(&mut c).await }
         })
         .await
@@ -737,6 +766,42 @@ impl Store for RedisStore {
         Ok(beats
             .into_iter()
             .map(|(u, at)| (UserId::new(u), at))
+            .collect())
+    }
+
+    async fn record_sightings(
+        &self,
+        room: &RoomName,
+        sightings: &[(ParticipantSid, UnixMillis)],
+    ) -> Result<(), StoreError> {
+        if sightings.is_empty() {
+            return Ok(());
+        }
+        let key = room_key(room, "seen");
+        let retention = self.options.retention.as_millis() as u64;
+        // Repeatable (the script keeps the later instant).
+        self.run_shared(|mut c| {
+            let mut invocation = self.keep_latest_script.prepare_invoke();
+            invocation.key(&key).arg(retention);
+            for (sid, at) in sightings {
+                invocation.arg(sid.as_str()).arg(*at);
+            }
+            async move { invocation.invoke_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    async fn sightings(
+        &self,
+        room: &RoomName,
+    ) -> Result<BTreeMap<ParticipantSid, UnixMillis>, StoreError> {
+        let key = room_key(room, "seen");
+        let seen: BTreeMap<String, UnixMillis> = self
+            .run(|mut c| async move { c.hgetall(&key).await })
+            .await?;
+        Ok(seen
+            .into_iter()
+            .map(|(sid, at)| (ParticipantSid::new(sid), at))
             .collect())
     }
 
@@ -760,6 +825,41 @@ impl Store for RedisStore {
             }
         })
         .await
+    }
+
+    async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {
+        let room = room.to_string();
+        // Repeatable (ZADD GT only ever raises), so on the shared connection.
+        self.run_shared(|mut c| {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(LIVE_KEY).arg("GT").arg(until).arg(&room);
+            async move { cmd.query_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    async fn live_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
+        let rooms: Vec<String> = self
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(LIVE_KEY)
+                    .arg("-inf")
+                    .arg(format!("({now}"))
+                    .ignore()
+                    .cmd("ZRANGE")
+                    .arg(LIVE_KEY)
+                    .arg(now)
+                    .arg("+inf")
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit);
+                let (rooms,): (Vec<String>,) = pipe.query_async(&mut c).await?;
+                Ok(rooms)
+            })
+            .await?;
+        Ok(rooms.into_iter().map(RoomName::new).collect())
     }
 
     async fn due_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
@@ -948,3 +1048,6 @@ fn room_part(state: &RoomState) -> RoomState {
 
 /// The sweeper's index (see `Store::due_rooms`).
 const DUE_KEY: &str = "rollcall:due";
+/// Room → until when it is live (open cycles, or inside its window):
+/// the rooms reconciliation asks LiveKit about (rule 23).
+const LIVE_KEY: &str = "rollcall:live";

@@ -12,6 +12,7 @@ mod outbound_tls;
 mod process;
 mod pusher_api;
 mod rate_limits;
+mod reconcile;
 mod redis_server;
 mod refusals;
 mod room_service;

@@ -18,8 +18,8 @@ use rollcall::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, Use
 use rollcall::engine::{Fact, Observation, Participant, RoomState};
 use rollcall::pusher::SocketId;
 use rollcall::store::{
-    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, MemoryStore,
-    RedisOptions, RedisStore, RoomRecord, Store, StoreError, SubscriptionCounts,
+    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LogKind, LoggedEvent,
+    MemoryStore, RedisOptions, RedisStore, RoomRecord, Store, StoreError, SubscriptionCounts,
 };
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -136,6 +136,7 @@ fn room(name: &str) -> RoomName {
 
 fn logged(id: &str, body: &str) -> LoggedEvent {
     LoggedEvent {
+        kind: LogKind::Webhook,
         id: EventId::new(id),
         received_at: 1_763_719_200_000,
         body: body.to_string(),
@@ -211,6 +212,7 @@ fn commit(
         state: state.map(Arc::new),
         broadcasts,
         due: None,
+        live_until: None,
     }
 }
 
@@ -267,7 +269,62 @@ conformance!(
     a_released_lease_is_free_at_once_but_only_its_holder_releases_it,
     a_commit_that_drops_people_removes_them,
     loading_for_a_user_gives_that_person_and_the_room_level_facts,
+    sightings_keep_each_sids_latest_listing,
+    the_live_index_is_only_raised_and_lapses,
 );
+
+/// Rule 25's "last listing that contained the sid": listings from two
+/// nodes may be recorded out of order; the latest stays.
+async fn sightings_keep_each_sids_latest_listing(b: Backend) {
+    let (r, other) = (room(ROOM), room("x-quran-session-7"));
+    let (a, c) = (ParticipantSid::new("PA_a"), ParticipantSid::new("PA_c"));
+    assert!(b.store.sightings(&r).await.unwrap().is_empty());
+    b.store.record_sightings(&r, &[]).await.unwrap();
+    b.store
+        .record_sightings(&r, &[(a.clone(), 3_000), (c.clone(), 1_000)])
+        .await
+        .unwrap();
+    b.store
+        .record_sightings(&r, &[(a.clone(), 2_000)])
+        .await
+        .unwrap();
+    b.store
+        .record_sightings(&other, &[(a.clone(), 9_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.store.sightings(&r).await.unwrap(),
+        BTreeMap::from([(a.clone(), 3_000), (c, 1_000)])
+    );
+    assert_eq!(
+        b.store.sightings(&other).await.unwrap(),
+        BTreeMap::from([(a, 9_000)])
+    );
+}
+
+/// The rooms reconciliation checks (rule 23): a hint only ever raises a
+/// room's "live until" (a commit that lost its race errs towards one more
+/// room checked), and a lapsed entry is dropped.
+async fn the_live_index_is_only_raised_and_lapses(b: Backend) {
+    let (r1, r2) = (room("a-quran-session-1"), room("a-quran-session-2"));
+    assert!(b.store.live_rooms(0, 10).await.unwrap().is_empty());
+    b.store.live_until(&r1, 5_000).await.unwrap();
+    b.store.live_until(&r1, 2_000).await.unwrap();
+    // Through a commit, as `Rooms::try_commit` sends it.
+    let mut c = commit(0, "EV_1", Some(state_of(&["PA_1"])), vec![]);
+    c.live_until = Some(3_000);
+    b.store.commit(&r2, c).await.unwrap();
+    let mut live = b.store.live_rooms(2_500, 10).await.unwrap();
+    live.sort();
+    assert_eq!(live, vec![r1.clone(), r2.clone()]);
+    assert_eq!(
+        b.store.live_rooms(4_000, 10).await.unwrap(),
+        vec![r1.clone()]
+    );
+    assert!(b.store.live_rooms(6_000, 10).await.unwrap().is_empty());
+    // Lapsed entries were pruned: an earlier instant no longer sees them.
+    assert!(b.store.live_rooms(0, 10).await.unwrap().is_empty());
+}
 
 async fn an_unknown_room_has_no_record_log_or_applied_ids(b: Backend) {
     let r = room(ROOM);
@@ -531,6 +588,12 @@ async fn the_event_log_keeps_commit_order_and_raw_bodies_byte_for_byte(b: Backen
         .iter()
         .enumerate()
         .map(|(i, body)| LoggedEvent {
+            // Every other entry a listing: the kind round-trips too.
+            kind: if i % 2 == 1 {
+                LogKind::LivekitListing
+            } else {
+                LogKind::Webhook
+            },
             id: EventId::new(format!("EV_log{i}")),
             received_at: 1_763_719_300_000 - i as i64 * 1_000,
             body: body.clone(),
@@ -543,6 +606,7 @@ async fn the_event_log_keeps_commit_order_and_raw_bodies_byte_for_byte(b: Backen
             state: Some(state_of(&["PA_1"]).into()),
             broadcasts: vec![],
             due: None,
+            live_until: None,
         };
         assert!(matches!(
             b.store.commit(&r, c).await.unwrap(),
@@ -671,6 +735,7 @@ async fn racing_writers_apply_every_event_exactly_once(b: Backend) {
                         state: Some(state.into()),
                         broadcasts: vec![broadcast(CHANNEL, obs.id.as_str())],
                         due: None,
+                        live_until: None,
                     };
                     match store.commit(&r, c).await.unwrap() {
                         CommitOutcome::Committed { version: v } => {
@@ -743,6 +808,7 @@ async fn a_commit_without_an_event_changes_state_but_not_the_log(b: Backend) {
         state: Some(state_of(sids).into()),
         broadcasts: vec![broadcast(CHANNEL, text)],
         due: None,
+        live_until: None,
     };
     assert_eq!(
         b.store

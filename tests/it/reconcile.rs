@@ -1,0 +1,448 @@
+//! Reconciliation with LiveKit (rules 23–27) end to end: real servers (on
+//! the memory store and on a real `redis-server`) ask the RoomService test
+//! double (`livekit_double.rs`, LiveKit's Twirp answers) who is in a room.
+
+use std::time::{Duration, Instant};
+
+use rollcall::config::LiveKitApi;
+use rollcall::config::Settings;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::livekit_double::{
+    DOUBLE_KEY, DOUBLE_SECRET, FakeParticipant, FakeRoom, Fault, LivekitDouble, Method,
+};
+use crate::redis_server::RedisServer;
+
+const IDENTITY: &str = "1_Ameer_Maher";
+const MIN: i64 = 60_000;
+
+/// Reconciliation against `double`: on demand only unless `interval`.
+fn livekit(double: &LivekitDouble, interval: Option<Duration>) -> impl FnOnce(&mut Settings) {
+    let url = double.url();
+    move |s: &mut Settings| {
+        s.livekit_api = Some(LiveKitApi {
+            url,
+            api_key: DOUBLE_KEY.into(),
+            api_secret: DOUBLE_SECRET.into(),
+            reconcile_interval: interval,
+            call_timeout: Duration::from_millis(500),
+        })
+    }
+}
+
+async fn reconcile(app: &TestApp, room: &str, query: &str) -> reqwest::Response {
+    app.api(
+        reqwest::Method::POST,
+        &format!("/api/sessions/{room}/reconcile{query}"),
+    )
+    .send()
+    .await
+    .expect("server answers")
+}
+
+async fn reconcile_ok(app: &TestApp, room: &str, query: &str) -> Value {
+    let res = reconcile(app, room, query).await;
+    assert_eq!(res.status(), 200, "reconcile {room}{query}");
+    res.json().await.expect("JSON")
+}
+
+async fn events(app: &TestApp, room: &str) -> Vec<Value> {
+    let res = app.api_get(&format!("/api/sessions/{room}/events")).await;
+    if res.status() == 404 {
+        return Vec::new();
+    }
+    let body: Value = res.json().await.unwrap();
+    body["events"].as_array().cloned().unwrap()
+}
+
+fn person(roster: &Value, identity: &str) -> Value {
+    roster["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["identity"] == identity)
+        .cloned()
+        .unwrap_or_else(|| panic!("{identity} in {roster}"))
+}
+
+#[tokio::test]
+async fn rule24_a_join_whose_webhook_was_lost_is_recovered_once() {
+    let double = LivekitDouble::start().await;
+    let app = spawn_app_with(livekit(&double, None)).await;
+    let joined_at = rollcall::domain::now_millis() - 3 * MIN;
+    let student = FakeParticipant::new(IDENTITY, joined_at)
+        .sid("PA_lost")
+        .name("Ameer Maher");
+    double.put_room(FakeRoom::new(ROOM).with(student));
+    let mut watcher = app.subscriber(CHANNEL).await;
+
+    // A dry run says what would change and changes nothing.
+    let dry = reconcile_ok(&app, ROOM, "?dry_run=true").await;
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["changed"], true);
+    assert_eq!(dry["opened"][0]["participant_sid"], "PA_lost");
+    assert_eq!(
+        app.api_get(&format!("/api/sessions/{ROOM}/attendance"))
+            .await
+            .status(),
+        404,
+        "a dry run writes nothing"
+    );
+
+    let done = reconcile_ok(&app, ROOM, "").await;
+    assert_eq!(done["changed"], true);
+    assert_eq!(done["room_exists"], true);
+    assert_eq!(done["listed"], 1);
+    let update = watcher.next_event("attendance.updated").await;
+    let a = &update.data["attendance"];
+    assert_eq!(a["is_currently_in_meeting"], true);
+    assert_eq!(a["cycles"][0]["opened_by"], "reconciliation");
+    assert_eq!(a["name"], "Ameer Maher");
+    assert!(a["duration_ms"].as_i64().unwrap() >= 3 * MIN - 1_000);
+
+    // The log keeps the listing as LiveKit returned it (rule 27).
+    let log = events(&app, ROOM).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["kind"], "livekit_listing");
+
+    // The real webhook, late: no second cycle, no time added.
+    let before = person(&app.get_attendance(ROOM).await, IDENTITY);
+    let res = app
+        .post_webhook(&joined(ROOM, IDENTITY, "PA_lost", joined_at, &event_id()))
+        .await;
+    assert_eq!(res.status(), 200);
+    let after = person(&app.get_attendance(ROOM).await, IDENTITY);
+    assert_eq!(after["join_count"], 1);
+    assert_eq!(
+        after["cycles"][0]["joined_at"],
+        before["cycles"][0]["joined_at"]
+    );
+    assert_eq!(after["cycles"][0]["opened_by"], "webhook");
+
+    // Asking again changes nothing and logs nothing (rule 26).
+    let again = reconcile_ok(&app, ROOM, "").await;
+    assert_eq!(again["changed"], false);
+    assert_eq!(
+        events(&app, ROOM).await.len(),
+        2,
+        "the listing and the webhook only"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rule25_a_lost_leave_is_closed_at_the_last_listing_that_had_the_sid_on_redis() {
+    let redis = RedisServer::start().await;
+    let double = LivekitDouble::start().await;
+    let url = redis.url();
+    let configure = livekit(&double, None);
+    let app = spawn_app_with(move |s| {
+        s.redis_url = Some(url);
+        configure(s);
+    })
+    .await;
+    let joined_at = rollcall::domain::now_millis() - 10 * MIN;
+    let res = app
+        .post_webhook(&joined(ROOM, IDENTITY, "PA_x", joined_at, &event_id()))
+        .await;
+    assert_eq!(res.status(), 200);
+    double
+        .put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_x")));
+
+    // Still there: nothing changes, but the sighting is kept.
+    let seen = reconcile_ok(&app, ROOM, "").await;
+    assert_eq!(seen["changed"], false);
+    let seen_at = seen["taken_at"].as_str().unwrap().to_string();
+
+    // LiveKit's participant_left never arrives.
+    double.leave(ROOM, "PA_x");
+    let gone = reconcile_ok(&app, ROOM, "").await;
+    assert_eq!(gone["closed"][0]["participant_sid"], "PA_x");
+    assert_eq!(gone["closed"][0]["left_at"], seen_at.as_str());
+    let p = person(&app.get_attendance(ROOM).await, IDENTITY);
+    assert_eq!(p["is_currently_in_meeting"], false);
+    assert_eq!(p["cycles"][0]["closed_by"], "reconciliation");
+    assert_eq!(p["cycles"][0]["left_at"], seen_at.as_str());
+
+    // The real leave replaces the estimate (rule 15).
+    let left_s = joined_at / 1000 + 9 * 60;
+    let res = app
+        .post_webhook(&left(
+            ROOM,
+            IDENTITY,
+            "PA_x",
+            joined_at,
+            left_s,
+            &event_id(),
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    let p = person(&app.get_attendance(ROOM).await, IDENTITY);
+    assert_eq!(p["cycles"][0]["closed_by"], "webhook");
+    assert_eq!(p["duration_seconds"], (left_s * 1000 - joined_at) / 1000);
+
+    // Recalculation reproduces the state from the log (rules 22, 27).
+    let recalc = app
+        .api(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{ROOM}/recalculate"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let recalc: Value = recalc.json().await.unwrap();
+    assert_eq!(recalc["changed"], false, "{recalc}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rule25_a_room_livekit_no_longer_has_closes_every_open_cycle() {
+    let double = LivekitDouble::start().await;
+    let app = spawn_app_with(livekit(&double, None)).await;
+    let joined_at = rollcall::domain::now_millis() - 5 * MIN;
+    for (identity, sid) in [(IDENTITY, "PA_1"), ("2_Sara_Ali", "PA_2")] {
+        let res = app
+            .post_webhook(&joined(ROOM, identity, sid, joined_at, &event_id()))
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    let outcome = reconcile_ok(&app, ROOM, "").await;
+    assert_eq!(outcome["room_exists"], false);
+    assert_eq!(outcome["closed"].as_array().unwrap().len(), 2);
+    let roster = app.get_attendance(ROOM).await;
+    for p in roster["participants"].as_array().unwrap() {
+        assert_eq!(p["cycles"][0]["closed_by"], "reconciliation", "{p}");
+        assert_eq!(p["is_currently_in_meeting"], false);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rule24_a_recorder_a_stranger_and_someone_still_joining_are_not_attendees() {
+    use rollcall::livekit::{ParticipantKind, ParticipantState};
+    let double = LivekitDouble::start().await;
+    let app = spawn_app_with(livekit(&double, None)).await;
+    let t = rollcall::domain::now_millis() - MIN;
+    double.put_room(
+        FakeRoom::new(ROOM)
+            .with(FakeParticipant::new("EG_recorder", t).kind(ParticipantKind::Egress))
+            .with(FakeParticipant::new("9_Bot", t).kind(ParticipantKind::Agent))
+            .with(FakeParticipant::new("not-a-student", t))
+            .with(FakeParticipant::new("3_Joining", t).state(ParticipantState::Joining))
+            .with(FakeParticipant::new("4_Gone", t).state(ParticipantState::Disconnected))
+            .with(FakeParticipant::new("5_Here", t).state(ParticipantState::Joined)),
+    );
+    let outcome = reconcile_ok(&app, ROOM, "").await;
+    let opened: Vec<&str> = outcome["opened"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["identity"].as_str().unwrap())
+        .collect();
+    assert_eq!(opened, ["5_Here"]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rule26_a_livekit_that_fails_or_hangs_changes_nothing_and_delays_no_webhook() {
+    let double = LivekitDouble::start().await;
+    let app = spawn_app_with(livekit(&double, None)).await;
+    let joined_at = rollcall::domain::now_millis() - 5 * MIN;
+    let res = app
+        .post_webhook(&joined(ROOM, IDENTITY, "PA_x", joined_at, &event_id()))
+        .await;
+    assert_eq!(res.status(), 200);
+    double
+        .put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_x")));
+
+    // An error: 502, nothing changed (the open cycle is not closed).
+    double.fail(
+        Method::ListParticipants,
+        Fault::twirp("unavailable", "overloaded"),
+    );
+    let res = reconcile(&app, ROOM, "").await;
+    assert_eq!(res.status(), 502);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "livekit_unavailable");
+    assert!(person(&app.get_attendance(ROOM).await, IDENTITY)["is_currently_in_meeting"] == true);
+
+    // Hanging: the call times out (500 ms here), and a webhook posted
+    // meanwhile is answered at once.
+    double.heal_all();
+    double.set_delay(Method::ListRooms, Duration::from_secs(30));
+    let started = Instant::now();
+    let slow = {
+        let http = app.http.clone();
+        let url = app.url(&format!("/api/sessions/{ROOM}/reconcile"));
+        tokio::spawn(async move { http.post(url).bearer_auth(APP_SECRET).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let webhook_started = Instant::now();
+    let res = app
+        .post_webhook(&joined(ROOM, "2_Sara_Ali", "PA_y", joined_at, &event_id()))
+        .await;
+    assert_eq!(res.status(), 200);
+    let webhook_took = webhook_started.elapsed();
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status(), 504);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "bounded by the call timeout: {took:?}"
+    );
+    assert!(
+        webhook_took < took,
+        "the webhook did not wait: {webhook_took:?} vs {took:?}"
+    );
+    assert!(person(&app.get_attendance(ROOM).await, IDENTITY)["is_currently_in_meeting"] == true);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("rollcall_livekit_errors_total{kind=\"twirp\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rollcall_livekit_errors_total{kind=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_reconcile_endpoint_refuses_clearly() {
+    let plain = spawn_app().await;
+    let res = reconcile(&plain, ROOM, "").await;
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "reconciliation_disabled");
+    plain.shutdown().await;
+
+    let double = LivekitDouble::start().await;
+    let app = spawn_app_with(livekit(&double, None)).await;
+    let res = reconcile(&app, ROOM, "?dry_run=maybe").await;
+    assert_eq!(res.status(), 400);
+    let res = reconcile(&app, "not-a-session-room", "").await;
+    assert_eq!(res.status(), 404);
+    let res = app
+        .http
+        .post(app.url(&format!("/api/sessions/{ROOM}/reconcile")))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // A room neither side knows: 200, nothing to do.
+    let nothing = reconcile_ok(&app, ROOM, "").await;
+    assert_eq!(
+        nothing,
+        json!({
+            "room": ROOM, "dry_run": false, "taken_at": nothing["taken_at"], "room_exists": false,
+            "listed": 0, "opened": [], "closed": [], "schedule_from_metadata": false, "changed": false,
+        })
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rule23_two_nodes_reconcile_every_interval_once_and_find_unknown_rooms() {
+    let redis = RedisServer::start().await;
+    let double = LivekitDouble::start().await;
+    let joined_at = rollcall::domain::now_millis() - 2 * MIN;
+    // A room rollcall never heard of, with a schedule in its metadata.
+    let starts = rollcall::domain::Timestamp(joined_at - MIN).to_rfc3339();
+    double.put_room(
+        FakeRoom::new(ROOM)
+            .metadata(&json!({"starts_at": starts, "duration_minutes": 60}).to_string())
+            .with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_1")),
+    );
+    double
+        .put_room(FakeRoom::new("some-other-room").with(FakeParticipant::new(IDENTITY, joined_at)));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let url = redis.url();
+        let configure = livekit(&double, Some(Duration::from_millis(500)));
+        nodes.push(
+            spawn_app_with(move |s| {
+                s.redis_url = Some(url);
+                configure(s);
+            })
+            .await,
+        );
+    }
+    // Found without any webhook, once, with the schedule from metadata.
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let res = nodes[1]
+            .api_get(&format!("/api/sessions/{ROOM}/attendance"))
+            .await;
+        if res.status() == 200 {
+            let roster: Value = res.json().await.unwrap();
+            let p = person(&roster, IDENTITY);
+            assert_eq!(p["cycles"][0]["opened_by"], "reconciliation");
+            assert_eq!(p["counting_window"]["starts_at"], starts.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the room was never reconciled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Four more intervals: still one cycle and one listing in the log, and
+    // about one ListRooms per interval across both nodes (not two).
+    double.reset_counters();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = double.calls(Method::ListRooms);
+    assert!(
+        (2..=6).contains(&calls),
+        "{calls} ListRooms in 4 intervals of 2 nodes"
+    );
+    assert_eq!(events(&nodes[0], ROOM).await.len(), 1);
+    assert_eq!(
+        double.room_calls(Method::ListParticipants, "some-other-room"),
+        0,
+        "not a session room"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn rule23_joins_lost_in_a_redis_outage_are_recovered_when_it_comes_back() {
+    let mut redis = RedisServer::start().await;
+    let double = LivekitDouble::start().await;
+    let url = redis.url();
+    // A long interval: only the startup pass and the recovery pass run.
+    let configure = livekit(&double, Some(Duration::from_secs(3600)));
+    let app = spawn_app_with(move |s| {
+        s.redis_url = Some(url);
+        configure(s);
+    })
+    .await;
+    double.put_room(FakeRoom::new(ROOM));
+    redis.stop().await;
+    let joined_at = rollcall::domain::now_millis();
+    let body = joined(ROOM, IDENTITY, "PA_x", joined_at, &event_id());
+    let res = app.post_webhook(&body).await;
+    assert_eq!(res.status(), 503, "not stored, so not acknowledged");
+    // LiveKit gives up on the webhook; the person is in the room.
+    double.join(ROOM, FakeParticipant::new(IDENTITY, joined_at).sid("PA_x"));
+    redis.restart().await;
+    let deadline = Instant::now() + GUARD * 2;
+    loop {
+        let res = app
+            .api_get(&format!("/api/sessions/{ROOM}/attendance"))
+            .await;
+        if res.status() == 200 {
+            let roster: Value = res.json().await.unwrap();
+            let p = person(&roster, IDENTITY);
+            assert_eq!(p["is_currently_in_meeting"], true);
+            assert_eq!(p["cycles"][0]["opened_by"], "reconciliation");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.shutdown().await;
+}
