@@ -15,7 +15,9 @@ pub use event::{
     WebhookEvent, parse_webhook,
 };
 pub use keys::{KeyParseError, KeyRing};
-pub use room_service::{RoomService, RoomServiceConfigError, RoomServiceError};
+pub use room_service::{
+    RoomService, RoomServiceConfigError, RoomServiceError, decode_participants,
+};
 pub use verify::{
     AccessClaims, LEEWAY_SECS, VerifyError, WebhookClaims, body_sha256_b64, sign_access_token,
     sign_webhook, verify_access_token, verify_webhook,

@@ -332,9 +332,8 @@ impl RoomService {
     }
 
     /// `ListParticipants` as LiveKit spelled it (see [`Self::list_rooms_raw`]):
-    /// `Ok(None)` for LiveKit's `not_found`. A participant that does not
-    /// read as a [`ParticipantInfo`] fails the whole listing: skipping it
-    /// would read as "gone" and close a cycle of someone still there.
+    /// `Ok(None)` for LiveKit's `not_found`; the body is read by
+    /// [`decode_participants`].
     pub async fn list_participants_raw(
         &self,
         room: &str,
@@ -343,18 +342,13 @@ impl RoomService {
         struct Request<'a> {
             room: &'a str,
         }
-        #[derive(Deserialize)]
-        struct Response {
-            #[serde(default, deserialize_with = "de_list")]
-            participants: Vec<serde_json::Value>,
-        }
         let grant = VideoGrant {
             room_admin: true,
             room: Some(room),
             ..VideoGrant::default()
         };
         match self
-            .call::<_, Response>("ListParticipants", &grant, &Request { room })
+            .call::<_, RawParticipants>("ListParticipants", &grant, &Request { room })
             .await
         {
             Ok(res) => {
@@ -597,6 +591,23 @@ fn clip(s: &str) -> String {
 
 /// A protojson repeated field: absent (zero values omitted) or `null`
 /// means empty.
+/// A `ListParticipants` answer's participants as LiveKit spelled them.
+#[derive(Deserialize)]
+struct RawParticipants {
+    #[serde(default, deserialize_with = "de_list")]
+    participants: Vec<serde_json::Value>,
+}
+
+/// Reads a 200 `ListParticipants` body as `list_participants_raw` does:
+/// a JSON object whose participants each read as a [`ParticipantInfo`]. One
+/// that does not fails the whole listing: skipping it would read as "gone"
+/// and close a cycle of someone still there. Public for the fuzz target.
+pub fn decode_participants(body: &[u8]) -> Result<Vec<serde_json::Value>, RoomServiceError> {
+    let res: RawParticipants = decode(body)?;
+    every_reads_as::<ParticipantInfo>(&res.participants, "participant")?;
+    Ok(res.participants)
+}
+
 /// Each value reads as a `T`, or the answer is malformed.
 fn every_reads_as<T: DeserializeOwned>(
     values: &[serde_json::Value],

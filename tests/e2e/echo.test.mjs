@@ -104,8 +104,10 @@ test('Echo receives join and leave, duplicates are silent, late subscribers get 
   assert.equal(a1.attendance_status, null);
   assert.equal(a1.attendance_percentage, null);
   assert.equal(a1.is_final, false);
+  assert.equal(a1.late_minutes, null, 'no schedule: no lateness');
+  assert.equal(a1.counting_window, null, 'no schedule: no window');
   assert.deepEqual(a1.cycles, [
-    { participant_sid: person.sid, joined_at: iso(joinedAtMs), left_at: null, closed_by: null },
+    { participant_sid: person.sid, joined_at: iso(joinedAtMs), left_at: null, opened_by: 'webhook', closed_by: null },
   ]);
   // An open cycle counts up to the message's timestamp, exactly.
   assert.equal(a1.duration_ms, Date.parse(joined.timestamp) - joinedAtMs);
@@ -129,7 +131,7 @@ test('Echo receives join and leave, duplicates are silent, late subscribers get 
   assert.equal(a2.last_leave_time, iso(leftSec * 1000));
   assert.equal(a2.current_cycle_started_at, null);
   assert.deepEqual(a2.cycles, [
-    { participant_sid: person.sid, joined_at: iso(joinedAtMs), left_at: iso(leftSec * 1000), closed_by: 'webhook' },
+    { participant_sid: person.sid, joined_at: iso(joinedAtMs), left_at: iso(leftSec * 1000), opened_by: 'webhook', closed_by: 'webhook' },
   ]);
   assert.ok(Number.isFinite(Date.parse(left.timestamp)), `timestamp ${left.timestamp}`);
 

@@ -73,6 +73,7 @@ async fn join_then_leave_reach_a_subscriber_with_exact_numbers() {
             "participant_sid": "PA_a",
             "joined_at": "2025-11-21T10:00:01.456Z",
             "left_at": "2025-11-21T10:01:00.000Z",
+            "opened_by": "webhook",
             "closed_by": "webhook"
         }])
     );

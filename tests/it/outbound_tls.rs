@@ -401,3 +401,81 @@ async fn the_webhook_simulator_posts_over_https() {
     assert_eq!(webhook.path, "/webhooks/livekit");
     assert_eq!(webhook.json()["event"], "participant_joined");
 }
+
+// ---------------------------------------------------------------------------
+// LiveKit's RoomService over HTTPS (reconciliation, rules 23–27).
+
+/// Terminates TLS with a certificate from `ca` and relays the plain bytes
+/// to `upstream` (the LiveKit double), as LiveKit Cloud's own front would.
+/// Returns its port and the relay task.
+async fn tls_front(
+    ca: &TestCa,
+    upstream: std::net::SocketAddr,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    let (chain, key) = ca.leaf();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = tcp.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn reconciliation_asks_a_livekit_behind_https_that_a_trusted_ca_signed() {
+    use crate::livekit_double::{FakeParticipant, FakeRoom, LivekitDouble};
+    let ca = TestCa::new("rollcall test CA");
+    let double = LivekitDouble::start().await;
+    let joined_at = now_millis() - 60_000;
+    double.put_room(FakeRoom::new(ROOM).with(FakeParticipant::new("1_Ameer_Maher", joined_at)));
+    let (port, front) = tls_front(&ca, double.addr()).await;
+    let other_ca = TestCa::new("some other CA");
+    let http = reqwest::Client::new();
+    // LiveKit URLs are usually written `wss://`: the API is then `https://`.
+    for (ca_file, expect) in [(other_ca.pem_path_str(), 502), (ca.pem_path_str(), 200)] {
+        let server = ServerProcess::spawn(&[
+            ("SSL_CERT_FILE", ca_file.as_str()),
+            ("LIVEKIT_URL", &format!("wss://localhost:{port}")),
+            ("ROLLCALL_RECONCILE_INTERVAL", "0"),
+        ])
+        .await;
+        let res = http
+            .post(server.url(&format!("/api/sessions/{ROOM}/reconcile")))
+            .bearer_auth(APP_SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), expect, "trusting {ca_file}");
+        let body: Value = res.json().await.unwrap();
+        if expect == 200 {
+            assert_eq!(body["opened"][0]["identity"], "1_Ameer_Maher", "{body}");
+        } else {
+            assert_eq!(body["error"], "livekit_unavailable", "{body}");
+            assert_eq!(
+                metric(&server, "rollcall_livekit_errors_total{kind=\"connect\"}").await,
+                1,
+                "a refused certificate is a connection error"
+            );
+        }
+    }
+    front.abort();
+}

@@ -255,6 +255,9 @@ fn cycle(sid: &str, joined_at: i64, left_at: Option<i64>, closed_by: Option<&str
         "participant_sid": sid,
         "joined_at": ts(joined_at),
         "left_at": left_at.map(ts),
+        // Every cycle here was opened by a webhook (reconciliation has its
+        // own suite).
+        "opened_by": "webhook",
         "closed_by": closed_by,
     })
 }
