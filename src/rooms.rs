@@ -21,11 +21,7 @@ pub const LIVE_HORIZON_MS: i64 = 6 * 3_600_000;
 /// Until when a room is live (rule 23: reconciliation asks LiveKit about
 /// rooms with an open cycle or inside their counting window), or `None`.
 pub fn live_hint(state: &RoomState, now: UnixMillis) -> Option<UnixMillis> {
-    let open = state
-        .people
-        .values()
-        .any(|p| p.cycles.values().any(|c| state.closure(c).is_none()));
-    let open = open.then_some(now + LIVE_HORIZON_MS);
+    let open = state.has_open_cycle().then_some(now + LIVE_HORIZON_MS);
     let window = state
         .effective_schedule()
         .map(|s| s.ends_at())
@@ -285,11 +281,9 @@ impl Rooms {
     /// report is due now. Earlier than needed is harmless (the sweep finds
     /// nothing and sets the exact time), later would not be.
     pub fn due_hint(&self, state: &RoomState, now: UnixMillis) -> Option<UnixMillis> {
-        let open = state
-            .people
-            .values()
-            .any(|p| p.cycles.values().any(|c| state.closure(c).is_none()));
-        let stale = open.then_some(now + self.timing.heartbeat_timeout_ms());
+        let stale = state
+            .has_open_cycle()
+            .then_some(now + self.timing.heartbeat_timeout_ms());
         let exact = state.next_due(&Default::default(), 0, self.timing.finalize_delay_ms());
         let report = (self.reports && state.finalization.report_due()).then_some(now);
         [stale, exact, report].into_iter().flatten().min()

@@ -24,8 +24,8 @@ pub use naming::{Naming, Session};
 pub use reconcile::{LISTING_GRACE_MS, Listing, ListingPlan};
 pub use schedule::Schedule;
 pub use state::{
-    Changes, ClosedBy, Fact, Finalization, JoinSource, ListedClose, ListedJoin, Observation,
-    OpenedBy, Participant, RoomState,
+    Changes, ClosedBy, Cycles, Fact, Finalization, JoinSource, ListedClose, ListedJoin,
+    Observation, OpenedBy, Participant, RoomState,
 };
 pub use verdict::VerdictRules;
 pub use view::{Attendance, LiveStatus, RoomView, Verdict};

@@ -136,7 +136,106 @@ pub struct Person {
     #[serde(default)]
     pub name: Option<Stamped<String>>,
     #[serde(default)]
-    pub cycles: BTreeMap<ParticipantSid, Cycle>,
+    pub cycles: Cycles,
+}
+
+/// A person's cycles by participant sid, in sid order. A sorted `Vec`, not
+/// a `BTreeMap`: a person has one cycle or a few, and a `BTreeMap`
+/// allocates a node for eleven on the first insert — 1,232 bytes for one
+/// cycle against 112 here (B4 measured 10 MiB more per 100k webhooks when
+/// `Cycle` grew by 24 bytes). Serialized as the same JSON map, so stored
+/// state reads back either way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cycles(Vec<(ParticipantSid, Cycle)>);
+
+impl Cycles {
+    fn find(&self, sid: &ParticipantSid) -> Result<usize, usize> {
+        self.0.binary_search_by(|(s, _)| s.cmp(sid))
+    }
+
+    pub fn get(&self, sid: &ParticipantSid) -> Option<&Cycle> {
+        self.find(sid).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut(&mut self, sid: &ParticipantSid) -> Option<&mut Cycle> {
+        self.find(sid).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// The cycle of `sid`, made by `new` if there is none.
+    pub fn get_or_insert_with(
+        &mut self,
+        sid: &ParticipantSid,
+        new: impl FnOnce() -> Cycle,
+    ) -> &mut Cycle {
+        let i = match self.find(sid) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (sid.clone(), new()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    pub fn contains_key(&self, sid: &ParticipantSid) -> bool {
+        self.find(sid).is_ok()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ParticipantSid, &Cycle)> {
+        self.0.iter().map(|(s, c)| (s, c))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Cycle> {
+        self.0.iter().map(|(_, c)| c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Cycles {
+    type Item = (&'a ParticipantSid, &'a Cycle);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (ParticipantSid, Cycle)>,
+        fn(&'a (ParticipantSid, Cycle)) -> (&'a ParticipantSid, &'a Cycle),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(s, c)| (s, c))
+    }
+}
+
+impl std::ops::Index<&ParticipantSid> for Cycles {
+    type Output = Cycle;
+
+    fn index(&self, sid: &ParticipantSid) -> &Cycle {
+        self.get(sid).expect("no cycle with this sid")
+    }
+}
+
+impl FromIterator<(ParticipantSid, Cycle)> for Cycles {
+    fn from_iter<I: IntoIterator<Item = (ParticipantSid, Cycle)>>(iter: I) -> Self {
+        let map: BTreeMap<ParticipantSid, Cycle> = iter.into_iter().collect();
+        Self(map.into_iter().collect())
+    }
+}
+
+impl Serialize for Cycles {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cycles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<ParticipantSid, Cycle>::deserialize(d)?;
+        Ok(Self(map.into_iter().collect()))
+    }
 }
 
 /// A last-writer-wins register: the value of the event with the greatest
@@ -396,6 +495,13 @@ impl RoomState {
         self.everyone()
     }
 
+    /// Whether anyone has an open cycle.
+    pub fn has_open_cycle(&self) -> bool {
+        self.people
+            .values()
+            .any(|p| p.cycles.values().any(|c| self.closure(c).is_none()))
+    }
+
     /// Whether `user` has an open cycle: what a heartbeat answers (rule 12).
     pub fn is_in_meeting(&self, user: &UserId) -> bool {
         self.people
@@ -508,7 +614,7 @@ impl RoomState {
             Arc::new(Person {
                 identity: identity.clone(),
                 name: None,
-                cycles: BTreeMap::new(),
+                cycles: Cycles::default(),
             })
         });
         let person = Arc::make_mut(person);
@@ -527,7 +633,7 @@ impl RoomState {
                 }
             }
         }
-        let cycle = person.cycles.entry(who.sid.clone()).or_insert_with(|| {
+        let cycle = person.cycles.get_or_insert_with(&who.sid, || {
             changed = true;
             Cycle {
                 room_sid: obs.room_sid.clone(),
