@@ -391,3 +391,43 @@ proptest! {
         }
     }
 }
+
+fn a_cycle(at: UnixMillis) -> state::Cycle {
+    state::Cycle {
+        room_sid: RoomSid::new("RM_a"),
+        joined_at: at,
+        source: JoinSource::Webhook,
+        left_at: None,
+        timeout_at: None,
+        reconciled_at: None,
+    }
+}
+
+proptest! {
+    /// `Cycles` (a sorted `Vec`) behaves as the `BTreeMap` it replaced and
+    /// stores the same JSON, so state written by either reads back.
+    #[test]
+    fn cycles_behave_and_serialize_as_a_btreemap(
+        inserts in prop::collection::vec((0u8..8, 0i64..100), 0..20),
+    ) {
+        let mut model = std::collections::BTreeMap::new();
+        let mut cycles = Cycles::default();
+        for (sid, at) in inserts {
+            let sid = crate::domain::ParticipantSid::new(format!("PA_{sid}"));
+            model.entry(sid.clone()).or_insert_with(|| a_cycle(at));
+            cycles.get_or_insert_with(&sid, || a_cycle(at));
+        }
+        prop_assert_eq!(cycles.len(), model.len());
+        prop_assert!(cycles.iter().eq(model.iter()));
+        for sid in model.keys() {
+            prop_assert_eq!(cycles.get(sid), model.get(sid));
+            prop_assert!(cycles.contains_key(sid));
+        }
+        let json = serde_json::to_string(&cycles).unwrap();
+        prop_assert_eq!(&json, &serde_json::to_string(&model).unwrap());
+        let back: Cycles = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(&back, &cycles);
+        let collected: Cycles = model.clone().into_iter().collect();
+        prop_assert_eq!(collected, cycles);
+    }
+}
