@@ -215,7 +215,8 @@ pub enum ConfigError {
     ReportUrl(String),
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
-    #[error("LIVEKIT_URL: {0}")]
+    /// The message names `LIVEKIT_URL` itself.
+    #[error("{0}")]
     LivekitUrl(String),
     #[error(
         "refusing to listen on {0}, a non-loopback address, with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
@@ -495,6 +496,40 @@ mod tests {
         );
         assert!(s.dev_defaults.contains(&"ROLLCALL_APP_SECRET"));
         assert!(!s.dev_defaults.contains(&"LIVEKIT_API_SECRET"));
+    }
+
+    #[test]
+    fn livekit_url_and_the_reconcile_interval() {
+        let s = parse(&[]).unwrap();
+        assert!(s.livekit_api.is_none(), "no LIVEKIT_URL: no reconciliation");
+        let s = parse(&["--livekit-url", "wss://lk.example.com"]).unwrap();
+        let api = s.livekit_api.unwrap();
+        assert_eq!(api.reconcile_interval, Some(Duration::from_secs(120)));
+        assert_eq!(api.call_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (api.api_key.as_str(), api.api_secret.as_str()),
+            ("devkey", "secret")
+        );
+        let s = parse(&[
+            "--livekit-url",
+            "http://127.0.0.1:7880",
+            "--reconcile-interval",
+            "0",
+            "--livekit-keys",
+            "rot: one, old: two",
+        ])
+        .unwrap();
+        let api = s.livekit_api.unwrap();
+        assert_eq!(api.reconcile_interval, None, "0 = on demand only");
+        assert_eq!(api.api_key, "rot", "the first pair signs");
+        let err = parse(&["--livekit-url", "ftp://lk"]).unwrap_err();
+        assert!(err.to_string().starts_with("LIVEKIT_URL"), "{err}");
+        assert!(matches!(
+            parse(&["--livekit-url", "https://lk", "--livekit-timeout", "0s"]),
+            Err(ConfigError::ZeroDuration("ROLLCALL_LIVEKIT_TIMEOUT"))
+        ));
+        // An empty LIVEKIT_URL (a blank line in an env file) is unset.
+        assert!(parse(&["--livekit-url", ""]).unwrap().livekit_api.is_none());
     }
 
     #[test]
