@@ -256,6 +256,9 @@ struct Shared {
     delays: HashMap<Method, Duration>,
     calls: HashMap<Method, u64>,
     room_calls: HashMap<(Method, String), u64>,
+    /// Calls being answered now, and the most ever at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -298,6 +301,8 @@ impl LivekitDouble {
             delays: HashMap::new(),
             calls: HashMap::new(),
             room_calls: HashMap::new(),
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -444,6 +449,12 @@ impl LivekitDouble {
         let mut s = self.lock();
         s.calls.clear();
         s.room_calls.clear();
+        s.max_in_flight = s.in_flight;
+    }
+
+    /// The most calls (of any method) the double was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
     }
 }
 
@@ -568,6 +579,15 @@ fn authenticate(headers: &HeaderMap, keys: &HashMap<String, String>) -> Result<G
     }
 }
 
+/// Ends one in-flight call when dropped.
+struct InFlight(SharedState);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
 async fn handle(
     State(state): State<SharedState>,
     method: HttpMethod,
@@ -610,8 +630,12 @@ async fn handle(
             }
             _ => None,
         };
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
         (s.delays.get(&rpc).copied(), fault)
     };
+    // Counted until this answer is made, even if the caller gives up.
+    let _in_flight = InFlight(Arc::clone(&state));
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }

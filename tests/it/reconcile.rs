@@ -446,3 +446,46 @@ async fn rule23_joins_lost_in_a_redis_outage_are_recovered_when_it_comes_back() 
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pass_asks_at_most_eight_rooms_at_once_and_a_slow_livekit_delays_no_webhook() {
+    let double = LivekitDouble::start().await;
+    let joined_at = rollcall::domain::now_millis() - 2 * MIN;
+    let rooms: Vec<String> = (0..20).map(|i| format!("x-quran-session-{i}")).collect();
+    for room in &rooms {
+        double.put_room(FakeRoom::new(room).with(FakeParticipant::new(IDENTITY, joined_at)));
+    }
+    // Every answer takes 1 s: a pass over 20 rooms, 8 at a time, takes 3.
+    double.set_delay(Method::ListParticipants, Duration::from_secs(1));
+    let configure = livekit(&double, Some(Duration::from_secs(3600)));
+    let app = spawn_app_with(move |s| {
+        configure(s);
+        s.livekit_api.as_mut().unwrap().call_timeout = Duration::from_secs(10);
+    })
+    .await;
+    // While the startup pass is asking, a webhook is answered at once.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let res = app
+        .post_webhook(&joined(ROOM, IDENTITY, "PA_w", joined_at, &event_id()))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        app.metrics()
+            .await
+            .contains("rollcall_reconcile_passes_total 0"),
+        "the webhook was answered before the pass ended, not after it"
+    );
+    app.metric_reaches("rollcall_reconcile_passes_total", 1)
+        .await;
+    assert_eq!(double.calls(Method::ListParticipants), 20);
+    let most = double.max_in_flight();
+    assert!((2..=8).contains(&most), "{most} calls at once (bound: 8)");
+    for room in &rooms {
+        let roster = app.get_attendance(room).await;
+        assert_eq!(
+            person(&roster, IDENTITY)["cycles"][0]["opened_by"],
+            "reconciliation"
+        );
+    }
+    app.shutdown().await;
+}
