@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::config::ServeArgs;
+use crate::tools::reconcile::ReconcileArgs;
 use crate::tools::watch::WatchArgs;
 use crate::tools::webhook::WebhookArgs;
 
@@ -27,4 +28,6 @@ pub enum Command {
     Webhook(WebhookArgs),
     /// Print every frame a channel receives.
     Watch(WatchArgs),
+    /// Ask a running server to check a room against LiveKit now.
+    Reconcile(ReconcileArgs),
 }

@@ -208,8 +208,15 @@ pub struct Metrics {
     connections: ConnectionCounters,
     /// Reconciliation passes over every live room (rule 23).
     pub reconcile_passes: AtomicU64,
-    /// Rooms whose participants were listed.
-    pub reconcile_rooms: AtomicU64,
+    /// Listings made: rooms whose participants were listed, or found gone.
+    pub reconcile_listings: AtomicU64,
+    /// Rooms a listing changed.
+    pub reconcile_rooms_changed: AtomicU64,
+    /// When this node last finished a pass over every live room (Unix ms;
+    /// 0: never). Rendered as an age, and only once there is one: the node
+    /// holding the lease is the one that reports it, so an alert takes the
+    /// minimum across nodes.
+    pub reconcile_last_success_ms: AtomicU64,
     /// Cycles opened from a listing (rule 24) and closed by one (rule 25).
     pub reconcile_opened: AtomicU64,
     pub reconcile_closed: AtomicU64,
@@ -304,9 +311,14 @@ impl Metrics {
                 &self.reconcile_passes,
             ),
             (
-                "rollcall_reconcile_rooms_total",
-                "Rooms whose participants were listed by LiveKit's RoomService.",
-                &self.reconcile_rooms,
+                "rollcall_reconcile_listings_total",
+                "Rooms listed by LiveKit's RoomService (or found gone from it).",
+                &self.reconcile_listings,
+            ),
+            (
+                "rollcall_reconcile_rooms_changed_total",
+                "Rooms a listing changed.",
+                &self.reconcile_rooms_changed,
             ),
             (
                 "rollcall_reconcile_cycles_opened_total",
@@ -323,6 +335,17 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        let last = self.reconcile_last_success_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            let name = "rollcall_reconcile_last_success_age_seconds";
+            let age = (crate::domain::now_millis() - last as i64).max(0) as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "# HELP {name} Seconds since this node last finished a reconciliation pass (only on nodes that did one: alert on the minimum)."
+            );
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {age:.3}");
         }
         labelled_counter(
             out,

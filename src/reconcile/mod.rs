@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use listing::{ListingRecord, RawListing};
 
 use crate::domain::{EventId, ParticipantSid, Timestamp, UnixMillis, now_millis};
-use crate::engine::{Changes, Fact, Session};
+use crate::engine::{Changes, Fact, ListingPlan, Session};
 use crate::livekit::{RoomService, RoomServiceError};
 use crate::metrics::Metrics;
 use crate::rooms::{LIVE_HORIZON_MS, Rooms, UpdateError, Updated};
@@ -247,6 +247,10 @@ impl Reconciler {
             }
         }
         Metrics::add(&metrics.reconcile_passes, 1);
+        metrics.reconcile_last_success_ms.store(
+            now_millis().max(0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(stats)
     }
 
@@ -322,7 +326,7 @@ impl Reconciler {
                 (taken_at, raw)
             }
         };
-        Metrics::add(&rooms.metrics.reconcile_rooms, 1);
+        Metrics::add(&rooms.metrics.reconcile_listings, 1);
         let listing = raw.read(taken_at, &rooms.naming);
         let present: Vec<(ParticipantSid, UnixMillis)> = listing
             .present
@@ -375,10 +379,12 @@ impl Reconciler {
         }
         let plan = decided.unwrap_or_default();
         let changed = !plan.is_empty();
-        if changed
-            && !dry_run
-            && let Some(Fact::Listing { opens, closes }) = &plan.fact
-        {
+        let committed = matches!(updated, Updated::Committed { .. });
+        if committed {
+            Metrics::add(&rooms.metrics.reconcile_rooms_changed, 1);
+            log_changes(session, &plan, &updated);
+        }
+        if committed && let Some(Fact::Listing { opens, closes }) = &plan.fact {
             Metrics::add(&rooms.metrics.reconcile_opened, opens.len() as u64);
             Metrics::add(&rooms.metrics.reconcile_closed, closes.len() as u64);
         }
@@ -415,5 +421,45 @@ impl Reconciler {
             schedule_from_metadata: plan.metadata_schedule.is_some(),
             changed,
         })
+    }
+}
+
+/// One INFO line per change a listing made, for operators.
+fn log_changes(session: &Session, plan: &ListingPlan, updated: &Updated) {
+    let Updated::Committed { state, .. } = updated else {
+        return;
+    };
+    if let Some(Fact::Listing { opens, closes }) = &plan.fact {
+        for j in opens {
+            tracing::info!(
+                room = %session.room,
+                identity = %j.participant.identity,
+                sid = %j.participant.sid,
+                joined_at = %Timestamp(j.joined_at).to_rfc3339(),
+                "reconciliation opened a cycle LiveKit lists but no webhook reported"
+            );
+        }
+        for c in closes {
+            let identity = state
+                .people
+                .get(&c.user_id)
+                .map(|p| p.identity.value.to_string())
+                .unwrap_or_default();
+            tracing::info!(
+                room = %session.room,
+                identity = %identity,
+                sid = %c.sid,
+                left_at = %Timestamp(c.at).to_rfc3339(),
+                "reconciliation closed a cycle LiveKit no longer lists"
+            );
+        }
+    }
+    if let Some(schedule) = &plan.metadata_schedule {
+        tracing::info!(
+            room = %session.room,
+            starts_at = %schedule.starts_at.to_rfc3339(),
+            duration_minutes = schedule.duration_minutes,
+            "reconciliation took the schedule from LiveKit's room metadata"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Command-line tools beside the server: a webhook simulator and a
 //! terminal view of a channel, so a newcomer can see an update arrive
-//! without writing code.
+//! without writing code; and an on-demand reconciliation for operators.
 
+pub mod reconcile;
 pub mod watch;
 pub mod webhook;

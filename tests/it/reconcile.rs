@@ -489,3 +489,151 @@ async fn a_pass_asks_at_most_eight_rooms_at_once_and_a_slow_livekit_delays_no_we
     }
     app.shutdown().await;
 }
+
+/// `rollcall reconcile <room> [--dry-run]`, the operators' tool.
+async fn reconcile_tool(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("reconcile")
+        .args(args)
+        .args(["--url", &app.url("")])
+        .env("ROLLCALL_APP_SECRET", APP_SECRET)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(GUARD, output)
+        .await
+        .expect("the tool exits")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn operators_see_what_reconciliation_did_in_the_tool_metrics_and_logs() {
+    let double = LivekitDouble::start().await;
+    let app = spawn_app_with(livekit(&double, None)).await;
+    let joined_at = rollcall::domain::now_millis() - 3 * MIN;
+    double
+        .put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_t")));
+
+    let dry = reconcile_tool(&app, &[ROOM, "--dry-run"]).await;
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.contains("LiveKit has the room, 1 in it"), "{text}");
+    assert!(
+        text.contains(&format!("would be opened  {IDENTITY} PA_t")),
+        "{text}"
+    );
+    assert_eq!(
+        app.api_get(&format!("/api/sessions/{ROOM}/attendance"))
+            .await
+            .status(),
+        404
+    );
+
+    let done = reconcile_tool(&app, &[ROOM]).await;
+    assert!(done.status.success());
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        text.contains(&format!("  opened  {IDENTITY} PA_t")),
+        "{text}"
+    );
+    let again = reconcile_tool(&app, &[ROOM]).await;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to change"));
+
+    // A refusal is an error exit with the server's reason.
+    let refused = reconcile_tool(&app, &["not-a-session-room"]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("404 not_found"));
+
+    let metrics = app.metrics().await;
+    for line in [
+        "rollcall_reconcile_listings_total 3",
+        "rollcall_reconcile_rooms_changed_total 1",
+        "rollcall_reconcile_cycles_opened_total 1",
+        "rollcall_reconcile_cycles_closed_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // On demand is not a pass: no age until this node finished one.
+    assert!(!metrics.contains("rollcall_reconcile_last_success_age_seconds"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pass_reports_its_age_and_livekit_never_makes_the_server_unready() {
+    let double = LivekitDouble::start().await;
+    double.fail(Method::ListRooms, Fault::twirp("unavailable", "down"));
+    let app = spawn_app_with(livekit(&double, Some(Duration::from_millis(200)))).await;
+    app.metric_reaches("rollcall_livekit_errors_total{kind=\"twirp\"}", 1)
+        .await;
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "LiveKit is not rollcall's dependency for readiness"
+    );
+    assert!(
+        !app.metrics()
+            .await
+            .contains("rollcall_reconcile_last_success_age_seconds")
+    );
+    double.heal_all();
+    app.metric_reaches("rollcall_reconcile_passes_total", 1)
+        .await;
+    let metrics = app.metrics().await;
+    let age: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rollcall_reconcile_last_success_age_seconds "))
+        .expect("an age once a pass succeeded")
+        .parse()
+        .unwrap();
+    assert!((0.0..5.0).contains(&age), "{age}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rule25_a_lost_leave_closes_at_the_last_heartbeat_when_it_is_later_than_any_listing() {
+    let double = LivekitDouble::start().await;
+    let app = spawn_app_with(livekit(&double, None)).await;
+    let joined_at = rollcall::domain::now_millis() - 10 * MIN;
+    let res = app
+        .post_webhook(&joined(ROOM, IDENTITY, "PA_h", joined_at, &event_id()))
+        .await;
+    assert_eq!(res.status(), 200);
+    double
+        .put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_h")));
+    let listed = reconcile_ok(&app, ROOM, "").await;
+    assert_eq!(listed["changed"], false);
+    // The page keeps beating after that listing; then the person is gone
+    // and LiveKit's participant_left is lost.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let token = rollcall::livekit::sign_access_token(
+        "devkey",
+        "secret",
+        IDENTITY,
+        ROOM,
+        rollcall::domain::now_millis() / 1000,
+        600,
+    );
+    let before = rollcall::domain::now_millis();
+    let res = app.heartbeat(&token).await;
+    let after = rollcall::domain::now_millis();
+    assert_eq!(res.status(), 200);
+    double.leave(ROOM, "PA_h");
+    let gone = reconcile_ok(&app, ROOM, "").await;
+    let left_at =
+        rollcall::domain::Timestamp::parse_rfc3339(gone["closed"][0]["left_at"].as_str().unwrap())
+            .unwrap()
+            .0;
+    assert!(
+        (before..=after).contains(&left_at),
+        "closed at the heartbeat: {gone}"
+    );
+    let p = person(&app.get_attendance(ROOM).await, IDENTITY);
+    assert_eq!(p["cycles"][0]["closed_by"], "reconciliation");
+    assert_eq!(p["duration_ms"], left_at - joined_at);
+    app.shutdown().await;
+}
