@@ -100,16 +100,15 @@ impl RoomState {
         }
     }
 
-    /// Whether merging a listed join changes the cycle: there is none yet,
-    /// or its join was only inferred from a leave (a listing's is exact).
+    /// Whether a listed join is news: there is no cycle for the sid yet, or
+    /// its join was only inferred from a leave (a listing's is exact). A
+    /// cycle that a webhook or an earlier listing opened is never touched
+    /// (rule 26), whatever join instant this listing carries.
     fn listing_would_open(&self, join: &ListedJoin) -> bool {
         let cycle = self
             .people
             .get(&join.participant.user_id)
             .and_then(|p| p.cycles.get(&join.participant.sid));
-        match cycle {
-            None => true,
-            Some(c) => (c.source, c.joined_at) > (JoinSource::Listing, join.joined_at),
-        }
+        cycle.is_none_or(|c| c.source == JoinSource::Inferred)
     }
 }

@@ -286,24 +286,29 @@ pub struct Cycle {
     pub reconciled_at: Option<UnixMillis>,
 }
 
-/// How exact a cycle's join instant is, most exact first. A cycle keeps the
-/// join of its most exact source (the earliest among equals), so merging is
-/// a minimum over `(source, joined_at)`: commutative, associative and
-/// idempotent (rule 6), and a late webhook join replaces a listing's with
-/// LiveKit's own value without making a second cycle (rule 24).
+/// Where a cycle's join instant came from. A cycle keeps the join of the
+/// first source in this order (the earliest instant among equals), so
+/// merging is a minimum over `(source, joined_at)`: commutative,
+/// associative and idempotent (rule 6).
+///
+/// A listing ranks first because the two only meet when the listing came
+/// first: `plan_listing` never proposes a join for a cycle a webhook
+/// opened (rule 26). Both carry LiveKit's own `joinedAt` for the sid, so
+/// the late webhook is the same fact again and adds nothing (rule 24) —
+/// the cycle stays `opened_by: reconciliation`, which is what happened.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum JoinSource {
+    /// A RoomService listing (rule 24).
+    Listing,
     /// A webhook that carried the join: `participant_joined`, or a leave
     /// whose payload has `joinedAt`.
     #[default]
     Webhook,
-    /// A RoomService listing (rule 24).
-    Listing,
     /// A leave or abort without a join time: the join is only known to be
-    /// no later than the event.
+    /// no later than the event, so anything exact replaces it.
     Inferred,
 }
 
