@@ -69,11 +69,23 @@ impl Rooms {
                 None => Default::default(),
             })
             .await?;
-        Ok(match updated {
+        let ack = match updated {
             Updated::Duplicate => Ack::Duplicate,
             _ if observation.is_none() => Ack::Ignored("participant"),
             _ => Ack::Applied,
-        })
+        };
+        if ack == Ack::Applied {
+            let participant = event.participant.as_ref();
+            tracing::info!(
+                room = %room.name,
+                event = %event.event,
+                identity = participant.map_or("", |p| p.identity.as_str()),
+                sid = participant.map_or("", |p| p.sid.as_str()),
+                id = %event.id,
+                "webhook applied"
+            );
+        }
+        Ok(ack)
     }
 }
 

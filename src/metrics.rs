@@ -206,6 +206,8 @@ pub struct Metrics {
     pub ws: WsMetrics,
     /// The HTTP connection layer (`src/server`): see `render_connections`.
     connections: ConnectionCounters,
+    /// New rooms whose channel another room already feeds.
+    pub channel_collisions: AtomicU64,
     /// Reconciliation passes over every live room (rule 23).
     pub reconcile_passes: AtomicU64,
     /// Listings made: rooms whose participants were listed, or found gone.
@@ -414,6 +416,11 @@ impl Metrics {
                 "rollcall_report_failures_total",
                 "Final report attempts that failed (retried).",
                 &self.report_failures,
+            ),
+            (
+                "rollcall_channel_collisions_total",
+                "New rooms whose channel another room already feeds (see ROLLCALL_CHANNEL_TEMPLATE).",
+                &self.channel_collisions,
             ),
             (
                 "rollcall_api_messages_published_total",

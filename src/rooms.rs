@@ -85,6 +85,9 @@ pub struct Rooms {
     /// Whether final reports are delivered (a report URL is configured).
     pub reports: bool,
     pub metrics: Arc<Metrics>,
+    /// Channels already warned about as fed by several rooms (once each
+    /// per process; the metric counts every new room).
+    warned_channels: Arc<dashmap::DashSet<String>>,
 }
 
 /// Lock stripes; rooms that share one only queue behind each other.
@@ -109,6 +112,7 @@ impl Rooms {
             timing,
             reports,
             metrics,
+            warned_channels: Arc::new(dashmap::DashSet::new()),
         }
     }
 
@@ -119,6 +123,29 @@ impl Rooms {
         // life of the process; the hash need not resist anything.
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room);
         self.locks[(hash as usize) % self.locks.len()].lock().await
+    }
+
+    /// Links a room's channel before the room's first commit (so a
+    /// subscriber who sees its first update can find it), and says so once
+    /// when another room already feeds that channel: under `session.{id}`
+    /// a quran session 121 and an academic session 121 share one channel,
+    /// and each page then shows the other's people.
+    async fn link_new_room(&self, session: &Session) -> Result<(), StoreError> {
+        self.store
+            .link_channel(&session.channel, &session.room)
+            .await?;
+        let rooms = self.store.rooms_of_channel(&session.channel).await?;
+        if rooms.iter().any(|r| *r != session.room) {
+            Metrics::add(&self.metrics.channel_collisions, 1);
+            if self.warned_channels.insert(session.channel.clone()) {
+                tracing::warn!(
+                    channel = %session.channel,
+                    rooms = ?rooms,
+                    "several rooms feed one channel, so its subscribers see each other's people; include the room's distinguishing groups in ROLLCALL_CHANNEL_TEMPLATE (e.g. session.{{type}}.{{id}})"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// After losing a race to another node: wait a little, randomly, so the
@@ -186,9 +213,7 @@ impl Rooms {
                 None => {
                     // Before the first commit, so that a subscriber who
                     // sees this room's first update can also find it.
-                    self.store
-                        .link_channel(&session.channel, &session.room)
-                        .await?;
+                    self.link_new_room(session).await?;
                     (0, Arc::new(RoomState::default()))
                 }
             };
@@ -316,9 +341,7 @@ impl Rooms {
                 return Ok(Updated::Unchanged { state: before });
             }
             if version == 0 {
-                self.store
-                    .link_channel(&session.channel, &session.room)
-                    .await?;
+                self.link_new_room(session).await?;
             }
             if let Some(done) = self
                 .try_commit(session, version, event, state, changes)

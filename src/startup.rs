@@ -97,6 +97,11 @@ impl Application {
                 Arc::new(MemoryStore::new(Arc::new(hub.clone())))
             }
         };
+        if !settings.naming.channels_are_private() {
+            tracing::warn!(
+                "attendance goes to public channels: anyone with the app key can subscribe and read every roster; use a private template (ROLLCALL_CHANNEL_TEMPLATE=private-session.{{type}}.{{id}}) and authorise subscribers"
+            );
+        }
         if !settings.dev_defaults.is_empty() {
             tracing::warn!(
                 defaults = ?settings.dev_defaults,
@@ -236,7 +241,7 @@ impl Application {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        tracing::info!(%addr, "rollcall listening");
+        tracing::info!(%addr, dashboard = %format!("http://{addr}/"), "rollcall listening");
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             signal.await;

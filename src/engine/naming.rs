@@ -53,6 +53,18 @@ enum TemplatePart {
     Field(String),
 }
 
+impl Naming {
+    /// Whether every channel the template makes is private or presence
+    /// (subscribers need the app's signature): the template starts with
+    /// one of those prefixes as literal text.
+    pub fn channels_are_private(&self) -> bool {
+        match self.template.first() {
+            Some(TemplatePart::Text(t)) => t.starts_with("private-") || t.starts_with("presence-"),
+            _ => false,
+        }
+    }
+}
+
 impl Default for Naming {
     fn default() -> Self {
         Self::new(
@@ -161,6 +173,23 @@ fn parse_template(t: &str) -> Result<Vec<TemplatePart>, NamingError> {
         parts.push(TemplatePart::Text(rest.to_string()));
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod privacy_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_private_or_presence_prefix_makes_channels_private() {
+        let with = |template: &str| {
+            Naming::new(DEFAULT_ROOM_PATTERN, DEFAULT_IDENTITY_PATTERN, template).unwrap()
+        };
+        assert!(!with("session.{id}").channels_are_private());
+        assert!(!with("{type}-private-{id}").channels_are_private());
+        assert!(with("private-session.{id}").channels_are_private());
+        assert!(with("private-encrypted-session.{id}").channels_are_private());
+        assert!(with("presence-session.{type}.{id}").channels_are_private());
+    }
 }
 
 #[cfg(test)]

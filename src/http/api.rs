@@ -131,6 +131,107 @@ pub async fn put_schedule(
     Ok(Json(json!({"room": session.room, "schedule": schedule})))
 }
 
+/// `GET /api/sessions/{room}/schedule`: the schedule in force (rule 21)
+/// and where it came from, or 404 when none is known.
+pub async fn get_schedule(
+    State(app): State<AppState>,
+    client: ClientIp,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authorize(&app, client, &headers)?;
+    let session = session_of(&app, &room)?;
+    let state = state_of(&app, &session).await?;
+    let Some(schedule) = state.effective_schedule() else {
+        return Err(AppError::not_found(format!(
+            "no schedule is known for {}",
+            session.room
+        )));
+    };
+    // The API's wins over the metadata's (rule 21).
+    let source = if state.schedule.is_some() {
+        "api"
+    } else {
+        "metadata"
+    };
+    Ok(Json(
+        json!({"room": session.room, "schedule": schedule, "source": source}),
+    ))
+}
+
+/// `?limit=` of `GET /api/sessions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionsQuery {
+    limit: Option<String>,
+}
+
+/// Rooms listed by `GET /api/sessions` unless `?limit=` says otherwise,
+/// and the most it may say (each is one state load).
+const SESSIONS_DEFAULT: usize = 50;
+const SESSIONS_MAX: usize = 500;
+
+/// `GET /api/sessions`: the rooms rollcall knows, most recently changed
+/// first, each with who is in it now and its schedule.
+pub async fn sessions(
+    State(app): State<AppState>,
+    client: ClientIp,
+    Query(query): Query<SessionsQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authorize(&app, client, &headers)?;
+    let limit = match query.limit.as_deref() {
+        None => SESSIONS_DEFAULT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=SESSIONS_MAX).contains(&n) => n,
+            _ => {
+                return Err(AppError::bad_request(
+                    "invalid_query",
+                    format!("limit must be a number from 1 to {SESSIONS_MAX}, not {text:?}"),
+                ));
+            }
+        },
+    };
+    let recent = app
+        .rooms
+        .store
+        .recent_rooms(limit)
+        .await
+        .map_err(|e| store_error(e.into()))?;
+    let now = crate::domain::now_millis();
+    let mut sessions = Vec::with_capacity(recent.len());
+    for (room, updated_at) in recent {
+        // A room the pattern no longer matches, or whose data expired, is
+        // not a session any more.
+        let Some(session) = app.rooms.session(room.as_str()) else {
+            continue;
+        };
+        let Some(state) = app
+            .rooms
+            .load(&session.room)
+            .await
+            .map_err(|e| store_error(e.into()))?
+        else {
+            continue;
+        };
+        let roster = app.rooms.view(&session, &state).roster(now);
+        let here = roster.iter().filter(|a| a.is_currently_in_meeting).count();
+        sessions.push(json!({
+            "room": session.room,
+            "session_id": session.session_id,
+            "session_type": session.session_type,
+            "channel": session.channel,
+            "in_meeting": here > 0,
+            "people_in_meeting": here,
+            "participants": roster.len(),
+            "schedule": state.effective_schedule(),
+            "is_final": state.finalization.is_final(),
+            "revision": state.finalization.revision,
+            "updated_at": Timestamp(updated_at),
+        }));
+    }
+    Ok(Json(json!({"sessions": sessions})))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct AttendanceQuery {
     format: Option<String>,

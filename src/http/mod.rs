@@ -74,8 +74,11 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/heartbeat", post(heartbeat::heartbeat))
         .route(
             "/api/sessions/{room}/schedule",
-            put(api::put_schedule).layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES)),
+            put(api::put_schedule)
+                .get(api::get_schedule)
+                .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES)),
         )
+        .route("/api/sessions", get(api::sessions))
         .route("/api/sessions/{room}/attendance", get(api::attendance))
         .route("/api/sessions/{room}/events", get(api::events))
         .route("/api/sessions/{room}/recalculate", post(api::recalculate))

@@ -26,6 +26,8 @@ pub struct MemoryStore {
     sightings: DashMap<RoomName, BTreeMap<ParticipantSid, UnixMillis>>,
     due: DashMap<RoomName, UnixMillis>,
     live: DashMap<RoomName, UnixMillis>,
+    /// Room → its last commit instant (`recent_rooms`).
+    written: DashMap<RoomName, UnixMillis>,
     leases: DashMap<String, (String, Instant)>,
     delivery: Arc<dyn LocalDelivery>,
 }
@@ -47,6 +49,7 @@ impl MemoryStore {
             sightings: DashMap::new(),
             due: DashMap::new(),
             live: DashMap::new(),
+            written: DashMap::new(),
             leases: DashMap::new(),
             delivery,
         }
@@ -91,6 +94,10 @@ impl Store for MemoryStore {
         }
         if let Some(until) = commit.live_until {
             self.live_until(room, until).await?;
+        }
+        if commit.state.is_some() {
+            self.written
+                .insert(room.clone(), crate::domain::now_millis());
         }
         let slot = Arc::clone(self.rooms.entry(room.clone()).or_default().value());
         let mut slot = slot.lock().map_err(poisoned)?;
@@ -224,6 +231,17 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError> {
+        let mut rooms: Vec<(RoomName, UnixMillis)> = self
+            .written
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rooms.truncate(limit);
+        Ok(rooms)
     }
 
     async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {

@@ -276,6 +276,11 @@ pub trait Store: Send + Sync + 'static {
         room: &RoomName,
     ) -> Result<BTreeMap<ParticipantSid, UnixMillis>, StoreError>;
 
+    /// The rooms this store knows, most recently written first, each with
+    /// its last commit instant (`GET /api/sessions`); at most `limit`.
+    /// Every commit with a state marks its room.
+    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError>;
+
     /// Keeps `room` in the live-room index (rooms reconciliation asks
     /// LiveKit about, rule 23) until at least `until`: only ever raised, so
     /// a hint from a commit that then lost its race errs towards one more

@@ -15,6 +15,7 @@
 //! | `rollcall:{<room>}:lease:<job>` | string | a short lease (report delivery) |
 //! | `rollcall:channel:{<channel>}` | set | rooms whose updates go to the channel |
 //! | `rollcall:due` | sorted set | room → when the sweeper next has work there (ms) |
+//! | `rollcall:rooms` | sorted set | room → its last commit (ms): the rooms rollcall knows, newest first |
 //! | `rollcall:live` | sorted set | room → until when it is live: open cycles or inside its window (ms); what reconciliation checks |
 //! | `rollcall:lease:<job>` | string | a short lease for node-wide jobs (the sweep) |
 //!
@@ -516,6 +517,15 @@ impl Store for RedisStore {
                 .arg(room.as_str())
                 .ignore();
         }
+        if commit.state.is_some() {
+            // Before the commit, like the other hints: a commit that then
+            // loses its race only makes the room look written a little early.
+            pipe.cmd("ZADD")
+                .arg(ROOMS_KEY)
+                .arg(crate::domain::now_millis())
+                .arg(room.as_str())
+                .ignore();
+        }
         pipe.cmd("EVALSHA")
             .arg(self.commit_script.get_hash())
             .arg(4)
@@ -827,6 +837,37 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError> {
+        // Rooms older than the retention have expired: drop their entries.
+        let oldest = crate::domain::now_millis() - self.options.retention.as_millis() as i64;
+        let rooms: Vec<(String, UnixMillis)> = self
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(ROOMS_KEY)
+                    .arg("-inf")
+                    .arg(format!("({oldest}"))
+                    .ignore()
+                    .cmd("ZRANGE")
+                    .arg(ROOMS_KEY)
+                    .arg("+inf")
+                    .arg("-inf")
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .arg("WITHSCORES");
+                let (rooms,): (Vec<(String, UnixMillis)>,) = pipe.query_async(&mut c).await?;
+                Ok(rooms)
+            })
+            .await?;
+        Ok(rooms
+            .into_iter()
+            .map(|(room, at)| (RoomName::new(room), at))
+            .collect())
+    }
+
     async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {
         let room = room.to_string();
         // Repeatable (ZADD GT only ever raises), so on the shared connection.
@@ -1051,3 +1092,5 @@ const DUE_KEY: &str = "rollcall:due";
 /// Room → until when it is live (open cycles, or inside its window):
 /// the rooms reconciliation asks LiveKit about (rule 23).
 const LIVE_KEY: &str = "rollcall:live";
+/// Room → its last commit instant (ms): `GET /api/sessions`.
+const ROOMS_KEY: &str = "rollcall:rooms";

@@ -17,6 +17,7 @@ mod redis_server;
 mod refusals;
 mod room_service;
 mod scenarios;
+mod sessions_api;
 mod store_suite;
 mod webhook_errors;
 mod ws_hardening;

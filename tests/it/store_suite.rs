@@ -271,7 +271,39 @@ conformance!(
     loading_for_a_user_gives_that_person_and_the_room_level_facts,
     sightings_keep_each_sids_latest_listing,
     the_live_index_is_only_raised_and_lapses,
+    recent_rooms_are_the_rooms_written_newest_first,
 );
+
+/// `GET /api/sessions`: every commit with a state marks its room; a commit
+/// that only logs (no state) does not.
+async fn recent_rooms_are_the_rooms_written_newest_first(b: Backend) {
+    let (r1, r2) = (room("a-quran-session-1"), room("a-quran-session-2"));
+    assert!(b.store.recent_rooms(10).await.unwrap().is_empty());
+    b.store
+        .commit(&r1, commit(0, "EV_1", Some(state_of(&["PA_1"])), vec![]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    b.store
+        .commit(&r2, commit(0, "EV_2", Some(state_of(&["PA_1"])), vec![]))
+        .await
+        .unwrap();
+    let recent = b.store.recent_rooms(10).await.unwrap();
+    let names: Vec<&RoomName> = recent.iter().map(|(r, _)| r).collect();
+    assert_eq!(names, vec![&r2, &r1]);
+    assert!(recent[0].1 >= recent[1].1);
+    assert_eq!(b.store.recent_rooms(1).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    b.store
+        .commit(
+            &r1,
+            commit(1, "EV_3", Some(state_of(&["PA_1", "PA_2"])), vec![]),
+        )
+        .await
+        .unwrap();
+    let recent = b.store.recent_rooms(10).await.unwrap();
+    assert_eq!(recent[0].0, r1, "written again: newest");
+}
 
 /// Rule 25's "last listing that contained the sid": listings from two
 /// nodes may be recorded out of order; the latest stays.
