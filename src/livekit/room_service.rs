@@ -257,21 +257,7 @@ impl RoomService {
     /// when `names` is empty. A requested room LiveKit does not have is
     /// simply absent from the answer.
     pub async fn list_rooms(&self, names: &[String]) -> Result<Vec<Room>, RoomServiceError> {
-        #[derive(Serialize)]
-        struct Request<'a> {
-            names: &'a [String],
-        }
-        #[derive(Deserialize)]
-        struct Response {
-            #[serde(default, deserialize_with = "de_list")]
-            rooms: Vec<Room>,
-        }
-        let grant = VideoGrant {
-            room_list: true,
-            ..VideoGrant::default()
-        };
-        let res: Response = self.call("ListRooms", &grant, &Request { names }).await?;
-        Ok(res.rooms)
+        read_all(self.list_rooms_raw(names).await?)
     }
 
     /// `ListParticipants`: everyone LiveKit has in `room`, in every state
@@ -282,28 +268,10 @@ impl RoomService {
         &self,
         room: &str,
     ) -> Result<Option<Vec<ParticipantInfo>>, RoomServiceError> {
-        #[derive(Serialize)]
-        struct Request<'a> {
-            room: &'a str,
-        }
-        #[derive(Deserialize)]
-        struct Response {
-            #[serde(default, deserialize_with = "de_list")]
-            participants: Vec<ParticipantInfo>,
-        }
-        let grant = VideoGrant {
-            room_admin: true,
-            room: Some(room),
-            ..VideoGrant::default()
-        };
-        match self
-            .call::<_, Response>("ListParticipants", &grant, &Request { room })
-            .await
-        {
-            Ok(res) => Ok(Some(res.participants)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.list_participants_raw(room)
+            .await?
+            .map(read_all)
+            .transpose()
     }
 
     /// `ListRooms` as LiveKit spelled it: each room's JSON object as
@@ -606,6 +574,20 @@ pub fn decode_participants(body: &[u8]) -> Result<Vec<serde_json::Value>, RoomSe
     let res: RawParticipants = decode(body)?;
     every_reads_as::<ParticipantInfo>(&res.participants, "participant")?;
     Ok(res.participants)
+}
+
+/// The typed reading of values `every_reads_as` already checked.
+fn read_all<T: DeserializeOwned>(
+    values: Vec<serde_json::Value>,
+) -> Result<Vec<T>, RoomServiceError> {
+    values
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| RoomServiceError::Malformed {
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Each value reads as a `T`, or the answer is malformed.

@@ -63,6 +63,19 @@ impl TestCa {
         self.pem_path().to_str().unwrap().to_string()
     }
 
+    /// A TLS acceptor presenting [`Self::leaf`].
+    fn acceptor(&self) -> TlsAcceptor {
+        let (chain, key) = self.leaf();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        TlsAcceptor::from(Arc::new(config))
+    }
+
     /// A server certificate for `localhost` and 127.0.0.1, signed by this CA.
     fn leaf(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let params =
@@ -142,15 +155,7 @@ impl TlsReceiver {
     /// An HTTPS endpoint on 127.0.0.1 presenting a certificate from `ca`;
     /// it answers every POST 200 and records it.
     async fn start(ca: &TestCa) -> Self {
-        let (chain, key) = ca.leaf();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = ca.acceptor();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let failed_handshakes = Arc::new(AtomicUsize::new(0));
@@ -412,15 +417,7 @@ async fn tls_front(
     ca: &TestCa,
     upstream: std::net::SocketAddr,
 ) -> (u16, tokio::task::JoinHandle<()>) {
-    let (chain, key) = ca.leaf();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = ca.acceptor();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
