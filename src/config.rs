@@ -55,25 +55,25 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLCALL_CHANNEL_TEMPLATE", default_value = DEFAULT_CHANNEL_TEMPLATE)]
     pub channel_template: String,
     /// No heartbeat for this long closes a person's open cycle (rule 13).
-    #[arg(long, env = "ROLLCALL_HEARTBEAT_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_HEARTBEAT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
     /// How often stale cycles and due finalizations are looked for.
-    #[arg(long, env = "ROLLCALL_SWEEP_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_SWEEP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
     /// Wait after a session's scheduled end before the final verdict.
-    #[arg(long, env = "ROLLCALL_FINALIZE_DELAY", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_FINALIZE_DELAY", default_value = "5m", value_parser = parse_duration)]
     pub finalize_delay: Duration,
     /// Joining later than start + this is "late".
-    #[arg(long, env = "ROLLCALL_LATE_GRACE", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_LATE_GRACE", default_value = "15m", value_parser = parse_duration)]
     pub late_grace: Duration,
     /// Below this percentage of the scheduled time: absent.
-    #[arg(long, env = "ROLLCALL_ABSENT_BELOW", default_value_t = 10.0)]
+    #[arg(long, env = "ROLLCALL_ABSENT_BELOW", value_parser = parse_percent, default_value_t = 10.0)]
     pub absent_below: f64,
     /// Below this percentage: partial.
-    #[arg(long, env = "ROLLCALL_PARTIAL_BELOW", default_value_t = 50.0)]
+    #[arg(long, env = "ROLLCALL_PARTIAL_BELOW", value_parser = parse_percent, default_value_t = 50.0)]
     pub partial_below: f64,
     /// From this percentage: present even when late.
-    #[arg(long, env = "ROLLCALL_PRESENT_FROM", default_value_t = 75.0)]
+    #[arg(long, env = "ROLLCALL_PRESENT_FROM", value_parser = parse_percent, default_value_t = 75.0)]
     pub present_from: f64,
     /// Where the final report is POSTed, signed with the app secret.
     #[arg(long, env = "ROLLCALL_REPORT_WEBHOOK_URL")]
@@ -86,25 +86,25 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLCALL_RECONCILE_INTERVAL", default_value = "2m", value_parser = parse_duration_or_zero)]
     pub reconcile_interval: Duration,
     /// Longest wait for one RoomService call; past it nothing changes.
-    #[arg(long, env = "ROLLCALL_LIVEKIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_LIVEKIT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub livekit_timeout: Duration,
     /// Silence after which the server pings a socket (announced to clients).
-    #[arg(long, env = "ROLLCALL_ACTIVITY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_ACTIVITY_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub activity_timeout: Duration,
     /// How long a pinged socket has to answer before it is closed (4201).
-    #[arg(long, env = "ROLLCALL_PONG_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_PONG_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub pong_timeout: Duration,
     /// Most WebSocket connections this node holds at once.
-    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS", default_value_t = 200_000)]
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS", value_parser = parse_count, default_value_t = 200_000)]
     pub max_connections: usize,
     /// Room data in Redis expires this long after the room's last write.
-    #[arg(long, env = "ROLLCALL_REDIS_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_REDIS_RETENTION", default_value = "30days", value_parser = parse_duration)]
     pub redis_retention: Duration,
     /// Longest wait for a Redis command; past it webhooks get 503.
-    #[arg(long, env = "ROLLCALL_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
     /// Longest a graceful shutdown waits for in-flight work.
-    #[arg(long, env = "ROLLCALL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     // --- Client addresses and limits (issue 9) ---
@@ -123,7 +123,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLCALL_RATE_WEBHOOKS", default_value = "2000/1s", value_parser = parse_rate)]
     pub rate_webhooks: ::std::option::Option<Rate>,
     /// Concurrent WebSocket connections per client address; `0` = off.
-    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS_PER_IP", default_value_t = 5000)]
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS_PER_IP", value_parser = parse_count, default_value_t = 5000)]
     pub max_connections_per_ip: usize,
     /// Origins (comma-separated, `https://app.example.com`) allowed to open
     /// WebSockets; unset allows any. Requests without `Origin` are allowed.
@@ -133,7 +133,7 @@ pub struct ServeArgs {
     // --- WebSocket hardening (issue 9): write stalls, subscribe churn ---
     /// A socket write that makes no progress for this long ends the socket
     /// (the client stopped reading).
-    #[arg(long, env = "ROLLCALL_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
     /// Subscribe/unsubscribe requests allowed per socket, `<count>/<duration>`
     /// (burst `count`); `0` turns the limit off. Over it: 4301.
@@ -143,28 +143,29 @@ pub struct ServeArgs {
     // --- The HTTP connection layer (src/server). ---
     /// A new connection's first request head, and any later head from its
     /// first byte, must arrive within this (else 408).
-    #[arg(long, env = "ROLLCALL_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_header_timeout: Duration,
     /// A request's whole body must arrive within this after its head.
-    #[arg(long, env = "ROLLCALL_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub http_body_timeout: Duration,
     /// A keep-alive connection idle this long between requests is closed.
-    #[arg(long, env = "ROLLCALL_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ROLLCALL_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub http_idle_timeout: Duration,
     /// Most plain HTTP connections at once (WebSockets are counted by
     /// ROLLCALL_MAX_CONNECTIONS); more are answered 503.
-    #[arg(long, env = "ROLLCALL_MAX_HTTP_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, env = "ROLLCALL_MAX_HTTP_CONNECTIONS", value_parser = parse_count, default_value_t = 4096)]
     pub max_http_connections: usize,
     /// Most plain HTTP connections from one address; 0 = no cap.
     #[arg(
         long,
         env = "ROLLCALL_MAX_HTTP_CONNECTIONS_PER_IP",
+        value_parser = parse_count,
         default_value_t = 256
     )]
     pub max_http_connections_per_ip: usize,
     /// File descriptors kept for plain HTTP (health checks, webhooks):
     /// WebSocket upgrades are refused within this of the limit.
-    #[arg(long, env = "ROLLCALL_FD_RESERVE", default_value_t = 256)]
+    #[arg(long, env = "ROLLCALL_FD_RESERVE", value_parser = parse_count, default_value_t = 256)]
     pub fd_reserve: usize,
 }
 
@@ -176,50 +177,107 @@ pub struct Rate {
 }
 
 /// Parses `<count>/<duration>` (`20/1m`, `2000/1s`); `0` (or a zero count)
-/// turns the limit off.
+/// turns the limit off. Messages say what was expected; the variable and
+/// the value are named by `cli::explain`.
 pub fn parse_rate(s: &str) -> Result<Option<Rate>, String> {
+    const EXPECTED: &str = "expected <count>/<duration> like 20/1m, or 0 for off";
     let s = s.trim();
     if s == "0" {
         return Ok(None);
     }
-    let (count, per) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not <count>/<duration> (e.g. 20/1m) or 0"))?;
+    let (count, per) = s.split_once('/').ok_or(EXPECTED)?;
     let count: u32 = count
         .trim()
         .parse()
-        .map_err(|_| format!("{count:?} is not a whole number"))?;
-    let per = humantime::parse_duration(per.trim()).map_err(|e| format!("{per:?}: {e}"))?;
+        .map_err(|_| format!("{EXPECTED} ({:?} is not a whole number)", count.trim()))?;
+    let per = parse_duration(per).map_err(|e| format!("{EXPECTED} ({e})"))?;
     if count == 0 {
         return Ok(None);
     }
     if per.as_nanos() < u128::from(count) {
         return Err(format!(
-            "{s:?}: the duration must be at least 1ns per request"
+            "{EXPECTED} (the duration must be at least 1ns per request)"
         ));
     }
     Ok(Some(Rate { count, per }))
 }
 
+/// A duration as people write it (`250ms`, `10s`, `5m`, `30days`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration like 10s or 5m ({e})"))
+}
+
+/// A count of things (connections, descriptors): clap's own message for a
+/// `usize` ("invalid digit found in string") would not say what it wants.
+fn parse_count(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected a whole number, 0 or more".to_string())
+}
+
+/// A verdict threshold in percent.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err("expected a percentage from 0 to 100".to_string()),
+    }
+}
+
+/// The flag of a contract variable: `ROLLCALL_SWEEP_INTERVAL` →
+/// `--sweep-interval`, `LIVEKIT_URL` → `--livekit-url` (every `ServeArgs`
+/// field follows this; a test checks it).
+pub fn flag_of(var: &str) -> String {
+    let name = var.strip_prefix("ROLLCALL_").unwrap_or(var);
+    format!("--{}", name.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// `VAR (--flag)`, how every message names a setting.
+struct Setting<'a>(&'a str);
+
+impl std::fmt::Display for Setting<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.0, flag_of(self.0))
+    }
+}
+
+/// A setting that parsed but does not make sense. Every message names the
+/// variable (and its flag) and, unless it is a secret, the value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set together")]
+    #[error(
+        "LIVEKIT_API_KEY (--livekit-api-key) and LIVEKIT_API_SECRET (--livekit-api-secret) must be set together; only one is set"
+    )]
     HalfKeyPair,
-    #[error("LIVEKIT_KEYS: {0}")]
+    /// The value holds secrets: only the reason is shown.
+    #[error("invalid value for LIVEKIT_KEYS (--livekit-keys), not shown as it holds secrets: {0}")]
     LivekitKeys(String),
-    #[error(transparent)]
-    Naming(#[from] crate::engine::naming::NamingError),
-    #[error("thresholds must satisfy 0 <= absent_below <= partial_below <= present_from <= 100")]
-    Thresholds,
-    #[error("ROLLCALL_REPORT_WEBHOOK_URL is not an http(s) URL: {0}")]
+    #[error("invalid value {value:?} for {}: {source}", Setting(var))]
+    Naming {
+        var: &'static str,
+        value: String,
+        #[source]
+        source: crate::engine::naming::NamingError,
+    },
+    #[error(
+        "invalid thresholds ROLLCALL_ABSENT_BELOW={absent}, ROLLCALL_PARTIAL_BELOW={partial}, ROLLCALL_PRESENT_FROM={present} (--absent-below, --partial-below, --present-from): expected 0 <= absent <= partial <= present <= 100"
+    )]
+    Thresholds {
+        absent: f64,
+        partial: f64,
+        present: f64,
+    },
+    #[error(
+        "invalid value '{0}' for ROLLCALL_REPORT_WEBHOOK_URL (--report-webhook-url): expected an http(s) URL"
+    )]
     ReportUrl(String),
-    #[error("{0} must be greater than zero")]
+    #[error("invalid value '0s' for {}: must be greater than zero", Setting(.0))]
     ZeroDuration(&'static str),
     /// The message names `LIVEKIT_URL` itself.
-    #[error("{0}")]
-    LivekitUrl(String),
+    #[error("{1} (LIVEKIT_URL='{0}', --livekit-url)")]
+    LivekitUrl(String, String),
     #[error(
-        "refusing to listen on {0}, a non-loopback address, with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
+        "refusing to listen on {0}, a non-loopback address (ROLLCALL_LISTEN, --listen), with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
     )]
     DevSecretsInPublic(SocketAddr),
 }
@@ -229,7 +287,24 @@ fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+    parse_duration(s).map_err(|e| format!("{e}, or 0 for off"))
+}
+
+/// Which of the three naming settings a `NamingError` is about.
+fn naming_error(args: &ServeArgs, source: crate::engine::naming::NamingError) -> ConfigError {
+    use crate::engine::naming::NamingError as E;
+    let (var, value) = match &source {
+        E::Regex { what: "room", .. } => ("ROLLCALL_ROOM_PATTERN", &args.room_pattern),
+        E::Regex { .. } | E::NoUserIdGroup => ("ROLLCALL_IDENTITY_PATTERN", &args.identity_pattern),
+        E::UnknownTemplateField(_) | E::UnclosedField => {
+            ("ROLLCALL_CHANNEL_TEMPLATE", &args.channel_template)
+        }
+    };
+    ConfigError::Naming {
+        var,
+        value: value.clone(),
+        source,
+    }
 }
 
 /// Validated settings of a server.
@@ -326,8 +401,18 @@ impl Settings {
             && rules.partial_below <= rules.present_from
             && rules.present_from <= 100.0;
         if !ordered {
-            return Err(ConfigError::Thresholds);
+            return Err(ConfigError::Thresholds {
+                absent: rules.absent_below,
+                partial: rules.partial_below,
+                present: rules.present_from,
+            });
         }
+        let naming = Naming::new(
+            &args.room_pattern,
+            &args.identity_pattern,
+            &args.channel_template,
+        )
+        .map_err(|source| naming_error(&args, source))?;
         for (name, d) in [
             ("ROLLCALL_HEARTBEAT_TIMEOUT", args.heartbeat_timeout),
             ("ROLLCALL_SWEEP_INTERVAL", args.sweep_interval),
@@ -358,7 +443,7 @@ impl Settings {
                 // if set, else LIVEKIT_KEYS' first.
                 let (api_key, api_secret) = pairs[0].clone();
                 crate::livekit::RoomService::check_url(&url)
-                    .map_err(|e| ConfigError::LivekitUrl(e.to_string()))?;
+                    .map_err(|e| ConfigError::LivekitUrl(url.clone(), e.to_string()))?;
                 Some(LiveKitApi {
                     url,
                     api_key,
@@ -384,11 +469,7 @@ impl Settings {
                 ..RedisOptions::default()
             },
             livekit_keys: KeyRing::new(pairs),
-            naming: Naming::new(
-                &args.room_pattern,
-                &args.identity_pattern,
-                &args.channel_template,
-            )?,
+            naming,
             app_id: args.app_id,
             app_key: args.app_key,
             app_secret: args.app_secret,
@@ -542,7 +623,7 @@ mod tests {
         assert!(s.report_webhook_url.is_none());
         assert!(matches!(
             parse(&["--absent-below", "60"]),
-            Err(ConfigError::Thresholds)
+            Err(ConfigError::Thresholds { .. })
         ));
         assert!(matches!(
             parse(&["--report-webhook-url", "ftp://x"]),
@@ -572,7 +653,7 @@ mod tests {
         assert_eq!(s.activity_timeout, Duration::from_millis(250));
         assert!(matches!(
             parse(&["--channel-template", "x.{nope}"]),
-            Err(ConfigError::Naming(_))
+            Err(ConfigError::Naming { .. })
         ));
     }
 
@@ -695,6 +776,45 @@ mod tests {
         ] {
             assert!(parse_rate(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn every_variable_s_flag_is_its_name() {
+        use clap::CommandFactory;
+        for arg in Wrapper::command().get_arguments() {
+            let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            assert_eq!(flag_of(&env.to_string_lossy()), format!("--{long}"));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable_its_flag_and_the_value() {
+        let message = |flags: &[&str]| parse(flags).unwrap_err().to_string();
+        assert_eq!(
+            message(&["--sweep-interval", "0s"]),
+            "invalid value '0s' for ROLLCALL_SWEEP_INTERVAL (--sweep-interval): must be greater than zero"
+        );
+        assert_eq!(
+            message(&["--report-webhook-url", "ftp://x"]),
+            "invalid value 'ftp://x' for ROLLCALL_REPORT_WEBHOOK_URL (--report-webhook-url): expected an http(s) URL"
+        );
+        let m = message(&["--absent-below", "60"]);
+        assert!(m.contains("ROLLCALL_ABSENT_BELOW=60"), "{m}");
+        let m = message(&["--channel-template", "x.{nope}"]);
+        assert!(
+            m.starts_with(
+                "invalid value \"x.{nope}\" for ROLLCALL_CHANNEL_TEMPLATE (--channel-template): "
+            ),
+            "{m}"
+        );
+        let m = message(&["--identity-pattern", "^x$"]);
+        assert!(m.contains("ROLLCALL_IDENTITY_PATTERN"), "{m}");
+        let m = message(&["--livekit-url", "ftp://lk"]);
+        assert!(m.contains("'ftp://lk'"), "{m}");
+        let m = message(&["--livekit-keys", "a-secret-without-a-colon"]);
+        assert!(m.contains("LIVEKIT_KEYS") && !m.contains("a-secret"), "{m}");
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! rollcall: realtime attendance for LiveKit meetings over the Pusher
 //! protocol. See ARCHITECTURE.md for the map.
 
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod http_metrics;
 pub mod ingest;
 pub mod limits;
 pub mod livekit;
 pub mod metrics;
 pub mod outbound;
+pub mod process_metrics;
 pub mod pusher;
 pub mod reconcile;
 pub mod report;

@@ -1,15 +1,17 @@
 //! The `rollcall` binary: parse the command line, set up logging, call the
 //! library.
 
-use clap::Parser;
-use rollcall::cli::{Cli, Command};
+use rollcall::cli::Command;
 use rollcall::config::Settings;
 use rollcall::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    rollcall::telemetry::init();
-    match Cli::parse().command {
+    // Parsed first: the log format is an option. Parsing logs nothing, and
+    // its refusals are printed by `cli::parse` itself.
+    let cli = rollcall::cli::parse();
+    rollcall::telemetry::init(cli.log_format);
+    match cli.command {
         Command::Serve(args) => {
             let settings = Settings::from_args(args)?;
             let app = Application::build(settings).await?;

@@ -224,6 +224,8 @@ pub struct Metrics {
     pub reconcile_closed: AtomicU64,
     /// Failed RoomService calls, by `RECONCILE_ERRORS` kind.
     reconcile_errors: [AtomicU64; 7],
+    /// Requests by route: latency histograms and status classes.
+    pub http: crate::http_metrics::HttpMetrics,
 }
 
 /// Kinds of failed RoomService calls (`rollcall_livekit_errors_total{kind}`);
@@ -454,6 +456,7 @@ impl Metrics {
         }
         self.ws.render(&mut out);
         self.render_connections(&mut out);
+        self.http.render(&mut out);
         out
     }
 }

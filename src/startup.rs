@@ -210,9 +210,14 @@ impl Application {
         pusher_state.budget = budget.clone();
         // Every response, the framework's own refusals included, leaves
         // through `harden`: the contract's JSON error body, security headers.
+        // `observe` (outermost) times each request under its route template.
         let router = http::routes(state.clone())
             .merge(pusher::routes(pusher_state))
-            .layer(axum::middleware::map_response(http::hardening::harden));
+            .layer(axum::middleware::map_response(http::hardening::harden))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&metrics),
+                http::observe::observe,
+            ));
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod error;
 pub mod hardening;
 pub mod heartbeat;
+pub mod observe;
 pub mod ops;
 pub mod pusher_api;
 pub mod webhook;

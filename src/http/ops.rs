@@ -32,8 +32,8 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         connections: app.hub.socket_count(),
         channels: app.hub.channel_count(),
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(gauges),
-    )
+    let mut body = app.metrics.render(gauges);
+    crate::build_info::render(&mut body);
+    crate::process_metrics::render(&mut body);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -8,6 +8,7 @@ mod http_hardening;
 mod lifecycle;
 mod livekit_double;
 mod multi_node;
+mod operator;
 mod outbound_tls;
 mod process;
 mod pusher_api;
