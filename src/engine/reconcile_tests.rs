@@ -538,3 +538,33 @@ fn rule24_25_one_listing_reports_each_person_it_touched_once() {
     assert_eq!(changes.people, vec![UserId::new("1"), UserId::new("2")]);
     assert!(!changes.everyone);
 }
+
+#[test]
+fn rule24_stored_state_keeps_opened_by_and_webhook_cycles_keep_their_old_shape() {
+    // A listing-opened cycle, an inferred join and a webhook join.
+    let mut s = run(&[
+        join("e1", "1", "PA_a", T0),
+        leave("e2", "2", "PA_b", None, T0 + 5 * MIN),
+    ]);
+    reconcile(
+        &mut s,
+        "L1",
+        &listing(T0 + 5 * MIN, &[("3", "PA_c", T0 + MIN)]),
+        &none(),
+        &none(),
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    let cycle = |user: &str, sid: &str| json["people"][user]["cycles"][sid].clone();
+    // A webhook's join is stored as state written before reconciliation
+    // existed, so either version reads the other's state.
+    assert_eq!(cycle("1", "PA_a").get("source"), None);
+    assert_eq!(cycle("2", "PA_b")["source"], "inferred");
+    assert_eq!(cycle("3", "PA_c")["source"], "listing");
+    // Read back, the state is the same: `opened_by` survives a restart.
+    let back: RoomState = serde_json::from_value(json).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(
+        read(&back, "3", T0 + 10 * MIN).cycles[0].opened_by,
+        OpenedBy::Reconciliation
+    );
+}

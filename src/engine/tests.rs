@@ -462,6 +462,39 @@ fn rule14_without_a_room_sid_the_earliest_finish_not_before_the_join_ends_it() {
     assert_eq!(closed_by(&s, "2"), None, "joined after that finish");
 }
 
+#[test]
+fn rule1_6_a_cycle_keeps_the_least_room_sid_its_events_carry_in_any_order() {
+    // The same sid's join delivered twice, once with RM_b: the cycle
+    // belongs to RM_a whatever the order, so only RM_a's finish ends it.
+    let a = join_in("RM_a", "e1", "1", "PA_a", T0);
+    let b = join_in("RM_b", "e2", "1", "PA_a", T0);
+    let finishes = [
+        finish("f1", "RM_b", T0 + 10 * MIN),
+        finish("f2", "RM_a", T0 + 20 * MIN),
+    ];
+    for events in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
+        let s = run(&[&events[..], &finishes[..]].concat());
+        assert_eq!(
+            closed_by(&s, "1"),
+            Some((T0 + 20 * MIN, ClosedBy::RoomFinished))
+        );
+    }
+    // A join that lacked the room sid learns it from a later event, and
+    // from then on only that instance's finish ends it (rule 14).
+    let bare = join_in("", "e1", "1", "PA_a", T0);
+    let finishes = [
+        finish("f1", "RM_a", T0 + 10 * MIN),
+        finish("f2", "RM_b", T0 + 20 * MIN),
+    ];
+    for events in [[bare.clone(), b.clone()], [b.clone(), bare.clone()]] {
+        let s = run(&[&events[..], &finishes[..]].concat());
+        assert_eq!(
+            closed_by(&s, "1"),
+            Some((T0 + 20 * MIN, ClosedBy::RoomFinished))
+        );
+    }
+}
+
 /// A scheduled hour and one person for each verdict (rules 16–19).
 fn every_verdict() -> Vec<Attendance> {
     let mut s = RoomState::default();
@@ -674,10 +707,18 @@ proptest! {
             cycles.get_or_insert_with(&sid, || a_cycle(at));
         }
         prop_assert_eq!(cycles.len(), model.len());
+        prop_assert_eq!(cycles.is_empty(), model.is_empty());
         prop_assert!(cycles.iter().eq(model.iter()));
-        for sid in model.keys() {
-            prop_assert_eq!(cycles.get(sid), model.get(sid));
-            prop_assert!(cycles.contains_key(sid));
+        prop_assert!(cycles.values().eq(model.values()));
+        prop_assert!((&cycles).into_iter().eq(model.iter()));
+        // Every sid the inserts could have used, present or not.
+        for n in 0u8..10 {
+            let sid = crate::domain::ParticipantSid::new(format!("PA_{n}"));
+            prop_assert_eq!(cycles.get(&sid), model.get(&sid));
+            prop_assert_eq!(cycles.contains_key(&sid), model.contains_key(&sid));
+            if let Some(c) = model.get(&sid) {
+                prop_assert_eq!(&cycles[&sid], c);
+            }
         }
         let json = serde_json::to_string(&cycles).unwrap();
         prop_assert_eq!(&json, &serde_json::to_string(&model).unwrap());
