@@ -45,6 +45,26 @@ fn beats(pairs: &[(&str, UnixMillis)]) -> BTreeMap<UserId, UnixMillis> {
 }
 
 #[test]
+fn rule23_a_room_is_live_while_anyone_has_an_open_cycle() {
+    // Reconciliation asks LiveKit about rooms with an open cycle: a room
+    // is one of them exactly until its last open cycle closes, however.
+    let mut s = RoomState::default();
+    assert!(!s.has_open_cycle(), "nobody yet");
+    s.apply(&join("e1", "1", "PA_a", T0));
+    s.apply(&join("e2", "2", "PA_b", T0));
+    assert!(s.has_open_cycle());
+    s.apply(&leave("e3", "1", "PA_a", Some(T0), T0 + MIN));
+    assert!(s.has_open_cycle(), "person 2 is still there");
+    let stale = s.stale_cycles(&beats(&[("2", T0)]), T0 + TIMEOUT + 1, TIMEOUT);
+    s.close_stale(&stale);
+    assert!(!s.has_open_cycle(), "closed by heartbeat timeout");
+    // Closures that are derived count too: a room_finished closes all.
+    let mut s = run(&[join("e1", "1", "PA_a", T0)]);
+    s.apply(&finish("f1", "RM_a", T0 + MIN));
+    assert!(!s.has_open_cycle(), "closed by room_finished");
+}
+
+#[test]
 fn rule12_no_open_cycle_means_not_in_the_meeting() {
     let mut s = RoomState::default();
     assert!(!s.is_in_meeting(&UserId::new("1")), "nobody yet");

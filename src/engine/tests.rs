@@ -384,6 +384,24 @@ fn rule7_a_label_change_is_a_change_and_the_same_labels_are_not() {
     assert_eq!(read(&s, "1", Window::UNBOUNDED, T0).name, "Ann");
 }
 
+#[test]
+fn rule6_7_a_late_join_that_moves_a_lone_leaves_join_is_a_change() {
+    // A leave without `joinedAt` arrived first: a zero-length cycle. The
+    // join webhook, delivered late, moves its start earlier (its labels
+    // are older and lose): that person's numbers changed, so they are
+    // broadcast, though the cycle's `opened_by` and leave stay the same.
+    let mut s = run(&[leave("e2", "1", "PA_a", None, T0 + 10 * MIN)]);
+    assert_eq!(
+        read(&s, "1", Window::UNBOUNDED, T0 + 20 * MIN).duration_ms,
+        0
+    );
+    let changes = s.apply(&join("e1", "1", "PA_a", T0));
+    assert_eq!(changes.people, vec![UserId::new("1")]);
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 20 * MIN);
+    assert_eq!(a.duration_ms, 10 * MIN);
+    assert_eq!(a.cycles[0].opened_by, OpenedBy::Webhook);
+}
+
 fn join_in(room_sid: &str, id: &str, user: &str, sid: &str, at: UnixMillis) -> Observation {
     Observation {
         room_sid: RoomSid::new(room_sid),
