@@ -10,7 +10,7 @@ E2E := tests/e2e
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps
+.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
 
 run:
 	$(CARGO) run --release -- serve
@@ -160,3 +160,15 @@ fuzz-long: fuzz-build
 			|| { tail -n 40 $(FUZZ_DIR)/logs/$$t.log; exit 1; }; \
 		grep -E '^#[0-9]+ *DONE|stat::number_of_executed_units|stat::average_exec_per_sec' $(FUZZ_DIR)/logs/$$t.log; \
 	done
+
+# ---- mutation testing (see MUTANTS.md) ----
+# `make mutants`: cargo-mutants over the pure engine (src/engine/, library
+# tests only; config in .cargo/mutants.toml), one mutant at a time (the
+# machine has other work). Results in mutants.out/ (git-ignored):
+# caught.txt, missed.txt, timeout.txt, unviable.txt. A missed mutant is a
+# gap in the tests unless MUTANTS.md explains why it is equivalent.
+mutants-deps:
+	@$(CARGO) mutants --version >/dev/null 2>&1 || $(CARGO) install cargo-mutants --locked
+
+mutants: mutants-deps
+	$(CARGO) mutants -j 1

@@ -253,6 +253,70 @@ mod tests {
         assert_eq!(csv_field("\n=1+1"), "\"'\n=1+1\"");
     }
 
+    /// Rule 18's verdicts reach the CSV as the contract spells them.
+    #[test]
+    fn csv_rows_carry_the_verdict_strings() {
+        use crate::domain::{EventId, Identity, ParticipantSid, RoomSid, UserId};
+        use crate::engine::{
+            Fact, Naming, Observation, Participant, RoomView, Schedule, VerdictRules,
+        };
+        const T0: UnixMillis = 1_763_719_200_000; // 2025-11-21T10:00:00Z
+        const MIN: i64 = 60_000;
+        let session = Naming::default()
+            .session("itqan-academy-quran-session-121")
+            .unwrap();
+        let mut state = RoomState::default();
+        let expected = vec![Identity::new("4_Never_Came")];
+        state.set_schedule(Some(Schedule::new(Timestamp(T0), 60, expected).unwrap()));
+        // 100 % on time, 66.7 % late, 33.3 %: present, late, partial.
+        for (user, from, to) in [(1, 0, 60), (2, 20, 60), (3, 0, 20)] {
+            let (joined, left) = (T0 + from * MIN, T0 + to * MIN);
+            state.apply(&Observation {
+                id: EventId::new(format!("e{user}")),
+                created_at: left,
+                room_sid: RoomSid::new("RM_a"),
+                metadata_schedule: None,
+                fact: Fact::Left {
+                    participant: Participant {
+                        user_id: UserId::new(user.to_string()),
+                        sid: ParticipantSid::new(format!("PA_{user}")),
+                        identity: Identity::new(format!("{user}_Test_User")),
+                        name: format!("User {user}"),
+                    },
+                    joined_at: Some(joined),
+                },
+            });
+        }
+        let (naming, rules) = (Naming::default(), VerdictRules::default());
+        let view = RoomView {
+            session: &session,
+            state: &state,
+            naming: &naming,
+            rules: &rules,
+        };
+        let csv = roster_csv(&view.roster(T0 + 90 * MIN));
+        let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows[0].join(","), CSV_HEADER);
+        let status = CSV_HEADER.split(',').position(|h| h == "attendance_status");
+        let got: Vec<(&str, &str)> = rows[1..]
+            .iter()
+            .map(|r| (r[0], r[status.unwrap()]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("1_Test_User", "present"),
+                ("2_Test_User", "late"),
+                ("3_Test_User", "partial"),
+                ("4_Never_Came", "absent"),
+            ]
+        );
+        assert_eq!(
+            rows[2].join(","),
+            "2_Test_User,2,User 2,2025-11-21T10:20:00.000Z,2025-11-21T11:00:00.000Z,2400,40,66.7,late,true,1"
+        );
+    }
+
     #[test]
     fn signature_is_hex_hmac_sha256() {
         // RFC 4231 test case 2.

@@ -111,6 +111,9 @@ mod tests {
     #[test]
     fn a_leave_before_its_join_is_empty_not_negative() {
         assert_eq!(iv(1_456, 1_000).len(), 0);
+        assert!(iv(1_456, 1_000).is_empty());
+        assert!(iv(1_000, 1_000).is_empty());
+        assert!(!iv(1_000, 1_001).is_empty());
     }
 
     #[test]
@@ -126,6 +129,11 @@ mod tests {
         assert_eq!(w.clip(iv(150, 250)), Some(iv(150, 200)));
         assert_eq!(w.clip(iv(0, 300)), Some(iv(100, 200)));
         assert_eq!(Window::UNBOUNDED.clip(iv(0, 300)), Some(iv(0, 300)));
+        // Rule 10's window is [start, end]: a cycle that only touches it
+        // has no time in it, and an empty part is dropped, not kept.
+        assert_eq!(w.clip(iv(50, 100)), None, "left at the start");
+        assert_eq!(w.clip(iv(200, 250)), None, "joined at the end");
+        assert_eq!(w.clip(iv(150, 150)), None, "a zero-length attempt");
     }
 
     proptest! {

@@ -45,6 +45,26 @@ fn beats(pairs: &[(&str, UnixMillis)]) -> BTreeMap<UserId, UnixMillis> {
 }
 
 #[test]
+fn rule23_a_room_is_live_while_anyone_has_an_open_cycle() {
+    // Reconciliation asks LiveKit about rooms with an open cycle: a room
+    // is one of them exactly until its last open cycle closes, however.
+    let mut s = RoomState::default();
+    assert!(!s.has_open_cycle(), "nobody yet");
+    s.apply(&join("e1", "1", "PA_a", T0));
+    s.apply(&join("e2", "2", "PA_b", T0));
+    assert!(s.has_open_cycle());
+    s.apply(&leave("e3", "1", "PA_a", Some(T0), T0 + MIN));
+    assert!(s.has_open_cycle(), "person 2 is still there");
+    let stale = s.stale_cycles(&beats(&[("2", T0)]), T0 + TIMEOUT + 1, TIMEOUT);
+    s.close_stale(&stale);
+    assert!(!s.has_open_cycle(), "closed by heartbeat timeout");
+    // Closures that are derived count too: a room_finished closes all.
+    let mut s = run(&[join("e1", "1", "PA_a", T0)]);
+    s.apply(&finish("f1", "RM_a", T0 + MIN));
+    assert!(!s.has_open_cycle(), "closed by room_finished");
+}
+
+#[test]
 fn rule12_no_open_cycle_means_not_in_the_meeting() {
     let mut s = RoomState::default();
     assert!(!s.is_in_meeting(&UserId::new("1")), "nobody yet");
@@ -265,4 +285,136 @@ fn next_due_tracks_the_earliest_stale_deadline() {
     );
     let hb = beats(&[("1", T0 + MIN), ("2", T0 + 3 * MIN)]);
     assert_eq!(s.next_due(&hb, TIMEOUT, 0), Some(T0 + MIN + TIMEOUT + 1));
+}
+
+#[test]
+fn rule13_a_sweep_that_closes_nothing_leaves_the_revision_alone() {
+    // Not final: a stale closure records the timeout, but never makes the
+    // session final (only finalization does, rule 20).
+    let mut s = RoomState::default();
+    s.apply(&join("e1", "1", "PA_a", T0));
+    let stale = s.stale_cycles(&beats(&[("1", T0)]), T0 + TIMEOUT + 1, TIMEOUT);
+    assert_eq!(stale.len(), 1);
+    s.close_stale(&stale);
+    assert_eq!(s.finalization.revision, 0, "a stale closure is not final");
+    assert!(!s.finalization.is_final());
+    assert!(!view_of(&s, "1", T0 + 60 * MIN).is_final);
+    // Final, and the sweep finds nothing stale: same revision, so no new
+    // report goes out (the sweeper calls this on every pass).
+    s.set_schedule(Some(schedule(T0, 30, &[])));
+    s.finalize();
+    s.finalization.reported_revision = s.finalization.revision;
+    let revision = s.finalization.revision;
+    for _ in 0..3 {
+        assert!(s.close_stale(&[]).is_empty());
+    }
+    assert_eq!(s.finalization.revision, revision);
+    assert!(!s.finalization.report_due());
+}
+
+#[test]
+fn rule13_20_a_stale_closure_after_finalization_is_one_new_revision() {
+    let mut s = RoomState::default();
+    s.set_schedule(Some(schedule(T0, 60, &[])));
+    s.apply(&join("e1", "1", "PA_a", T0));
+    s.apply(&join("e2", "1", "PA_b", T0 + MIN));
+    s.apply(&join("e3", "2", "PA_c", T0));
+    s.finalize();
+    // The schedule is withdrawn after the report: no window end closes
+    // the cycles any more (revision 2), so heartbeats can.
+    assert!(s.set_schedule(None).everyone);
+    assert_eq!(s.finalization.revision, 2);
+    s.finalization.reported_revision = 2;
+    // Both of person 1's tabs and person 2's cycle close in one sweep.
+    let hb = beats(&[("1", T0 + 2 * MIN), ("2", T0 + 3 * MIN)]);
+    let stale = s.stale_cycles(&hb, T0 + 90 * MIN, TIMEOUT);
+    assert_eq!(stale.len(), 3);
+    let changes = s.close_stale(&stale);
+    assert_eq!(
+        changes.people,
+        vec![UserId::new("1"), UserId::new("2")],
+        "each person once"
+    );
+    assert!(!changes.everyone);
+    assert_eq!(s.finalization.revision, 3, "one sweep, one new revision");
+    assert!(s.finalization.report_due());
+    let a = view_of(&s, "1", T0 + 90 * MIN);
+    assert!(a.is_final);
+    assert_eq!(a.cycles[0].closed_by, Some(ClosedBy::HeartbeatTimeout));
+    assert_eq!(a.cycles[0].left_at, Some(Timestamp(T0 + 2 * MIN)));
+}
+
+#[test]
+fn rule20_21_a_schedule_change_after_finalization_is_one_new_revision() {
+    let mut s = RoomState::default();
+    s.apply(&join("e1", "1", "PA_a", T0));
+    // Before finalization a schedule change makes no revision.
+    assert!(s.set_schedule(Some(schedule(T0, 60, &[]))).everyone);
+    assert_eq!(s.finalization.revision, 0);
+    assert!(!s.finalization.is_final());
+    s.finalize();
+    s.finalization.reported_revision = 1;
+    // A new schedule recomputes everyone: revision 2, a report is due.
+    let changes = s.set_schedule(Some(schedule(T0, 30, &[])));
+    assert!(changes.everyone);
+    assert_eq!(changes.people, vec![UserId::new("1")]);
+    assert_eq!(s.finalization.revision, 2);
+    assert!(s.finalization.report_due());
+    // Clearing the explicit schedule is a change too: revision 3.
+    assert!(s.set_schedule(None).everyone);
+    assert_eq!(s.finalization.revision, 3);
+    // Setting what is already there is no change and no revision.
+    assert!(s.set_schedule(None).is_empty());
+    assert_eq!(s.finalization.revision, 3);
+}
+
+#[test]
+fn rule21_an_explicit_schedule_equal_to_the_metadata_one_changes_nothing() {
+    let mut s = RoomState::default();
+    let mut j = join("a1", "1", "PA_1", T0);
+    j.metadata_schedule = Some(schedule(T0, 60, &[]));
+    s.apply(&j);
+    s.finalize();
+    // The schedule in force stays the same: nobody's numbers change, and
+    // the final verdict keeps its revision.
+    assert!(s.set_schedule(Some(schedule(T0, 60, &[]))).is_empty());
+    assert_eq!(s.finalization.revision, 1);
+    assert_eq!(s.schedule, Some(schedule(T0, 60, &[])), "but it is kept");
+    // Clearing it falls back to the identical metadata one: no change.
+    assert!(s.set_schedule(None).is_empty());
+    assert_eq!(s.finalization.revision, 1);
+}
+
+#[test]
+fn rule20_the_final_broadcast_is_everyone_with_whatever_the_sweep_closed() {
+    // The sweeper merges the stale closures with finalization's changes:
+    // one broadcast of the whole roster (rule 20), each person once.
+    let mut s = RoomState::default();
+    s.set_schedule(Some(schedule(T0, 60, &["9_Never_Came"])));
+    s.apply(&join("e1", "1", "PA_a", T0));
+    s.apply(&join("e2", "2", "PA_b", T0));
+    let stale = s.stale_cycles(&beats(&[("1", T0)]), T0 + 70 * MIN, TIMEOUT);
+    let mut changes = s.close_stale(&stale);
+    assert_eq!(changes.people, vec![UserId::new("1")]);
+    assert!(!changes.everyone);
+    changes.merge(s.finalize());
+    assert!(changes.everyone, "finalization broadcasts the whole roster");
+    assert_eq!(changes.people, vec![UserId::new("1"), UserId::new("2")]);
+    // Merging is a union: nothing merged away, nothing twice.
+    let mut c = Changes {
+        people: vec![UserId::new("2")],
+        everyone: true,
+    };
+    c.merge(Changes::default());
+    assert!(c.everyone, "an empty change does not clear `everyone`");
+    c.merge(Changes {
+        people: vec![UserId::new("2"), UserId::new("3")],
+        everyone: true,
+    });
+    assert!(c.everyone);
+    assert_eq!(c.people, vec![UserId::new("2"), UserId::new("3")]);
+    let mut none = Changes::default();
+    none.merge(Changes::default());
+    assert!(none.is_empty());
+    assert!(!none.everyone);
 }

@@ -257,6 +257,14 @@ mod tests {
             n.session("acme-math-5").unwrap().channel,
             "private-acme.math.5"
         );
+        // Text after the last field, and fields back to back, are kept.
+        let n = Naming::new(
+            r"^(?P<type>[a-z]+)-(?P<id>\d+)$",
+            DEFAULT_IDENTITY_PATTERN,
+            "{type}{id}.attendance",
+        )
+        .unwrap();
+        assert_eq!(n.session("math-5").unwrap().channel, "math5.attendance");
         let whole = Naming::new(r"^.+$", DEFAULT_IDENTITY_PATTERN, "room.{room}").unwrap();
         assert_eq!(whole.session("abc").unwrap().channel, "room.abc");
         assert_eq!(

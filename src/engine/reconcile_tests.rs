@@ -485,3 +485,88 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rule21_26_a_listing_brings_a_metadata_schedule_only_when_it_is_new() {
+    let hour = Schedule::new(Timestamp(T0), 60, vec![]).unwrap();
+    let with = |schedule: &Schedule| Listing {
+        metadata_schedule: Some(schedule.clone()),
+        ..listing(T0 + 5 * MIN, &[])
+    };
+    // No metadata schedule known yet: the listing's is news.
+    let mut s = RoomState::default();
+    let plan = s.plan_listing(&with(&hour), &none(), &none());
+    assert_eq!(plan.metadata_schedule, Some(hour.clone()));
+    assert_eq!(plan.fact, None, "nobody to open or close");
+    assert!(!plan.is_empty(), "a schedule alone is something to write");
+    s.apply(&Observation {
+        metadata_schedule: plan.metadata_schedule,
+        ..obs("L1", T0 + 5 * MIN, Fact::RoomStarted)
+    });
+    assert_eq!(s.effective_schedule(), Some(&hour));
+    // The same schedule again: nothing to write (rule 26).
+    assert!(s.plan_listing(&with(&hour), &none(), &none()).is_empty());
+    // A different one is news again.
+    let half = Schedule::new(Timestamp(T0), 30, vec![]).unwrap();
+    assert_eq!(
+        s.plan_listing(&with(&half), &none(), &none())
+            .metadata_schedule,
+        Some(half)
+    );
+    // No schedule in the listing: none planned.
+    assert!(
+        s.plan_listing(&listing(T0 + 5 * MIN, &[]), &none(), &none())
+            .is_empty()
+    );
+}
+
+#[test]
+fn rule24_25_one_listing_reports_each_person_it_touched_once() {
+    // Person 1 has two unlisted tabs and a listed new one; person 2 is gone.
+    let mut s = run(&[
+        join("e1", "1", "PA_a", T0),
+        join("e2", "1", "PA_b", T0),
+        join("e3", "2", "PA_c", T0),
+    ]);
+    let plan = s.plan_listing(
+        &listing(
+            T0 + 10 * MIN,
+            &[("1", "PA_d", T0 + 9 * MIN), ("1", "PA_e", T0 + 9 * MIN)],
+        ),
+        &none(),
+        &none(),
+    );
+    let changes = s.apply(&obs("L1", T0 + 10 * MIN, plan.fact.unwrap()));
+    assert_eq!(changes.people, vec![UserId::new("1"), UserId::new("2")]);
+    assert!(!changes.everyone);
+}
+
+#[test]
+fn rule24_stored_state_keeps_opened_by_and_webhook_cycles_keep_their_old_shape() {
+    // A listing-opened cycle, an inferred join and a webhook join.
+    let mut s = run(&[
+        join("e1", "1", "PA_a", T0),
+        leave("e2", "2", "PA_b", None, T0 + 5 * MIN),
+    ]);
+    reconcile(
+        &mut s,
+        "L1",
+        &listing(T0 + 5 * MIN, &[("3", "PA_c", T0 + MIN)]),
+        &none(),
+        &none(),
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    let cycle = |user: &str, sid: &str| json["people"][user]["cycles"][sid].clone();
+    // A webhook's join is stored as state written before reconciliation
+    // existed, so either version reads the other's state.
+    assert_eq!(cycle("1", "PA_a").get("source"), None);
+    assert_eq!(cycle("2", "PA_b")["source"], "inferred");
+    assert_eq!(cycle("3", "PA_c")["source"], "listing");
+    // Read back, the state is the same: `opened_by` survives a restart.
+    let back: RoomState = serde_json::from_value(json).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(
+        read(&back, "3", T0 + 10 * MIN).cycles[0].opened_by,
+        OpenedBy::Reconciliation
+    );
+}

@@ -296,6 +296,300 @@ fn payload_matches_the_contract_shape() {
     );
 }
 
+/// A join of `user`'s `sid` delivered again as a different event
+/// (`id`, `created_at`) carrying `identity` and `name`: only its labels
+/// can differ from the first join at `T0`.
+fn relabel(id: &str, created_at: UnixMillis, identity: &str, name: &str) -> Observation {
+    let mut p = who("1", "PA_x");
+    p.identity = crate::domain::Identity::new(identity);
+    p.name = name.into();
+    obs(
+        id,
+        created_at,
+        Fact::Joined {
+            participant: p,
+            joined_at: T0,
+        },
+    )
+}
+
+#[test]
+fn rule6_labels_are_last_writer_wins_by_created_at_then_event_id() {
+    let old = relabel("e1", T0, "1_Test_User", "Old Name");
+    let new = relabel("e2", T0 + MIN, "1_Renamed_User", "New Name");
+    for events in [[old.clone(), new.clone()], [new.clone(), old.clone()]] {
+        let s = run(&events);
+        let a = read(&s, "1", Window::UNBOUNDED, T0 + 2 * MIN);
+        assert_eq!(a.name, "New Name", "the later createdAt wins");
+        assert_eq!(a.identity, "1_Renamed_User", "the later createdAt wins");
+    }
+    // Same createdAt: the greater event id wins, whatever the order.
+    let a = relabel("EV_a", T0, "1_Test_User", "Ann");
+    let b = relabel("EV_b", T0, "1_Other_User", "Bob");
+    for events in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
+        let s = run(&events);
+        let got = read(&s, "1", Window::UNBOUNDED, T0 + MIN);
+        assert_eq!(
+            (got.identity.as_str(), got.name.as_str()),
+            ("1_Other_User", "Bob")
+        );
+    }
+}
+
+#[test]
+fn rule7_a_label_change_is_a_change_and_the_same_labels_are_not() {
+    let mut s = run(&[relabel("e1", T0, "1_Test_User", "Ann")]);
+    // A later event with the same labels (and the same cycle): nothing to
+    // broadcast.
+    assert!(
+        s.apply(&relabel("e2", T0 + MIN, "1_Test_User", "Ann"))
+            .is_empty()
+    );
+    // A new display name alone is a change of this person.
+    assert_eq!(
+        s.apply(&relabel("e3", T0 + 2 * MIN, "1_Test_User", "Ann B."))
+            .people,
+        vec![UserId::new("1")]
+    );
+    // A new identity alone (same user id) is too.
+    assert_eq!(
+        s.apply(&relabel("e4", T0 + 3 * MIN, "1_New_User", "Ann B."))
+            .people,
+        vec![UserId::new("1")]
+    );
+    // Both at once is one change, not two that cancel out.
+    assert_eq!(
+        s.apply(&relabel("e5", T0 + 4 * MIN, "1_Newer_User", "Ann C."))
+            .people,
+        vec![UserId::new("1")]
+    );
+    // An older event with other labels changes nothing (it loses).
+    assert!(
+        s.apply(&relabel("e0", T0 - MIN, "1_Test_User", "Ann"))
+            .is_empty()
+    );
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 5 * MIN);
+    assert_eq!(
+        (a.identity.as_str(), a.name.as_str()),
+        ("1_Newer_User", "Ann C.")
+    );
+    // A first display name after events that carried none is a change.
+    let mut s = run(&[relabel("e1", T0, "1_Test_User", "")]);
+    assert_eq!(read(&s, "1", Window::UNBOUNDED, T0).name, "1_Test_User");
+    assert_eq!(
+        s.apply(&relabel("e2", T0 + MIN, "1_Test_User", "Ann"))
+            .people,
+        vec![UserId::new("1")]
+    );
+    assert_eq!(read(&s, "1", Window::UNBOUNDED, T0).name, "Ann");
+}
+
+#[test]
+fn rule6_7_a_late_join_that_moves_a_lone_leaves_join_is_a_change() {
+    // A leave without `joinedAt` arrived first: a zero-length cycle. The
+    // join webhook, delivered late, moves its start earlier (its labels
+    // are older and lose): that person's numbers changed, so they are
+    // broadcast, though the cycle's `opened_by` and leave stay the same.
+    let mut s = run(&[leave("e2", "1", "PA_a", None, T0 + 10 * MIN)]);
+    assert_eq!(
+        read(&s, "1", Window::UNBOUNDED, T0 + 20 * MIN).duration_ms,
+        0
+    );
+    let changes = s.apply(&join("e1", "1", "PA_a", T0));
+    assert_eq!(changes.people, vec![UserId::new("1")]);
+    let a = read(&s, "1", Window::UNBOUNDED, T0 + 20 * MIN);
+    assert_eq!(a.duration_ms, 10 * MIN);
+    assert_eq!(a.cycles[0].opened_by, OpenedBy::Webhook);
+}
+
+fn join_in(room_sid: &str, id: &str, user: &str, sid: &str, at: UnixMillis) -> Observation {
+    Observation {
+        room_sid: RoomSid::new(room_sid),
+        ..join(id, user, sid, at)
+    }
+}
+
+fn closed_by(s: &RoomState, user: &str) -> Option<(UnixMillis, ClosedBy)> {
+    let a = read(s, user, Window::UNBOUNDED, T0 + 90 * MIN);
+    a.cycles[0]
+        .closed_by
+        .map(|by| (a.cycles[0].left_at.unwrap().0, by))
+}
+
+#[test]
+fn rule1_14_a_room_finished_ends_only_its_own_instance() {
+    // Rule 1: LiveKit restarted the room (RM_b) while RM_a's cycle was
+    // open; RM_a's finish is after RM_b's join but is not RM_b's.
+    let s = run(&[
+        join_in("RM_a", "e1", "1", "PA_a", T0),
+        join_in("RM_b", "e2", "2", "PA_b", T0 + MIN),
+        finish("f1", "RM_a", T0 + 10 * MIN),
+    ]);
+    assert_eq!(
+        closed_by(&s, "1"),
+        Some((T0 + 10 * MIN, ClosedBy::RoomFinished))
+    );
+    assert_eq!(closed_by(&s, "2"), None, "another instance stays open");
+    // A cycle's own instance's finish is the one that ends it, even when
+    // a finish LiveKit sent without a room sid came earlier.
+    let s = run(&[
+        join_in("RM_a", "e1", "1", "PA_a", T0),
+        finish("f0", "", T0 + 5 * MIN),
+        finish("f1", "RM_a", T0 + 10 * MIN),
+    ]);
+    assert_eq!(
+        closed_by(&s, "1"),
+        Some((T0 + 10 * MIN, ClosedBy::RoomFinished))
+    );
+}
+
+#[test]
+fn rule14_without_a_room_sid_the_earliest_finish_not_before_the_join_ends_it() {
+    // The cycle lacks the room sid: any instance's finish from its join on.
+    let s = run(&[
+        join_in("", "e1", "1", "PA_a", T0),
+        join_in("", "e2", "2", "PA_b", T0 + 10 * MIN),
+        join_in("", "e3", "3", "PA_c", T0 + 11 * MIN),
+        finish("f1", "RM_a", T0 + 10 * MIN),
+        finish("f2", "RM_b", T0 + 20 * MIN),
+    ]);
+    assert_eq!(
+        closed_by(&s, "1"),
+        Some((T0 + 10 * MIN, ClosedBy::RoomFinished))
+    );
+    assert_eq!(
+        closed_by(&s, "2"),
+        Some((T0 + 10 * MIN, ClosedBy::RoomFinished)),
+        "a finish at the very join instant ends it (zero length)"
+    );
+    assert_eq!(
+        closed_by(&s, "3"),
+        Some((T0 + 20 * MIN, ClosedBy::RoomFinished)),
+        "a finish before the join belongs to an earlier instance"
+    );
+    // The finish lacks the room sid: it ends every cycle joined by then.
+    let s = run(&[
+        join_in("RM_a", "e1", "1", "PA_a", T0),
+        join_in("RM_b", "e2", "2", "PA_b", T0 + 15 * MIN),
+        finish("f1", "", T0 + 10 * MIN),
+    ]);
+    assert_eq!(
+        closed_by(&s, "1"),
+        Some((T0 + 10 * MIN, ClosedBy::RoomFinished))
+    );
+    assert_eq!(closed_by(&s, "2"), None, "joined after that finish");
+}
+
+#[test]
+fn rule1_6_a_cycle_keeps_the_least_room_sid_its_events_carry_in_any_order() {
+    // The same sid's join delivered twice, once with RM_b: the cycle
+    // belongs to RM_a whatever the order, so only RM_a's finish ends it.
+    let a = join_in("RM_a", "e1", "1", "PA_a", T0);
+    let b = join_in("RM_b", "e2", "1", "PA_a", T0);
+    let finishes = [
+        finish("f1", "RM_b", T0 + 10 * MIN),
+        finish("f2", "RM_a", T0 + 20 * MIN),
+    ];
+    for events in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
+        let s = run(&[&events[..], &finishes[..]].concat());
+        assert_eq!(
+            closed_by(&s, "1"),
+            Some((T0 + 20 * MIN, ClosedBy::RoomFinished))
+        );
+    }
+    // A join that lacked the room sid learns it from a later event, and
+    // from then on only that instance's finish ends it (rule 14).
+    let bare = join_in("", "e1", "1", "PA_a", T0);
+    let finishes = [
+        finish("f1", "RM_a", T0 + 10 * MIN),
+        finish("f2", "RM_b", T0 + 20 * MIN),
+    ];
+    for events in [[bare.clone(), b.clone()], [b.clone(), bare.clone()]] {
+        let s = run(&[&events[..], &finishes[..]].concat());
+        assert_eq!(
+            closed_by(&s, "1"),
+            Some((T0 + 20 * MIN, ClosedBy::RoomFinished))
+        );
+    }
+}
+
+/// A scheduled hour and one person for each verdict (rules 16–19).
+fn every_verdict() -> Vec<Attendance> {
+    let mut s = RoomState::default();
+    s.set_schedule(Some(
+        Schedule::new(
+            crate::domain::Timestamp(T0),
+            60,
+            vec![crate::domain::Identity::new("4_Never_Came")],
+        )
+        .unwrap(),
+    ));
+    for e in [
+        join("a1", "1", "PA_1", T0),
+        leave("a2", "1", "PA_1", Some(T0), T0 + 60 * MIN),
+        join("b1", "2", "PA_2", T0 + 20 * MIN),
+        leave("b2", "2", "PA_2", Some(T0 + 20 * MIN), T0 + 60 * MIN),
+        join("c1", "3", "PA_3", T0),
+        leave("c2", "3", "PA_3", Some(T0), T0 + 20 * MIN),
+    ] {
+        s.apply(&e);
+    }
+    let (session, naming, rules) = (session(), Naming::default(), VerdictRules::default());
+    RoomView {
+        session: &session,
+        state: &s,
+        naming: &naming,
+        rules: &rules,
+    }
+    .roster(T0 + 90 * MIN)
+}
+
+#[test]
+fn rule18_verdicts_are_the_contract_strings_in_the_snapshot() {
+    let roster = every_verdict();
+    let statuses: Vec<_> = roster.iter().map(|a| a.attendance_status).collect();
+    let want = [
+        Verdict::Present,
+        Verdict::Late,
+        Verdict::Partial,
+        Verdict::Absent,
+    ];
+    assert_eq!(statuses, want.map(Some));
+    for (v, s) in want.iter().zip(["present", "late", "partial", "absent"]) {
+        assert_eq!(v.as_str(), s, "the CSV's spelling");
+        assert_eq!(serde_json::to_value(v).unwrap(), s, "the JSON's spelling");
+    }
+    let json = view::snapshot_json(ROOM, &roster, T0 + 90 * MIN);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["participants", "room", "timestamp"]);
+    assert_eq!(v["room"], ROOM);
+    assert_eq!(v["timestamp"], "2025-11-21T11:30:00.000Z");
+    let rows: Vec<(&str, &str)> = v["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["identity"].as_str().unwrap(),
+                p["attendance_status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("1_Test_User", "present"),
+            ("2_Test_User", "late"),
+            ("3_Test_User", "partial"),
+            ("4_Never_Came", "absent"),
+        ]
+    );
+    assert_eq!(v["participants"][1]["attendance_percentage"], 66.7);
+    assert_eq!(v["participants"][3]["duration_seconds"], 0);
+}
+
 // ---- Rule 6 as a property: any order, any duplicates, same state. ----
 
 fn arb_event() -> impl Strategy<Value = Observation> {
@@ -366,10 +660,20 @@ proptest! {
         let now = T0 + 200_000;
         let w = Window::between(T0 + 10_000, T0 + 80_000);
         let s = session();
-        prop_assert_eq!(
-            Attendance::roster(&s, &in_order, w, now),
-            Attendance::roster(&s, &other, w, now)
-        );
+        let roster = Attendance::roster(&s, &in_order, w, now);
+        // Not vacuous: every person of the events is read, in user order.
+        let people: std::collections::BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| match &e.fact {
+                Fact::Joined { participant, .. }
+                | Fact::Left { participant, .. }
+                | Fact::Aborted { participant } => Some(participant.user_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let read: Vec<&str> = roster.iter().map(|a| a.user_id.as_str()).collect();
+        prop_assert_eq!(read, people.into_iter().collect::<Vec<_>>());
+        prop_assert_eq!(roster, Attendance::roster(&s, &other, w, now));
     }
 
     #[test]
@@ -380,7 +684,10 @@ proptest! {
         let s = run(&events);
         let now = T0 + 150_000;
         let w = Window::between(T0 + ws * 1_000, T0 + (ws + wl) * 1_000);
-        for a in Attendance::roster(&session(), &s, w, now) {
+        let roster = Attendance::roster(&session(), &s, w, now);
+        // Not vacuous: one reading per person.
+        prop_assert_eq!(roster.len(), s.people.len());
+        for a in roster {
             prop_assert!(a.duration_ms <= wl * 1_000);
             let unbounded = Attendance::read(&session(), &s, &a.user_id, &s.people[&a.user_id], Window::UNBOUNDED, now);
             prop_assert!(a.duration_ms <= unbounded.duration_ms);
@@ -418,10 +725,18 @@ proptest! {
             cycles.get_or_insert_with(&sid, || a_cycle(at));
         }
         prop_assert_eq!(cycles.len(), model.len());
+        prop_assert_eq!(cycles.is_empty(), model.is_empty());
         prop_assert!(cycles.iter().eq(model.iter()));
-        for sid in model.keys() {
-            prop_assert_eq!(cycles.get(sid), model.get(sid));
-            prop_assert!(cycles.contains_key(sid));
+        prop_assert!(cycles.values().eq(model.values()));
+        prop_assert!((&cycles).into_iter().eq(model.iter()));
+        // Every sid the inserts could have used, present or not.
+        for n in 0u8..10 {
+            let sid = crate::domain::ParticipantSid::new(format!("PA_{n}"));
+            prop_assert_eq!(cycles.get(&sid), model.get(&sid));
+            prop_assert_eq!(cycles.contains_key(&sid), model.contains_key(&sid));
+            if let Some(c) = model.get(&sid) {
+                prop_assert_eq!(&cycles[&sid], c);
+            }
         }
         let json = serde_json::to_string(&cycles).unwrap();
         prop_assert_eq!(&json, &serde_json::to_string(&model).unwrap());
