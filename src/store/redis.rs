@@ -526,6 +526,9 @@ impl Store for RedisStore {
                 .arg(room.as_str())
                 .ignore();
         }
+        if commit.state.is_some() || commit.live_until.is_some() {
+            prune_indexes(&mut pipe, self.options.retention);
+        }
         pipe.cmd("EVALSHA")
             .arg(self.commit_script.get_hash())
             .arg(4)
@@ -871,10 +874,17 @@ impl Store for RedisStore {
     async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {
         let room = room.to_string();
         // Repeatable (ZADD GT only ever raises), so on the shared connection.
+        let retention = self.options.retention;
         self.run_shared(|mut c| {
-            let mut cmd = redis::cmd("ZADD");
-            cmd.arg(LIVE_KEY).arg("GT").arg(until).arg(&room);
-            async move { cmd.query_async::<()>(&mut c).await }
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZADD")
+                .arg(LIVE_KEY)
+                .arg("GT")
+                .arg(until)
+                .arg(&room)
+                .ignore();
+            prune_indexes(&mut pipe, retention);
+            async move { pipe.query_async::<()>(&mut c).await }
         })
         .await
     }
@@ -1094,3 +1104,25 @@ const DUE_KEY: &str = "rollcall:due";
 const LIVE_KEY: &str = "rollcall:live";
 /// Room → its last commit instant (ms): `GET /api/sessions`.
 const ROOMS_KEY: &str = "rollcall:rooms";
+
+/// Keeps the two global room indexes bounded whoever reads them: a room's
+/// entry goes once it has lapsed (live) or outlived the retention (rooms),
+/// and each key expires after the retention like every room key. Cheap
+/// enough to ride every commit: `O(log n)` when there is nothing to remove.
+fn prune_indexes(pipe: &mut redis::Pipeline, retention: Duration) {
+    let now = crate::domain::now_millis();
+    let retention = retention.as_millis() as i64;
+    pipe.cmd("ZREMRANGEBYSCORE")
+        .arg(LIVE_KEY)
+        .arg("-inf")
+        .arg(format!("({now}"))
+        .ignore()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(ROOMS_KEY)
+        .arg("-inf")
+        .arg(format!("({}", now - retention))
+        .ignore();
+    for key in [LIVE_KEY, ROOMS_KEY] {
+        pipe.cmd("PEXPIRE").arg(key).arg(retention).ignore();
+    }
+}

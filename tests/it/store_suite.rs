@@ -338,24 +338,26 @@ async fn sightings_keep_each_sids_latest_listing(b: Backend) {
 /// room's "live until" (a commit that lost its race errs towards one more
 /// room checked), and a lapsed entry is dropped.
 async fn the_live_index_is_only_raised_and_lapses(b: Backend) {
+    // Instants in the future: writes also drop entries lapsed by the clock.
+    let t = rollcall::domain::now_millis() + 3_600_000;
     let (r1, r2) = (room("a-quran-session-1"), room("a-quran-session-2"));
-    assert!(b.store.live_rooms(0, 10).await.unwrap().is_empty());
-    b.store.live_until(&r1, 5_000).await.unwrap();
-    b.store.live_until(&r1, 2_000).await.unwrap();
+    assert!(b.store.live_rooms(t, 10).await.unwrap().is_empty());
+    b.store.live_until(&r1, t + 5_000).await.unwrap();
+    b.store.live_until(&r1, t + 2_000).await.unwrap();
     // Through a commit, as `Rooms::try_commit` sends it.
     let mut c = commit(0, "EV_1", Some(state_of(&["PA_1"])), vec![]);
-    c.live_until = Some(3_000);
+    c.live_until = Some(t + 3_000);
     b.store.commit(&r2, c).await.unwrap();
-    let mut live = b.store.live_rooms(2_500, 10).await.unwrap();
+    let mut live = b.store.live_rooms(t + 2_500, 10).await.unwrap();
     live.sort();
     assert_eq!(live, vec![r1.clone(), r2.clone()]);
     assert_eq!(
-        b.store.live_rooms(4_000, 10).await.unwrap(),
+        b.store.live_rooms(t + 4_000, 10).await.unwrap(),
         vec![r1.clone()]
     );
-    assert!(b.store.live_rooms(6_000, 10).await.unwrap().is_empty());
+    assert!(b.store.live_rooms(t + 6_000, 10).await.unwrap().is_empty());
     // Lapsed entries were pruned: an earlier instant no longer sees them.
-    assert!(b.store.live_rooms(0, 10).await.unwrap().is_empty());
+    assert!(b.store.live_rooms(t, 10).await.unwrap().is_empty());
 }
 
 async fn an_unknown_room_has_no_record_log_or_applied_ids(b: Backend) {
@@ -1285,6 +1287,16 @@ async fn every_key_rollcall_writes_expires_within_the_retention() {
         .await
         .unwrap();
     store.due_no_later_than(&r, 1_000).await.unwrap();
+    // The global room indexes (reconciliation's live rooms, the sessions
+    // list) expire too, and drop lapsed entries as writes come.
+    store
+        .live_until(&r, rollcall::domain::now_millis() + 60_000)
+        .await
+        .unwrap();
+    store
+        .record_sightings(&r, &[(ParticipantSid::new("PA_1"), 1_000)])
+        .await
+        .unwrap();
     assert!(
         store
             .try_lease("sweep", "node-a", Duration::from_secs(10))
