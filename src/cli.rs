@@ -6,6 +6,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::config::ServeArgs;
 use crate::telemetry::LogFormat;
 use crate::tools::reconcile::ReconcileArgs;
+use crate::tools::token::TokenArgs;
 use crate::tools::watch::WatchArgs;
 use crate::tools::webhook::WebhookArgs;
 
@@ -43,6 +44,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Ask a running server to check a room against LiveKit now.
     Reconcile(ReconcileArgs),
+    /// Mint a participant's LiveKit access token (for heartbeats by hand).
+    Token(TokenArgs),
 }
 
 /// Parses the command line; on a bad value, exits (status 2, as clap does)

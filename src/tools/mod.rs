@@ -3,5 +3,6 @@
 //! without writing code; and an on-demand reconciliation for operators.
 
 pub mod reconcile;
+pub mod token;
 pub mod watch;
 pub mod webhook;

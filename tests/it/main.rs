@@ -20,5 +20,6 @@ mod room_service;
 mod scenarios;
 mod sessions_api;
 mod store_suite;
+mod tools;
 mod webhook_errors;
 mod ws_hardening;
