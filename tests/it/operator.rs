@@ -196,12 +196,7 @@ async fn requests_are_timed_under_their_route_template() {
 #[tokio::test]
 async fn process_metrics_are_plausible() {
     let server = ServerProcess::spawn(&[]).await;
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     let value = |name: &str| samples(&text, name).first().map(|(_, v)| *v);
     let rss = value("process_resident_memory_bytes").expect("rss");
     assert!(rss > 0.0);
@@ -372,12 +367,7 @@ async fn every_metric_of_the_dashboard_exists() {
         ("ROLLCALL_RECONCILE_INTERVAL", "0"),
     ])
     .await;
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     // Families as declared by `# TYPE`: histograms are declared before
     // their first observation, so `_bucket` needs no request here.
     let families: std::collections::BTreeMap<&str, &str> = text

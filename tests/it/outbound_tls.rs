@@ -275,15 +275,7 @@ async fn finish_a_meeting(server: &ServerProcess) {
 
 /// Counter `name` of the process's `/metrics`.
 async fn metric(server: &ServerProcess, name: &str) -> u64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+    server.metric(name).await
 }
 
 async fn metric_reaches(server: &ServerProcess, name: &str, at_least: u64) {

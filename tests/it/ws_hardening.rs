@@ -41,18 +41,8 @@ async fn server(env: &[(&str, &str)]) -> ServerProcess {
     ServerProcess::spawn(env).await
 }
 
-/// The value of the `/metrics` line starting with `series` (name and
-/// labels), 0 if absent.
 async fn metric(server: &ServerProcess, series: &str) -> u64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+    server.metric(series).await
 }
 
 /// Waits until `series` reaches `at_least`; returns how long that took, or
