@@ -31,6 +31,16 @@ fn livekit(double: &LivekitDouble, interval: Option<Duration>) -> impl FnOnce(&m
     }
 }
 
+/// `IDENTITY` joined `ROOM` as `sid` at `joined_at`: the webhook came, and
+/// LiveKit lists them.
+async fn joined_and_listed(app: &TestApp, double: &LivekitDouble, sid: &str, joined_at: i64) {
+    let res = app
+        .post_webhook(&joined(ROOM, IDENTITY, sid, joined_at, &event_id()))
+        .await;
+    assert_eq!(res.status(), 200);
+    double.put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid(sid)));
+}
+
 async fn reconcile(app: &TestApp, room: &str, query: &str) -> reqwest::Response {
     app.api(
         reqwest::Method::POST,
@@ -148,12 +158,7 @@ async fn rule25_a_lost_leave_is_closed_at_the_last_listing_that_had_the_sid_on_r
     })
     .await;
     let joined_at = rollcall::domain::now_millis() - 10 * MIN;
-    let res = app
-        .post_webhook(&joined(ROOM, IDENTITY, "PA_x", joined_at, &event_id()))
-        .await;
-    assert_eq!(res.status(), 200);
-    double
-        .put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_x")));
+    joined_and_listed(&app, &double, "PA_x", joined_at).await;
 
     // Still there: nothing changes, but the sighting is kept.
     let seen = reconcile_ok(&app, ROOM, "").await;
@@ -254,12 +259,7 @@ async fn rule26_a_livekit_that_fails_or_hangs_changes_nothing_and_delays_no_webh
     let double = LivekitDouble::start().await;
     let app = spawn_app_with(livekit(&double, None)).await;
     let joined_at = rollcall::domain::now_millis() - 5 * MIN;
-    let res = app
-        .post_webhook(&joined(ROOM, IDENTITY, "PA_x", joined_at, &event_id()))
-        .await;
-    assert_eq!(res.status(), 200);
-    double
-        .put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_x")));
+    joined_and_listed(&app, &double, "PA_x", joined_at).await;
 
     // An error: 502, nothing changed (the open cycle is not closed).
     double.fail(
@@ -604,12 +604,7 @@ async fn rule25_a_lost_leave_closes_at_the_last_heartbeat_when_it_is_later_than_
     let double = LivekitDouble::start().await;
     let app = spawn_app_with(livekit(&double, None)).await;
     let joined_at = rollcall::domain::now_millis() - 10 * MIN;
-    let res = app
-        .post_webhook(&joined(ROOM, IDENTITY, "PA_h", joined_at, &event_id()))
-        .await;
-    assert_eq!(res.status(), 200);
-    double
-        .put_room(FakeRoom::new(ROOM).with(FakeParticipant::new(IDENTITY, joined_at).sid("PA_h")));
+    joined_and_listed(&app, &double, "PA_h", joined_at).await;
     let listed = reconcile_ok(&app, ROOM, "").await;
     assert_eq!(listed["changed"], false);
     // The page keeps beating after that listing; then the person is gone
