@@ -5,6 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::ServeArgs;
 use crate::telemetry::LogFormat;
+use crate::tools::link::LinkArgs;
 use crate::tools::reconcile::ReconcileArgs;
 use crate::tools::token::TokenArgs;
 use crate::tools::watch::WatchArgs;
@@ -46,6 +47,8 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Mint a participant's LiveKit access token (for heartbeats by hand).
     Token(TokenArgs),
+    /// Print a dashboard URL with a viewer link (app secret signed).
+    Link(LinkArgs),
 }
 
 /// Parses the command line; on a bad value, exits (status 2, as clap does)

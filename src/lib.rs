@@ -25,3 +25,4 @@ pub mod store;
 pub mod sweeper;
 pub mod telemetry;
 pub mod tools;
+pub mod viewer;

@@ -27,6 +27,7 @@ pub fn roster(rooms: &Rooms, session: &Session, state: &RoomState, now: UnixMill
         "room": session.room,
         "session_id": session.session_id,
         "session_type": session.session_type,
+        "channel": session.channel,
         "schedule": state.effective_schedule(),
         "is_final": state.finalization.is_final(),
         "revision": state.finalization.revision,

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::engine::view::{SNAPSHOT_EVENT, snapshot_json};
+use crate::engine::view::{SNAPSHOT_EVENT, SessionHeader, snapshot_json};
 use crate::pusher::channel::ChannelName;
 use crate::pusher::{SubscribeHook, frame};
 use crate::rooms::Rooms;
@@ -63,7 +63,12 @@ impl Snapshots {
             };
             let now = crate::domain::now_millis();
             let participants = self.rooms.view(&session, &state).roster(now);
-            let data = snapshot_json(room.as_str(), &participants, now);
+            let header = SessionHeader {
+                schedule: state.effective_schedule(),
+                is_final: state.finalization.is_final(),
+                revision: state.finalization.revision,
+            };
+            let data = snapshot_json(room.as_str(), &participants, header, now);
             frames.push(frame::event(SNAPSHOT_EVENT, Some(channel), &data));
         }
         Some(frames)

@@ -147,6 +147,33 @@ impl Naming {
         let id = caps.name("user_id")?.as_str();
         (!id.is_empty()).then(|| UserId::new(id))
     }
+
+    /// A name to show for an identity when LiveKit gave none (an expected
+    /// person who never came, a participant without a name): the identity
+    /// without its `user_id`, underscores as spaces — `1_Ameer_Maher` is
+    /// "Ameer Maher". An identity with nothing besides its id (or one the
+    /// pattern does not match) is shown as it is.
+    pub fn display_name(&self, identity: &Identity) -> String {
+        let text = identity.as_str();
+        let rest = self
+            .identity
+            .captures(text)
+            .and_then(|caps| caps.name("user_id"))
+            .map(|id| format!("{} {}", &text[..id.start()], &text[id.end()..]));
+        let name = rest
+            .as_deref()
+            .unwrap_or_default()
+            .split(['_', ' '])
+            .map(|w| w.trim_matches(['-', '.']))
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if name.is_empty() {
+            text.to_string()
+        } else {
+            name
+        }
+    }
 }
 
 /// Pusher's channel-name rule: `[A-Za-z0-9_\-=@,.;]`, at most 200 chars.
@@ -195,6 +222,29 @@ mod privacy_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names_come_from_the_identity_without_its_id() {
+        let n = Naming::default();
+        for (identity, name) in [
+            ("1_Ameer_Maher", "Ameer Maher"),
+            ("42_Fatima_Al_Zahra", "Fatima Al Zahra"),
+            ("7", "7"),
+            ("7_", "7_"),
+            ("teacher-7", "teacher-7"),
+            ("", ""),
+        ] {
+            assert_eq!(n.display_name(&Identity::new(identity)), name, "{identity}");
+        }
+        // The id need not come first.
+        let n = Naming::new(
+            DEFAULT_ROOM_PATTERN,
+            "^(?:[A-Za-z]+_)*(?P<user_id>[0-9]+)$",
+            DEFAULT_CHANNEL_TEMPLATE,
+        )
+        .unwrap();
+        assert_eq!(n.display_name(&Identity::new("Sara_Ali_12")), "Sara Ali");
+    }
 
     #[test]
     fn default_room_pattern_table() {

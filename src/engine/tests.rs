@@ -559,11 +559,28 @@ fn rule18_verdicts_are_the_contract_strings_in_the_snapshot() {
         assert_eq!(v.as_str(), s, "the CSV's spelling");
         assert_eq!(serde_json::to_value(v).unwrap(), s, "the JSON's spelling");
     }
-    let json = view::snapshot_json(ROOM, &roster, T0 + 90 * MIN);
+    let header = view::SessionHeader {
+        schedule: None,
+        is_final: false,
+        revision: 0,
+    };
+    let json = view::snapshot_json(ROOM, &roster, header, T0 + 90 * MIN);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["participants", "room", "timestamp"]);
+    // The contract's three fields, and the header's three.
+    assert_eq!(
+        keys,
+        [
+            "is_final",
+            "participants",
+            "revision",
+            "room",
+            "schedule",
+            "timestamp"
+        ]
+    );
+    assert_eq!(v["schedule"], serde_json::Value::Null);
     assert_eq!(v["room"], ROOM);
     assert_eq!(v["timestamp"], "2025-11-21T11:30:00.000Z");
     let rows: Vec<(&str, &str)> = v["participants"]

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::interval::{Interval, Window, union_length};
 use super::naming::{Naming, Session};
+use super::schedule::Schedule;
 use super::state::{ClosedBy, OpenedBy, Person, RoomState};
 use super::verdict::{self, VerdictRules};
 use crate::domain::{Identity, ParticipantSid, Timestamp, UnixMillis, UserId};
@@ -57,6 +58,13 @@ impl RoomView<'_> {
 
     fn read(&self, user: &UserId, person: &Person, now: UnixMillis) -> Attendance {
         let mut a = Attendance::read(self.session, self.state, user, person, self.window(), now);
+        if person
+            .name
+            .as_ref()
+            .is_none_or(|n| n.value.trim().is_empty())
+        {
+            a.name = self.naming.display_name(&person.identity.value);
+        }
         self.judge(&mut a);
         a
     }
@@ -68,7 +76,7 @@ impl RoomView<'_> {
             session_id: self.session.session_id.clone(),
             session_type: self.session.session_type.clone(),
             identity: identity.to_string(),
-            name: identity.to_string(),
+            name: self.naming.display_name(identity),
             is_currently_in_meeting: false,
             status: LiveStatus::Left,
             duration_ms: 0,
@@ -303,6 +311,19 @@ pub struct SnapshotMessage<'a> {
     pub room: &'a str,
     pub participants: &'a [Attendance],
     pub timestamp: Timestamp,
+    /// Beyond the contract's three fields, what a page's header shows
+    /// before anyone joins: the schedule in force, and whether (and how
+    /// often) the session was finalized.
+    #[serde(flatten)]
+    pub session: SessionHeader<'a>,
+}
+
+/// The session-wide facts a snapshot carries for a page's header.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SessionHeader<'a> {
+    pub schedule: Option<&'a Schedule>,
+    pub is_final: bool,
+    pub revision: u64,
 }
 
 pub const UPDATED_EVENT: &str = "attendance.updated";
@@ -321,10 +342,16 @@ impl Attendance {
 }
 
 /// The JSON text of a room's `attendance.snapshot` at `now`.
-pub fn snapshot_json(room: &str, participants: &[Attendance], now: UnixMillis) -> String {
+pub fn snapshot_json(
+    room: &str,
+    participants: &[Attendance],
+    session: SessionHeader<'_>,
+    now: UnixMillis,
+) -> String {
     serde_json::to_string(&SnapshotMessage {
         room,
         participants,
+        session,
         timestamp: Timestamp(now),
     })
     .expect("snapshot serializes")

@@ -21,6 +21,7 @@ use crate::engine::{RoomState, Schedule, Session};
 use crate::reconcile::ReconcileError;
 use crate::report;
 use crate::rooms::UpdateError;
+use crate::viewer::{self, ViewerError};
 
 /// Checks `Authorization: Bearer <app secret>` in constant time, unless
 /// the client's address has no failed credential left (429); a wrong or
@@ -30,14 +31,71 @@ fn authorize(app: &AppState, client: ClientIp, headers: &HeaderMap) -> Result<()
     check_bearer(app, headers).inspect_err(|_| app.limits.credential_failed(client.0))
 }
 
-fn check_bearer(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+/// What a read-only endpoint needs: the app secret, or a viewer link
+/// ([`crate::viewer`]) for `room` (`None`: every room, as the session list
+/// needs).
+pub fn authorize_read(
+    app: &AppState,
+    client: ClientIp,
+    headers: &HeaderMap,
+    room: Option<&str>,
+) -> Result<(), AppError> {
+    let allowed = match reader_scope(app, client, headers)? {
+        None => true,
+        Some(scope) => match room {
+            Some(room) => scope.allows_room(room),
+            None => scope == viewer::Scope::All,
+        },
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(forbidden(match room {
+        Some(room) => format!("this viewer link does not open {room}"),
+        None => "this needs a viewer link for every room (\"room\": \"*\")".to_string(),
+    }))
+}
+
+pub fn forbidden(message: impl Into<String>) -> AppError {
+    AppError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// Who reads: `None` for the app secret (everything), else the viewer
+/// link's scope. A failed credential is spent as in [`authorize`]; a valid
+/// link for something else is the caller's 403 and spends nothing.
+pub fn reader_scope(
+    app: &AppState,
+    client: ClientIp,
+    headers: &HeaderMap,
+) -> Result<Option<viewer::Scope>, AppError> {
+    app.limits.credentials_allowed(client.0)?;
+    let token = bearer(headers).inspect_err(|_| app.limits.credential_failed(client.0))?;
+    if is_app_secret(app, token) {
+        return Ok(None);
+    }
+    let now_secs = crate::domain::now_millis() / 1000;
+    match viewer::verify(&app.app_secret, token, now_secs) {
+        Ok(scope) => Ok(Some(scope)),
+        Err(e) => {
+            app.limits.credential_failed(client.0);
+            let code = match e {
+                ViewerError::Expired => "viewer_link_expired",
+                ViewerError::Invalid | ViewerError::TooLong => "invalid_credentials",
+            };
+            Err(AppError::unauthorized(code, e.to_string()))
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, or the contract's 401.
+fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AppError::unauthorized(
             "missing_authorization",
-            "Authorization: Bearer <app secret> is required",
+            "Authorization: Bearer <app secret or viewer link> is required",
         ));
     };
-    let token = value
+    Ok(value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -45,9 +103,15 @@ fn check_bearer(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .unwrap_or_default()
-        .trim();
-    let ok: bool = token.as_bytes().ct_eq(app.app_secret.as_bytes()).into();
-    if ok {
+        .trim())
+}
+
+fn is_app_secret(app: &AppState, token: &str) -> bool {
+    token.as_bytes().ct_eq(app.app_secret.as_bytes()).into()
+}
+
+fn check_bearer(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    if is_app_secret(app, bearer(headers)?) {
         Ok(())
     } else {
         Err(AppError::unauthorized(
@@ -139,7 +203,7 @@ pub async fn get_schedule(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    authorize(&app, client, &headers)?;
+    authorize_read(&app, client, &headers, Some(&room))?;
     let session = session_of(&app, &room)?;
     let state = state_of(&app, &session).await?;
     let Some(schedule) = state.effective_schedule() else {
@@ -178,7 +242,7 @@ pub async fn sessions(
     Query(query): Query<SessionsQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    authorize(&app, client, &headers)?;
+    authorize_read(&app, client, &headers, None)?;
     let limit = match query.limit.as_deref() {
         None => SESSIONS_DEFAULT,
         Some(text) => match text.parse::<usize>() {
@@ -245,7 +309,7 @@ pub async fn attendance(
     Query(query): Query<AttendanceQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    authorize(&app, client, &headers)?;
+    authorize_read(&app, client, &headers, Some(&room))?;
     let session = session_of(&app, &room)?;
     let state = state_of(&app, &session).await?;
     let now = crate::domain::now_millis();

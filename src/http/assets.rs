@@ -20,6 +20,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../static/app.js"),
     ),
     (
+        "ticking.mjs",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/ticking.mjs"),
+    ),
+    (
+        "i18n.mjs",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/i18n.mjs"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../../static/style.css"),

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod client_ip;
+pub mod dashboard;
 pub mod error;
 pub mod hardening;
 pub mod heartbeat;
@@ -80,6 +81,11 @@ pub fn routes(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES)),
         )
         .route("/api/sessions", get(api::sessions))
+        .route("/api/dashboard", get(dashboard::settings))
+        .route(
+            "/api/channel-auth",
+            post(dashboard::channel_auth).layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES)),
+        )
         .route("/api/sessions/{room}/attendance", get(api::attendance))
         .route("/api/sessions/{room}/events", get(api::events))
         .route("/api/sessions/{room}/recalculate", post(api::recalculate))

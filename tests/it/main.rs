@@ -21,5 +21,6 @@ mod scenarios;
 mod sessions_api;
 mod store_suite;
 mod tools;
+mod viewer;
 mod webhook_errors;
 mod ws_hardening;
