@@ -84,11 +84,11 @@ impl Naming {
         identity_pattern: &str,
         channel_template: &str,
     ) -> Result<Self, NamingError> {
-        let room = Regex::new(room_pattern).map_err(|source| NamingError::Regex {
+        let room = compile(room_pattern).map_err(|source| NamingError::Regex {
             what: "room",
             source,
         })?;
-        let identity = Regex::new(identity_pattern).map_err(|source| NamingError::Regex {
+        let identity = compile(identity_pattern).map_err(|source| NamingError::Regex {
             what: "identity",
             source,
         })?;
@@ -176,6 +176,18 @@ impl Naming {
     }
 }
 
+/// A configured pattern's compiled size limit. Real room and identity
+/// patterns compile to a few KiB; one that needs more than this (say
+/// `\w{1000}`) is a mistake, refused at startup in milliseconds rather
+/// than compiled for seconds (regex's own default allows 10 MiB).
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+}
+
 /// Pusher's channel-name rule: `[A-Za-z0-9_\-=@,.;]`, at most 200 chars.
 pub fn is_valid_channel_name(name: &str) -> bool {
     !name.is_empty()
@@ -222,6 +234,21 @@ mod privacy_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_pattern_is_refused() {
+        let err = Naming::new(
+            r"\w{1000}",
+            DEFAULT_IDENTITY_PATTERN,
+            DEFAULT_CHANNEL_TEMPLATE,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, NamingError::Regex { what: "room", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("size limit"), "{err}");
+    }
 
     #[test]
     fn display_names_come_from_the_identity_without_its_id() {
