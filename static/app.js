@@ -40,6 +40,8 @@ let settings = { ...DEFAULT_RULES, app_key: params.get('key') || '' };
 const session = { room: '', schedule: null, isFinal: false, revision: 0 };
 /** Server time at which the numbers stopped being live (disconnected). */
 let frozenAt = null;
+/** Subscribed, and the first snapshot (if any) not yet here. */
+let snapshotPending = false;
 let query = '';
 
 // ---------------------------------------------------------------- helpers
@@ -218,7 +220,12 @@ async function onFrame(ws, event, chan, data) {
     case 'pusher_internal:subscription_succeeded':
       if (chan !== channel) break;
       attempt = 0;
+      // Live again: what we show is replaced by the snapshot that follows
+      // (one per room feeding the channel, none when no room does).
+      snapshotPending = true;
+      frozenAt = null;
       setState('live', t('conn_live'));
+      render();
       break;
     case 'pusher:ping':
       send(ws, 'pusher:pong', {});
@@ -235,13 +242,13 @@ async function onFrame(ws, event, chan, data) {
       if (room && data.room && data.room !== room) break;
       clock.observe(data.timestamp, receivedAt);
       const at = Date.parse(data.timestamp);
-      people.clear();
+      if (snapshotPending) people.clear();
+      snapshotPending = false;
       for (const a of data.participants || []) people.set(a.identity, { a, at });
       session.room = data.room || session.room;
       if ('schedule' in data) session.schedule = data.schedule;
       if ('is_final' in data) session.isFinal = data.is_final;
       if ('revision' in data) session.revision = data.revision;
-      frozenAt = null;
       render();
       break;
     }
@@ -250,6 +257,9 @@ async function onFrame(ws, event, chan, data) {
       const a = data.attendance;
       if (room && a.room && a.room !== room) break;
       clock.observe(data.timestamp, receivedAt);
+      // No snapshot came: no room fed this channel when we subscribed.
+      if (snapshotPending) people.clear();
+      snapshotPending = false;
       people.set(a.identity, { a, at: Date.parse(data.timestamp), userId: data.user_id });
       session.room = a.room || session.room;
       const wasFinal = session.isFinal;
