@@ -303,6 +303,29 @@ test('401 (expired token) and 403 (a token for no room) stop it for good after o
   await finish();
 });
 
+test('a 401 for a token the page has since refreshed is retried with the new one', async () => {
+  const { page, requests, warnings, finish } = await openMeetingPage();
+  const expired = await participantToken('4_Huda_Nasser', { ttl: '-2m' });
+  const fresh = await participantToken('4_Huda_Nasser');
+  await page.evaluate(
+    ([url, expired, fresh]) => {
+      const room = new LivekitClient.Room();
+      let calls = 0;
+      // The page's token source: the old token once, then the refreshed one.
+      const token = () => (calls++ === 0 ? expired : fresh);
+      window.h = { room, handle: RollcallHeartbeat.start({ url, room, token, interval: 200 }) };
+      goTo(room, 'connected', 'connected');
+    },
+    [server.url, expired, fresh],
+  );
+  await page.waitForFunction(() => window.__requests.filter((r) => r.status === 200).length >= 2, null, { timeout: 5000 });
+  await page.evaluate(() => h.handle.stop());
+  const statuses = (await requests()).map((r) => r.status);
+  assert.deepEqual(statuses.slice(0, 3), [401, 200, 200], statuses.join(','));
+  assert.deepEqual(warnings, []);
+  await finish();
+});
+
 test('network errors back off exponentially instead of hammering', async () => {
   const closed = `http://127.0.0.1:${await freePort()}`; // nothing listens there
   const { page, requests, finish } = await openMeetingPage();
