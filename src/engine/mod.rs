@@ -1,6 +1,6 @@
 //! The attendance engine: pure functions and types, no I/O, no clock, no
 //! async. Time is always a parameter. This is where correctness lives, so
-//! every rule of ATTENDANCE_RULES.md it implements has a test here.
+//! every rule of docs/attendance-rules.md it implements has a test here.
 
 pub mod interval;
 pub mod naming;

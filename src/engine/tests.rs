@@ -1,4 +1,4 @@
-//! Rule-by-rule tests of the engine (ATTENDANCE_RULES.md numbers in the
+//! Rule-by-rule tests of the engine (docs/attendance-rules.md numbers in the
 //! test names) and the order-independence property (rule 6).
 
 use proptest::prelude::*;

@@ -1,8 +1,9 @@
-//! The dashboard (`static/`), compiled into the binary so that one file is
-//! the whole server, whatever the working directory.
+//! The dashboard and the meeting page's heartbeat client (`static/`),
+//! compiled into the binary so that one file is the whole server, whatever
+//! the working directory.
 
 use axum::extract::Path;
-use axum::http::header;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::AppError;
@@ -34,7 +35,15 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../../static/style.css"),
     ),
+    (
+        HEARTBEAT_SCRIPT,
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/rollcall-heartbeat.js"),
+    ),
 ];
+
+/// The one file other origins' pages include: the meeting page's heartbeat.
+const HEARTBEAT_SCRIPT: &str = "rollcall-heartbeat.js";
 
 pub async fn index() -> Response {
     serve("index.html")
@@ -46,15 +55,32 @@ pub async fn file(Path(name): Path<String>) -> Response {
 
 fn serve(name: &str) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, content_type, body)) => (
-            [
-                (header::CONTENT_TYPE, *content_type),
-                // Files change with the binary: revalidate, don't guess.
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
+        Some((_, content_type, body)) => {
+            let mut response = (
+                [
+                    (header::CONTENT_TYPE, *content_type),
+                    // Files change with the binary: revalidate, don't guess.
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                *body,
+            )
+                .into_response();
+            if name == HEARTBEAT_SCRIPT {
+                // A plain <script src> needs nothing, but `import`, a
+                // `crossorigin` attribute, or a page that is
+                // cross-origin isolated (COEP) does.
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+                headers.insert(
+                    HeaderName::from_static("cross-origin-resource-policy"),
+                    HeaderValue::from_static("cross-origin"),
+                );
+            }
+            response
+        }
         None => AppError::not_found("no such endpoint or file").into_response(),
     }
 }

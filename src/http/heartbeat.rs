@@ -4,7 +4,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -73,6 +74,46 @@ pub async fn heartbeat(
             .map_err(|e| store_error(e.into()))?;
     }
     Ok(Json(json!({"in_meeting": in_meeting})))
+}
+
+/// CORS: the meeting page that heartbeats is the main app's, another
+/// origin, and `Authorization` makes its POST non-simple, so the browser
+/// first asks with a preflight `OPTIONS` and then only lets the page read
+/// answers that allow its origin. Any origin is allowed: the bearer token
+/// is the credential, not anything the browser attaches by itself (no
+/// cookies; `Access-Control-Allow-Credentials` is never sent), so a page
+/// gains nothing by calling from elsewhere that it could not do with curl.
+/// `ROLLCALL_ALLOWED_ORIGINS` is about WebSockets, which carry no token.
+pub async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "POST"),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type",
+            ),
+            // Chromium caps this at 2 h; without it every beat costs two
+            // requests.
+            (header::ACCESS_CONTROL_MAX_AGE, "7200"),
+        ],
+    )
+        .into_response()
+}
+
+/// Every answer of the heartbeat route, refusals included, is readable by
+/// the page: it must see a 401 to stop, and `Retry-After` to wait.
+pub async fn allow_any_origin(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("retry-after"),
+    );
+    response
 }
 
 /// The token's claims, or the 401.

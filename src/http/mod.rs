@@ -73,7 +73,12 @@ pub fn routes(state: AppState) -> Router {
             "/webhooks/livekit",
             post(webhook::livekit).layer(DefaultBodyLimit::max(webhook::MAX_WEBHOOK_BYTES)),
         )
-        .route("/api/heartbeat", post(heartbeat::heartbeat))
+        .route(
+            "/api/heartbeat",
+            post(heartbeat::heartbeat)
+                .options(heartbeat::preflight)
+                .layer(axum::middleware::map_response(heartbeat::allow_any_origin)),
+        )
         .route(
             "/api/sessions/{room}/schedule",
             put(api::put_schedule)
