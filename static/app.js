@@ -475,7 +475,7 @@ const CSV_HEADER = ['identity', 'user_id', 'name', 'first_join_time', 'last_leav
 /** A CSV cell that a spreadsheet shows as text, never runs as a formula. */
 function csvCell(v) {
   let s = v === null || v === undefined ? '' : String(v);
-  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  if (/^[=+\-@\t\r\n]/.test(s)) s = `'${s}`;
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
