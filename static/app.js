@@ -316,10 +316,14 @@ function renderHeader(now) {
   } else if (phase === 'final' && session.revision) detail = t('revision', { n: session.revision });
   $('phase-detail').textContent = detail;
   const sched = $('schedule');
-  sched.replaceChildren();
-  if (w) {
-    sched.append(timeEl(new Date(w.start).toISOString(), dateTimeFormat), ' – ',
-      timeEl(new Date(w.end).toISOString(), shortTimeFormat));
+  const key = w ? `${w.start}/${w.end}` : '';
+  if (sched.dataset.key !== key) {
+    sched.dataset.key = key;
+    sched.replaceChildren();
+    if (w) {
+      sched.append(timeEl(new Date(w.start).toISOString(), dateTimeFormat), ' – ',
+        timeEl(new Date(w.end).toISOString(), shortTimeFormat));
+    }
   }
   $('tz').textContent = t('times_in', { tz: zoneName });
   const stale = $('stale');
@@ -349,7 +353,10 @@ function verdictCell(p, now) {
     td.classList.add('provisional');
     td.append(el('span', { class: 'word', text: t('not_started') }));
   }
-  if (a.is_late) td.append(el('span', { class: 'late-badge', text: t('late_by', { m: a.late_minutes ?? 0 }) }));
+  if (a.is_late) {
+    const m = a.late_minutes ?? 0;
+    td.append(el('span', { class: 'late-badge', text: m >= 1 ? t('late_by', { m }) : t('late_badge') }));
+  }
   return td;
 }
 
@@ -415,8 +422,43 @@ function matches(a) {
   return String(a.name || '').toLocaleLowerCase().includes(q) || String(a.identity).toLocaleLowerCase().includes(q);
 }
 
+/** identity → the cells `tick` updates between full renders. */
+const rowCells = new Map();
+
+function pctText(a, ms) {
+  const pct = a.is_final ? a.attendance_percentage : percentage(ms, windowOf(a));
+  return pct === null || pct === undefined ? '' : `${Number(pct).toFixed(1)} %`;
+}
+
+function verdictKey(p, now) {
+  const v = verdictAt(p.a, p.at, now, settings);
+  return `${v.kind}:${v.status || ''}`;
+}
+
+/** Five times a second: the numbers that tick, so a shown second is never
+ *  more than 200 ms late; a verdict that changes re-renders everything. */
+function tick() {
+  if (!channel) return;
+  const now = serverNow();
+  for (const [identity, cells] of rowCells) {
+    const p = people.get(identity);
+    if (!p) continue;
+    if (verdictKey(p, now) !== cells.verdict) {
+      render();
+      return;
+    }
+    const ms = shownMs(p.a, p.at, now);
+    const d = hms(ms);
+    if (cells.duration.textContent !== d) cells.duration.textContent = d;
+    const pct = pctText(p.a, ms);
+    if (cells.pct.textContent !== pct) cells.pct.textContent = pct;
+  }
+  renderHeader(now);
+}
+
 function render() {
   if (!channel) return;
+  rowCells.clear();
   const now = serverNow();
   renderHeader(now);
   const w = sessionWindow();
@@ -453,14 +495,16 @@ function render() {
     if (frozenAt !== null) status.append(el('span', { class: 'stale-mark', text: t('stale_row') }));
     tr.append(status);
     const ms = shownMs(a, p.at, now);
-    tr.append(el('td', { class: 'num duration', text: hms(ms) }));
+    const duration = el('td', { class: 'num duration', text: hms(ms) });
+    tr.append(duration);
     tr.append(el('td', { class: 'num joins', text: String(a.join_count ?? 0) }));
     tr.append(el('td', { class: 'first' }, timeEl(a.first_join_time)));
     tr.append(el('td', { class: 'last' }, timeEl(a.last_leave_time)));
     tr.append(verdictCell(p, now));
-    const pct = a.is_final ? a.attendance_percentage : percentage(ms, windowOf(a));
-    tr.append(el('td', { class: 'num percentage' },
-      pct === null || pct === undefined ? null : el('span', { dir: 'ltr', text: `${Number(pct).toFixed(1)} %` })));
+    const pctCell = el('td', { class: 'num percentage' });
+    pctCell.append(el('span', { dir: 'ltr', text: pctText(a, ms) }));
+    tr.append(pctCell);
+    rowCells.set(a.identity, { duration, pct: pctCell.firstChild, verdict: verdictKey(p, now) });
     tr.append(timelineCell(p, axis, w, now));
     out.push(tr);
   }
@@ -603,6 +647,7 @@ async function main() {
   document.title = `${room || channel} · ${t('title')} · rollcall`;
   render();
   connect();
+  setInterval(tick, 200);
   setInterval(() => {
     render();
     showRetry();

@@ -24,7 +24,8 @@ const PHONE = { width: 390, height: 844 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Finalization a second after the window ends, found within a second.
-const FAST = { ROLLCALL_FINALIZE_DELAY: '1s', ROLLCALL_SWEEP_INTERVAL: '1s' };
+// Late after a 2 s grace, so a test can see lateness appear.
+const FAST = { ROLLCALL_FINALIZE_DELAY: '1s', ROLLCALL_SWEEP_INTERVAL: '1s', ROLLCALL_LATE_GRACE: '2s' };
 
 let server;
 let browser;
@@ -118,6 +119,10 @@ test('rule 28 through a real schedule: preparation, ticking, never absent in the
       assert.equal(s.duration, '0:00:00', 'preparation does not count');
       assert.equal(s.kind, 'not_started');
     }
+    // Second by second: the time since the start (he joined before it),
+    // within a second either way for rendering and the two clocks.
+    const expected = Math.max(0, (s.t - startsAt) / 1000);
+    assert.ok(Math.abs(seconds(s.duration) - expected) <= 1.2, `${s.duration} at ${expected.toFixed(1)} s`);
     assert.equal(s.inMeeting, 'true');
     assert.ok(!/absent/.test(s.verdict) && !/\babsent\b/.test(s.classes), `in the meeting, shown ${s.verdict}`);
   }
@@ -136,7 +141,11 @@ test('rule 28 through a real schedule: preparation, ticking, never absent in the
   await deliver(server, participantJoined({ room, identity: '2_Sara_Ali', name: 'Sara Ali', joinedAtMs: Date.now() }));
   await page.locator('tr[data-identity="2_Sara_Ali"][data-status="joined"]').waitFor({ timeout: 5000 });
   await sleep(1200);
-  assert.ok(seconds((await readRow(page, '2_Sara_Ali')).duration) >= 1);
+  const sara = await readRow(page, '2_Sara_Ali');
+  assert.ok(seconds(sara.duration) >= 1, JSON.stringify(sara));
+  // Joined past start + grace: lateness shows once known; Ameer is on time.
+  assert.equal(await row(page, '2_Sara_Ali').locator('.late-badge').textContent(), 'joined late');
+  assert.equal(await row(page, '1_Ameer_Maher').locator('.late-badge').count(), 0);
   await page.screenshot({ path: path.join(artifacts, 'dashboard-desktop.png'), fullPage: true });
   await noHorizontalScroll(page);
 
