@@ -562,6 +562,7 @@ async function exportCsv() {
 
 async function renderStart() {
   $('start').hidden = false;
+  $('conn').hidden = true; // no socket on the start page
   const list = $('sessions');
   if (!viewer) {
     $('start-note').textContent = `${t('choose')} ${t('list_needs_link')}`;
@@ -576,6 +577,7 @@ async function renderStart() {
     return;
   }
   $('start-note').textContent = body.sessions.length ? '' : t('no_sessions');
+  $('start-search').hidden = !body.sessions.length;
   const live = body.sessions.filter((s) => s.in_meeting);
   const recent = body.sessions.filter((s) => !s.in_meeting);
   list.replaceChildren();
@@ -618,7 +620,11 @@ async function main() {
   setState('idle', t('conn_idle'));
   $('search').addEventListener('input', (e) => {
     query = e.target.value.trim();
-    if (channel) render(); else renderStart();
+    render();
+  });
+  $('start-search').addEventListener('input', (e) => {
+    query = e.target.value.trim();
+    renderStart();
   });
   $('csv').addEventListener('click', () => exportCsv().catch((e) => console.warn('rollcall:', e)));
   try {
@@ -641,6 +647,8 @@ async function main() {
   $('channel').value = channel;
   if (!channel) {
     await renderStart();
+    // Live sessions come and go: refresh the list while it is open.
+    if (viewer) setInterval(renderStart, 15_000);
     return;
   }
   $('session').hidden = false;
