@@ -271,16 +271,25 @@ async function onFrame(ws, event, chan, data) {
   }
 }
 
-/** The revision is on the roster, not on updates: ask for it when a
- *  session turns final (only a viewer link can). */
+/** The revision is on the roster and the snapshot, not on updates: when a
+ *  session turns final, ask the API (with a viewer link) or subscribe
+ *  again for a fresh snapshot, after a random pause so that every open
+ *  page does not ask in the same instant. */
 async function refreshRevision() {
-  if (!viewer || !session.room) return;
-  try {
-    const roster = await (await api(`/api/sessions/${encodeURIComponent(session.room)}/attendance`)).json();
-    session.revision = roster.revision;
-    session.schedule = roster.schedule;
-    render();
-  } catch { /* keep what we have */ }
+  await new Promise((r) => setTimeout(r, Math.random() * 2000));
+  if (viewer && session.room) {
+    try {
+      const roster = await (await api(`/api/sessions/${encodeURIComponent(session.room)}/attendance`)).json();
+      session.revision = roster.revision;
+      session.schedule = roster.schedule;
+      render();
+    } catch { /* keep what we have */ }
+    return;
+  }
+  const ws = socket;
+  if (!ws || channel.startsWith('private-')) return;
+  send(ws, 'pusher:unsubscribe', { channel });
+  send(ws, 'pusher:subscribe', { channel });
 }
 
 // ---------------------------------------------------------------- rendering

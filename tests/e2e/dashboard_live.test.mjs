@@ -187,6 +187,8 @@ test('the final mark appears with the verdict once the session is finalized', as
   assert.match(r.verdict, /^present✓ final$/);
   assert.match(r.pct, /^(8\d|9\d)\.\d %$/);
   await page.locator('#phase[data-phase="final"]').waitFor({ timeout: 5000 });
+  // The revision is not on updates: the page fetches a fresh snapshot.
+  await page.waitForFunction(() => document.getElementById('phase-detail').textContent === 'revision 1', null, { timeout: 5000 });
   await page.screenshot({ path: path.join(artifacts, 'dashboard-final.png'), fullPage: true });
   assert.deepEqual(problems, []);
   await close();
