@@ -6,6 +6,7 @@
 pub mod at;
 pub mod reconcile;
 pub mod roster_line;
+pub mod simulate;
 pub mod token;
 pub mod watch;
 pub mod webhook;

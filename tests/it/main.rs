@@ -3,6 +3,7 @@
 //! own `redis-server` (`redis_server::RedisServer`).
 
 mod attendance_flow;
+mod demo;
 mod helpers;
 mod http_hardening;
 mod lifecycle;
