@@ -40,8 +40,15 @@ stop_server() {
 }
 trap stop_server EXIT
 # Ctrl-C also reaches the server and simulate (same process group); the
-# EXIT trap then waits for the server to be gone.
-trap 'exit 130' INT TERM
+# EXIT trap then waits for the server to be gone. (A closed terminal too.)
+trap 'exit 130' INT TERM HUP
+
+# Something already answering there (a `make run`) would take our
+# requests while our server fails to bind: refuse before starting.
+if curl -s -o /dev/null "$base/healthz"; then
+    echo "demo: something already listens on port $port (make run?); stop it or set DEMO_PORT" >&2
+    exit 1
+fi
 
 mkdir -p "$(dirname "$log")"
 # Only the demo's settings: a Redis URL or naming templates from the
@@ -66,7 +73,8 @@ for _ in $(seq 200); do
     curl -fs -o /dev/null "$base/readyz" && break
     sleep 0.1
 done
-curl -fs -o /dev/null "$base/readyz" || { echo "demo: $base/readyz never answered 200" >&2; exit 1; }
+curl -fs -o /dev/null "$base/readyz" && kill -0 "$server" 2>/dev/null ||
+    { echo "demo: the server did not become ready (log: $log)" >&2; exit 1; }
 
 echo "demo: rollcall on $base (in-memory store; log: $log)"
 echo "demo: open the dashboard now: $dashboard"

@@ -91,7 +91,11 @@ pub struct Who {
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let now_ms = crate::domain::now_millis();
     let at_ms = match &args.at {
-        Some(at) => parse_at(at, now_ms).map_err(|e| anyhow::anyhow!("--at {e}"))?,
+        // Whole seconds, as a leave's `createdAt` is: a join at -10m and a
+        // leave at -2m then make exactly 8 minutes, not 7:59.999.
+        Some(at) => parse_at(at, now_ms)
+            .map(|ms| ms - ms.rem_euclid(1000))
+            .map_err(|e| anyhow::anyhow!("--at {e}"))?,
         None => now_ms,
     };
     let body = body_for(&args.event, at_ms);

@@ -48,6 +48,11 @@ async fn make_demo_plays_a_meeting_to_its_final_roster_and_stops_on_ctrl_c() {
         .spawn()
         .expect("run scripts/demo.sh");
     let pgid = libc::pid_t::try_from(demo.id().unwrap()).unwrap();
+    // Whatever happens to this test (a failed assertion included), the
+    // script's group, server and all, is gone when it ends: kill_on_drop
+    // alone would SIGKILL bash only, whose trap could then not stop the
+    // server.
+    let _group = KillGroupOnDrop(pgid);
     let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     let waited = tokio::time::timeout(WHOLE_RUN, async {
@@ -62,8 +67,6 @@ async fn make_demo_plays_a_meeting_to_its_final_roster_and_stops_on_ctrl_c() {
     })
     .await;
     if !matches!(waited, Ok(true)) {
-        // SAFETY: kill(2) on the process group we created.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
         panic!("the demo did not reach its end:\n{}", seen.join("\n"));
     }
     let output = seen.join("\n");
@@ -143,4 +146,15 @@ async fn make_demo_plays_a_meeting_to_its_final_roster_and_stops_on_ctrl_c() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the server is gone"
     );
+}
+
+/// SIGKILLs a process group when dropped.
+struct KillGroupOnDrop(libc::pid_t);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group the test created; after a
+        // clean run it is already gone (ESRCH, ignored).
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
 }

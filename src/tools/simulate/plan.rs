@@ -135,6 +135,8 @@ struct Stay {
     from: Duration,
     to: Option<Duration>,
     why: &'static str,
+    /// Why it closes before the end (after it: "after the end").
+    left_why: &'static str,
 }
 
 impl Plan {
@@ -175,6 +177,7 @@ impl Plan {
                 from,
                 to,
                 why,
+                left_why: "leaves early",
             };
             let end_leave = Some(leave_after_end);
             let (list, quiet) = match role {
@@ -204,7 +207,10 @@ impl Plan {
                     let rejoin = leave + session / 20;
                     (
                         vec![
-                            stay(1, into(0.03), Some(leave), "on time"),
+                            Stay {
+                                left_why: "drops out, will re-join",
+                                ..stay(1, into(0.03), Some(leave), "on time")
+                            },
                             stay(2, rejoin, end_leave, "re-joins: a new sid"),
                         ],
                         None,
@@ -213,7 +219,10 @@ impl Plan {
                 Role::TwoTabs => (
                     vec![
                         stay(1, into(0.05), end_leave, "on time"),
-                        stay(2, into(0.30), Some(into(0.60)), "a second tab"),
+                        Stay {
+                            left_why: "closes the second tab",
+                            ..stay(2, into(0.30), Some(into(0.60)), "opens a second tab")
+                        },
                     ],
                     None,
                 ),
@@ -235,7 +244,11 @@ impl Plan {
                     },
                 });
                 if let Some(to) = s.to {
-                    let why = if to >= end { "after the end" } else { "leaves" };
+                    let why = if to >= end {
+                        "after the end"
+                    } else {
+                        s.left_why
+                    };
                     steps.push(Step {
                         at: to,
                         act: Act::Leave {
