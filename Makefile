@@ -10,13 +10,20 @@ E2E := tests/e2e
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run build redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
+.PHONY: run build demo redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
 
 run:
 	$(CARGO) run --release -- serve
 
 build:
 	$(CARGO) build --release
+
+# A server on the in-memory store and a simulated meeting against it; the
+# server stays up afterwards so the dashboard can be looked at (Ctrl-C
+# stops it, DEMO_KEEP=0 stops it when the meeting is final). Shorter:
+# `make demo DEMO_MINUTES=1 DEMO_PREP=10s`. See scripts/demo.sh.
+demo: build
+	ROLLCALL_BIN=$(TARGET_DIR)/release/rollcall scripts/demo.sh
 
 # A local Redis from redis.conf on 127.0.0.1:6379, in the foreground
 # (Ctrl-C stops it cleanly, fsyncing the AOF); data in ./.redis-data/.

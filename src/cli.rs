@@ -7,6 +7,7 @@ use crate::config::ServeArgs;
 use crate::telemetry::LogFormat;
 use crate::tools::link::LinkArgs;
 use crate::tools::reconcile::ReconcileArgs;
+use crate::tools::simulate::SimulateArgs;
 use crate::tools::token::TokenArgs;
 use crate::tools::watch::WatchArgs;
 use crate::tools::webhook::WebhookArgs;
@@ -41,8 +42,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Post a signed LiveKit webhook to a running server.
     Webhook(WebhookArgs),
-    /// Print every frame a channel receives.
+    /// Print one line per attendance update of a channel (reconnects).
     Watch(WatchArgs),
+    /// Play a realistic meeting (schedule, joins, heartbeats, leaves)
+    /// against a running server.
+    Simulate(SimulateArgs),
     /// Ask a running server to check a room against LiveKit now.
     Reconcile(ReconcileArgs),
     /// Mint a participant's LiveKit access token (for heartbeats by hand).

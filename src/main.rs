@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Webhook(args) => rollcall::tools::webhook::run(args).await,
         Command::Watch(args) => rollcall::tools::watch::run(args).await,
+        Command::Simulate(args) => rollcall::tools::simulate::run(args).await,
         Command::Reconcile(args) => rollcall::tools::reconcile::run(args).await,
         Command::Token(args) => rollcall::tools::token::run(args),
         Command::Link(args) => rollcall::tools::link::run(args),

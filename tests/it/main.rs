@@ -4,6 +4,7 @@
 
 mod attendance_flow;
 mod cross_origin;
+mod demo;
 mod helpers;
 mod http_hardening;
 mod lifecycle;

@@ -62,8 +62,17 @@ impl ServerProcess {
         Self::spawn_limited(env, Some(nofile)).await
     }
 
+    /// As [`Self::spawn`], on `port` (e.g. a restart where the last
+    /// process listened, so clients reconnect to the same URL).
+    pub async fn spawn_on(port: u16, env: &[(&str, &str)]) -> Self {
+        Self::spawn_at(port, env, None).await
+    }
+
     async fn spawn_limited(env: &[(&str, &str)], nofile: Option<u64>) -> Self {
-        let port = free_port();
+        Self::spawn_at(free_port(), env, nofile).await
+    }
+
+    async fn spawn_at(port: u16, env: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let mut cmd = base_command(port, nofile);
         for (k, v) in env {
             cmd.env(k, v);
@@ -142,6 +151,22 @@ impl ServerProcess {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .expect("read /proc fd")
             .count()
+    }
+
+    /// Stops the server as an orchestrator does (SIGTERM: sockets close
+    /// with 4200, requests drain) and waits, bounded, until it has exited.
+    pub async fn terminate(mut self) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let started = Instant::now();
+        while self.is_running() {
+            assert!(
+                started.elapsed() < GUARD,
+                "rollcall did not exit on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether the process is still running.
