@@ -78,6 +78,8 @@ curl -fs -o /dev/null "$base/readyz" && kill -0 "$server" 2>/dev/null ||
 
 echo "demo: rollcall on $base (in-memory store; log: $log)"
 echo "demo: open the dashboard now: $dashboard"
+# The start page lists every session; it needs a viewer link for all rooms.
+echo "demo: every session (a viewer link, 8 h): $("$bin" link --all --url "$base" 2>/dev/null)"
 "$bin" simulate --url "$base" --room "$room" --minutes "$minutes" --prep "$prep" \
     --wait-final 2m ${DEMO_SEED:+--seed "$DEMO_SEED"}
 
