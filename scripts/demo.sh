@@ -29,7 +29,14 @@ quarter=$((minutes * 15))s
 command -v curl >/dev/null || { echo "demo: needs curl (apt-get install curl)" >&2; exit 1; }
 
 server=
+sim=
 stop_server() {
+    # The simulation first: a meeting must not go on against nothing.
+    if [[ -n $sim ]] && kill -0 "$sim" 2>/dev/null; then
+        kill -TERM "$sim" 2>/dev/null || true
+        wait "$sim" 2>/dev/null || true
+    fi
+    sim=
     if [[ -n $server ]] && kill -0 "$server" 2>/dev/null; then
         echo "demo: stopping the server"
         # SIGTERM: the server closes sockets with 4200 and drains, then exits.
@@ -80,8 +87,14 @@ echo "demo: rollcall on $base (in-memory store; log: $log)"
 echo "demo: open the dashboard now: $dashboard"
 # The start page lists every session; it needs a viewer link for all rooms.
 echo "demo: every session (a viewer link, 8 h): $("$bin" link --all --url "$base" 2>/dev/null)"
+# In the background and waited for: bash runs a trap only once the
+# foreground command is done, so a TERM to this script alone would wait
+# for the whole meeting; `wait` is interrupted at once.
 "$bin" simulate --url "$base" --room "$room" --minutes "$minutes" --prep "$prep" \
-    --wait-final 2m ${DEMO_SEED:+--seed "$DEMO_SEED"}
+    --wait-final 2m ${DEMO_SEED:+--seed "$DEMO_SEED"} &
+sim=$!
+wait "$sim"
+sim=
 
 if [[ $keep == 0 ]]; then
     exit 0

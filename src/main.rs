@@ -10,7 +10,11 @@ async fn main() -> anyhow::Result<()> {
     // Parsed first: the log format is an option. Parsing logs nothing, and
     // its refusals are printed by `cli::parse` itself.
     let cli = rollcall::cli::parse();
-    rollcall::telemetry::init(cli.log_format);
+    let level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    rollcall::telemetry::init(cli.log_format, level);
     match cli.command {
         Command::Serve(args) => {
             let settings = Settings::from_args(args)?;
