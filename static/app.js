@@ -21,7 +21,7 @@ const lang = pickLanguage(params.get('lang'), navigator.languages || []);
 const t = translator(lang);
 const locale = localeFor(lang);
 const viewer = params.get('viewer') || '';
-let room = params.get('room') || '';
+const room = params.get('room') || '';
 let channel = params.get('channel') || (params.get('session') ? `session.${params.get('session')}` : '');
 let timeZone = params.get('tz') || undefined;
 try {
