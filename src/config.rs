@@ -140,6 +140,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLCALL_RATE_SUBSCRIBES", default_value = "100/10s", value_parser = parse_rate)]
     pub rate_subscribes: ::std::option::Option<Rate>,
     // --- end WebSocket hardening ---
+    /// `on` lets subscribers of private channels send `client-*` events to
+    /// the channel's other subscribers (Laravel Echo's `whisper`), at most
+    /// 10 a second per connection.
+    #[arg(long, env = "ROLLCALL_CLIENT_EVENTS", default_value = "off", value_parser = parse_on_off)]
+    pub client_events: bool,
     // --- The HTTP connection layer (src/server). ---
     /// A new connection's first request head, and any later head from its
     /// first byte, must arrive within this (else 408).
@@ -214,6 +219,15 @@ fn parse_count(s: &str) -> Result<usize, String> {
     s.trim()
         .parse()
         .map_err(|_| "expected a whole number, 0 or more".to_string())
+}
+
+/// `on` / `off` (also `true`/`false`, `1`/`0`), as the contract writes it.
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err("expected on or off".to_string()),
+    }
 }
 
 /// A verdict threshold in percent.
@@ -335,6 +349,8 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Subscribe/unsubscribe requests per socket; `None`: unlimited.
     pub rate_subscribes: Option<Rate>,
+    /// `ROLLCALL_CLIENT_EVENTS`.
+    pub client_events: bool,
     /// The HTTP connection layer's timeouts and caps.
     pub http: crate::server::HttpLimits,
     /// Which secrets are the published development defaults.
@@ -487,6 +503,7 @@ impl Settings {
             },
             write_timeout: args.write_timeout,
             rate_subscribes: args.rate_subscribes,
+            client_events: args.client_events,
             http: crate::server::HttpLimits {
                 header_timeout: args.http_header_timeout,
                 body_timeout: args.http_body_timeout,

@@ -86,16 +86,19 @@ pub enum WsClose {
     TooLarge,
     /// Subscribe/unsubscribe requests over `ROLLCALL_RATE_SUBSCRIBES` (4301).
     SubscribeRate,
+    /// More than 10 client events a second (4301).
+    ClientEventRate,
 }
 
 impl WsClose {
-    const ALL: [WsClose; 6] = [
+    const ALL: [WsClose; 7] = [
         Self::PingFlood,
         Self::WriteTimeout,
         Self::PongTimeout,
         Self::SlowConsumer,
         Self::TooLarge,
         Self::SubscribeRate,
+        Self::ClientEventRate,
     ];
 
     fn label(self) -> &'static str {
@@ -106,6 +109,7 @@ impl WsClose {
             Self::SlowConsumer => "slow_consumer",
             Self::TooLarge => "too_large",
             Self::SubscribeRate => "subscribe_rate",
+            Self::ClientEventRate => "client_event_rate",
         }
     }
 }
@@ -150,7 +154,7 @@ impl ConnectionRefusal {
 /// Counters of the WebSocket bounds.
 #[derive(Debug, Default)]
 pub struct WsMetrics {
-    closed: [AtomicU64; 6],
+    closed: [AtomicU64; 7],
 }
 
 impl WsMetrics {

@@ -192,6 +192,7 @@ impl Application {
         pusher_config.max_connections = settings.max_connections;
         pusher_config.write_timeout = settings.write_timeout;
         pusher_config.subscribe_rate = settings.rate_subscribes;
+        pusher_config.client_events = settings.client_events;
         let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
@@ -205,6 +206,7 @@ impl Application {
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
+        pusher_state.client_events = Arc::new(crate::client_events::StoreRelay(Arc::clone(&store)));
         pusher_state.metrics = Arc::clone(&metrics);
         let budget = server::budget_for(&settings.http, Arc::clone(&metrics));
         pusher_state.budget = budget.clone();

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::channel::ChannelName;
+use super::channel::{ChannelName, SocketId};
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
@@ -72,6 +72,9 @@ pub struct PusherConfig {
     /// to `count` (`ROLLCALL_RATE_SUBSCRIBES`); `None`: unlimited. Over it:
     /// 4301.
     pub subscribe_rate: Option<Rate>,
+    /// Whether subscribers of private channels may send `client-*` events
+    /// to the channel's other subscribers (`ROLLCALL_CLIENT_EVENTS`).
+    pub client_events: bool,
 }
 
 impl PusherConfig {
@@ -93,6 +96,7 @@ impl PusherConfig {
                 count: 100,
                 per: Duration::from_secs(10),
             }),
+            client_events: false,
         }
     }
 }
@@ -114,6 +118,23 @@ pub struct NoHook;
 impl SubscribeHook for NoHook {
     async fn after_subscribe(&self, _channel: &ChannelName) -> Vec<Utf8Bytes> {
         Vec::new()
+    }
+}
+
+/// Where a client event goes: to the channel's subscribers on every node,
+/// except the socket that sent it.
+#[async_trait]
+pub trait ClientEventRelay: Send + Sync + 'static {
+    /// `false` when it could not be handed on (the store is down).
+    async fn relay(&self, channel: &ChannelName, frame: Utf8Bytes, sender: &SocketId) -> bool;
+}
+
+/// This node's subscribers only: for a single node without a store.
+#[async_trait]
+impl ClientEventRelay for Hub {
+    async fn relay(&self, channel: &ChannelName, frame: Utf8Bytes, sender: &SocketId) -> bool {
+        self.publish(channel.as_str(), frame, Some(sender));
+        true
     }
 }
 
@@ -146,6 +167,8 @@ pub struct PusherState {
     /// Client addresses, origins and per-address connection limits (off
     /// unless the application sets them).
     pub limits: Arc<Limits>,
+    /// Delivers client events (the application's: through the store).
+    pub client_events: Arc<dyn ClientEventRelay>,
 }
 
 /// `ClientIp` reads the trusted proxies from here.
@@ -161,6 +184,7 @@ impl PusherState {
     pub fn new(config: PusherConfig, hub: Hub, hook: Arc<dyn SubscribeHook>) -> Self {
         Self {
             config: Arc::new(config),
+            client_events: Arc::new(hub.clone()),
             hub,
             hook,
             shutdown: CancellationToken::new(),

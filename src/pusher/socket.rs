@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, StreamExt};
 use governor::clock::MonotonicClock;
 
+use crate::config::Rate;
 use crate::limits::quota;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -54,6 +55,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// updates meanwhile, so the repeat only costs bytes; without this a 71-byte
 /// request bought a whole roster).
 const SNAPSHOT_REPEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Client events one connection may send: Pusher's limit, 10 a second.
+const CLIENT_EVENTS_PER_SECOND: u32 = 10;
 
 /// Per-socket subscribe/unsubscribe budget (`governor`, std clock).
 type SubscribeLimiter = governor::RateLimiter<
@@ -117,6 +121,7 @@ pub(super) fn serve(
         },
         subscribes: None,
         subscribed_once: false,
+        client_events: None,
     };
     let mut ws = ws;
     async move {
@@ -192,6 +197,9 @@ struct Connection {
     subscribes: Option<Box<SubscribeLimiter>>,
     /// Whether a subscribe/unsubscribe was already let through.
     subscribed_once: bool,
+    /// Client-event budget, made on the first client event (most sockets
+    /// never send one).
+    client_events: Option<Box<SubscribeLimiter>>,
 }
 
 /// The keepalive state: the timer is not reset on every frame (that would
@@ -478,15 +486,80 @@ impl Connection {
                 }
                 Ok(())
             }
-            event if event.starts_with("client-") => {
-                let err = frame::error(None, "client events are not enabled");
-                self.send(ws, err).await
-            }
+            event if event.starts_with("client-") => self.client_event(ws, &frame).await,
             event => {
                 tracing::debug!(socket_id = %self.handle.id, event, "ignoring unknown event");
                 Ok(())
             }
         }
+    }
+
+    /// A `client-*` event (`ROLLCALL_CLIENT_EVENTS=on`): from a subscriber
+    /// of a private channel, relayed to the channel's other subscribers on
+    /// every node, never back to the sender; more than
+    /// [`CLIENT_EVENTS_PER_SECOND`] closes the socket with 4301. Its size is
+    /// bounded by the message limit (10 KiB, Pusher's).
+    async fn client_event(&mut self, ws: &mut Ws, frame: &ClientFrame) -> Result<(), Stop> {
+        if !self.state.config.client_events {
+            let err = frame::error(None, "client events are not enabled on this server");
+            return self.send(ws, err).await;
+        }
+        let limiter = self.client_events.get_or_insert_with(|| {
+            let rate = Rate {
+                count: CLIENT_EVENTS_PER_SECOND,
+                per: Duration::from_secs(1),
+            };
+            Box::new(governor::RateLimiter::direct_with_clock(
+                quota(rate),
+                MonotonicClock,
+            ))
+        });
+        if limiter.check().is_err() {
+            let err = frame::error(
+                Some(code::RATE_LIMITED),
+                "Client event rejected due to rate limit",
+            );
+            let _ = self.send(ws, err).await;
+            return Err(Stop::Close(
+                code::RATE_LIMITED,
+                "client event rate exceeded",
+                Some(WsClose::ClientEventRate),
+            ));
+        }
+        let channel = frame
+            .channel
+            .as_deref()
+            .and_then(|c| ChannelName::parse(c).ok());
+        let refusal = match &channel {
+            None => Some("a client event needs a valid channel".to_string()),
+            Some(c) if c.kind() == ChannelKind::Public => Some(format!(
+                "client events are only for private and presence channels, not {c}"
+            )),
+            Some(c) if !self.channels.contains_key(c) => {
+                Some(format!("not subscribed to {c}: subscribe before sending"))
+            }
+            Some(_) => None,
+        };
+        if let Some(message) = refusal {
+            return self.send(ws, frame::error(None, &message)).await;
+        }
+        let channel = channel.expect("checked above");
+        // Relayed as it came: a string stays the string, anything else its JSON.
+        let data = match &frame.data {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let out = frame::event(&frame.event, Some(channel.as_str()), &data);
+        if !self
+            .state
+            .client_events
+            .relay(&channel, out, &self.handle.id)
+            .await
+        {
+            let err = frame::error(None, "client event not delivered: try again");
+            return self.send(ws, err).await;
+        }
+        Ok(())
     }
 
     async fn subscribe(&mut self, ws: &mut Ws, frame: &ClientFrame) -> Result<(), Stop> {

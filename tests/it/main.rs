@@ -3,6 +3,7 @@
 //! own `redis-server` (`redis_server::RedisServer`).
 
 mod attendance_flow;
+mod client_events;
 mod cross_origin;
 mod demo;
 mod helpers;
