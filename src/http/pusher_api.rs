@@ -226,7 +226,7 @@ impl Event {
         }
         let mut channels = Vec::with_capacity(names.len());
         for n in &names {
-            let channel = ChannelName::parse(n)
+            let channel = ChannelName::parse_for_publish(n)
                 .map_err(|e| invalid(format!("invalid channel {n:?}: {e}")))?;
             if !channels.contains(&channel) {
                 channels.push(channel);

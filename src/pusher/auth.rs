@@ -56,6 +56,44 @@ pub fn verify_channel_auth(
     channel_data: Option<&str>,
     auth: &str,
 ) -> bool {
+    verify_signed(
+        app_key,
+        secret,
+        &channel_string_to_sign(socket_id, channel, channel_data),
+        auth,
+    )
+}
+
+/// The string a `pusher:signin`'s `auth` signs: `"<socket_id>::user::<user_data>"`.
+fn user_string_to_sign(socket_id: &str, user_data: &str) -> String {
+    format!("{socket_id}::user::{user_data}")
+}
+
+/// Hex HMAC-SHA256 of a user sign-in: what the app's user-auth endpoint
+/// puts after `"<key>:"` (Pusher's `authenticateUser`).
+pub fn sign_user(secret: &str, socket_id: &str, user_data: &str) -> String {
+    hmac_sha256_hex(secret, user_string_to_sign(socket_id, user_data).as_bytes())
+}
+
+/// Checks a `pusher:signin`'s `auth`, `"<app_key>:<hex signature>"`.
+pub fn verify_user_auth(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    user_data: &str,
+    auth: &str,
+) -> bool {
+    verify_signed(
+        app_key,
+        secret,
+        &user_string_to_sign(socket_id, user_data),
+        auth,
+    )
+}
+
+/// `auth` is `"<app_key>:<hex HMAC-SHA256 of message>"`, compared in
+/// constant time.
+fn verify_signed(app_key: &str, secret: &str, message: &str, auth: &str) -> bool {
     let Some((key, sig)) = auth.split_once(':') else {
         return false;
     };
@@ -67,7 +105,7 @@ pub fn verify_channel_auth(
         return false;
     };
     let mut m = mac(secret);
-    m.update(channel_string_to_sign(socket_id, channel, channel_data).as_bytes());
+    m.update(message.as_bytes());
     m.verify_slice(&sig).is_ok()
 }
 
@@ -220,6 +258,26 @@ pub fn verify_http_api_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_sign_in_signatures_cover_the_socket_and_the_user_data() {
+        let data = r#"{"id":"12","user_info":{"name":"Sara"}}"#;
+        let auth = format!("key:{}", sign_user("s3cret", "1.2", data));
+        assert!(verify_user_auth("key", "s3cret", "1.2", data, &auth));
+        assert!(!verify_user_auth("key", "s3cret", "1.3", data, &auth));
+        assert!(!verify_user_auth(
+            "key",
+            "s3cret",
+            "1.2",
+            r#"{"id":"13"}"#,
+            &auth
+        ));
+        assert!(!verify_user_auth("other", "s3cret", "1.2", data, &auth));
+        assert!(!verify_user_auth("key", "s3cret", "1.2", data, "key:zz"));
+        // Not a channel signature of the same socket.
+        let channel = format!("key:{}", sign_channel("s3cret", "1.2", data, None));
+        assert!(!verify_user_auth("key", "s3cret", "1.2", data, &channel));
+    }
 
     const KEY: &str = "278d425bdf160c739803";
     const SECRET: &str = "7ad3773142a6692b25b8";

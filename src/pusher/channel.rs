@@ -35,6 +35,12 @@ pub enum ChannelKind {
     Presence,
 }
 
+/// The channel of a signed-in user's server events.
+pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+
+/// Pusher's limit on a user id.
+pub const MAX_USER_ID_LEN: usize = 128;
+
 /// A valid Pusher channel name: `[A-Za-z0-9_\-=@,.;]+`, at most 200 chars.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(String);
@@ -54,6 +60,25 @@ impl ChannelName {
             return Err(ChannelNameError::TooLong);
         }
         Ok(Self(name.to_owned()))
+    }
+
+    /// `#server-to-user-<id>`: where Pusher's server libraries send events
+    /// to one signed-in user (`sendToUser`). Not a name a client can
+    /// subscribe to (`#` is not a channel character): the server
+    /// subscribes a socket to it when it signs in. `None` for an empty id
+    /// or one with characters a channel may not hold, or over 128 chars.
+    pub fn user(id: &str) -> Option<Self> {
+        let ok = !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.chars().all(is_channel_char);
+        ok.then(|| Self(format!("{USER_CHANNEL_PREFIX}{id}")))
+    }
+
+    /// A channel name as the HTTP API may address it: a valid channel, or
+    /// a user's `#server-to-user-<id>`.
+    pub fn parse_for_publish(name: &str) -> Result<Self, ChannelNameError> {
+        match name.strip_prefix(USER_CHANNEL_PREFIX) {
+            Some(id) => Self::user(id).ok_or(ChannelNameError::Empty),
+            None => Self::parse(name),
+        }
     }
 
     /// The kind of channel, from its prefix.

@@ -39,8 +39,8 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::metrics::WsClose;
 
-use super::auth::verify_channel_auth;
-use super::channel::{ChannelKind, ChannelName, SocketId};
+use super::auth::{verify_channel_auth, verify_user_auth};
+use super::channel::{ChannelKind, ChannelName, SocketId, USER_CHANNEL_PREFIX};
 use super::frame::{self, ClientFrame, code};
 use super::hub::{Halt, SocketHandle};
 use super::service::{FRAGMENT_BYTES, PusherConfig, PusherState, Ws};
@@ -486,12 +486,65 @@ impl Connection {
                 }
                 Ok(())
             }
+            "pusher:signin" => self.signin(ws, &frame).await,
             event if event.starts_with("client-") => self.client_event(ws, &frame).await,
             event => {
                 tracing::debug!(socket_id = %self.handle.id, event, "ignoring unknown event");
                 Ok(())
             }
         }
+    }
+
+    /// `pusher:signin` (Pusher's user authentication): `data.auth` must sign
+    /// `"<socket_id>::user::<user_data>"` and `user_data` carry a string
+    /// `id`. Always answered: `pusher:signin_success` with the user data,
+    /// and the socket joins its user's `#server-to-user-<id>` channel (so
+    /// `sendToUser` reaches it on any node); otherwise a `pusher:error`
+    /// 4009 and a 4009 close, as Pusher does.
+    async fn signin(&mut self, ws: &mut Ws, frame: &ClientFrame) -> Result<(), Stop> {
+        // `ClientFrame` decodes a JSON-string `data`; `user_data` is itself
+        // JSON text and must be checked exactly as it was signed.
+        let user_data = frame.data_str("user_data").unwrap_or_default();
+        let auth = frame.data_str("auth").unwrap_or_default();
+        let config = &self.state.config;
+        let signed = verify_user_auth(
+            &config.app_key,
+            &config.app_secret,
+            self.handle.id.as_str(),
+            user_data,
+            auth,
+        );
+        let user_channel = serde_json::from_str::<serde_json::Value>(user_data)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+            .and_then(|id| ChannelName::user(&id));
+        let Some(user_channel) = user_channel.filter(|_| signed) else {
+            let why = if signed {
+                "user_data must be JSON with a string \"id\" of at most 128 channel characters"
+            } else {
+                "invalid signature for pusher:signin"
+            };
+            let _ = self
+                .send(ws, frame::error(Some(code::UNAUTHORIZED), why))
+                .await;
+            return Err(Stop::Close(code::UNAUTHORIZED, "signin refused", None));
+        };
+        // Signing in again (a token refresh, another user) moves the socket.
+        let previous: Vec<ChannelName> = self
+            .channels
+            .keys()
+            .filter(|c| c.as_str().starts_with(USER_CHANNEL_PREFIX))
+            .cloned()
+            .collect();
+        for old in previous {
+            self.channels.remove(&old);
+            self.state.hub.unsubscribe(old.as_str(), &self.handle.id);
+        }
+        self.state.hub.subscribe(&user_channel, &self.handle);
+        self.channels.insert(user_channel, Instant::now());
+        let data = serde_json::json!({ "user_data": user_data }).to_string();
+        self.send(ws, frame::event("pusher:signin_success", None, &data))
+            .await
     }
 
     /// A `client-*` event (`ROLLCALL_CLIENT_EVENTS=on`): from a subscriber

@@ -115,7 +115,12 @@ pub enum ChannelQuery {
 }
 
 impl ChannelQuery {
+    /// Users' `#server-to-user-` channels are never listed, as on Pusher:
+    /// they are the server's, not channels a client subscribed to.
     pub fn matches(&self, channel: &str) -> bool {
+        if channel.starts_with(crate::pusher::channel::USER_CHANNEL_PREFIX) {
+            return false;
+        }
         match self {
             Self::Names(names) => names.iter().any(|n| n == channel),
             Self::Prefix(prefix) => channel.starts_with(prefix.as_str()),

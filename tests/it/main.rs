@@ -22,6 +22,7 @@ mod refusals;
 mod room_service;
 mod scenarios;
 mod sessions_api;
+mod signin;
 mod store_suite;
 mod tools;
 mod viewer;

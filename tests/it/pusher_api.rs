@@ -108,10 +108,15 @@ async fn answer(res: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
-async fn trigger(app: &TestApp, body: &Value) -> (u16, Value) {
+pub async fn trigger(app: &TestApp, body: &Value) -> (u16, Value) {
     Signed::default()
         .post(app, "/apps/rollcall/events", &body.to_string())
         .await
+}
+
+/// `GET /apps/rollcall/channels`, signed.
+pub async fn get_channels(app: &TestApp) -> (u16, Value) {
+    get(app, "/apps/rollcall/channels", &[]).await
 }
 
 async fn get(app: &TestApp, path: &str, params: &[(&str, &str)]) -> (u16, Value) {

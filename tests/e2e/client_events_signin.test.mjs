@@ -1,4 +1,5 @@
-// Laravel Echo's whisper / listenForWhisper over pusher-js against a real
+// Laravel Echo's whisper / listenForWhisper, and pusher-js's signin with
+// events sent to its user, against a real
 // server with ROLLCALL_CLIENT_EVENTS=on: private-channel auth signed by the
 // npm `pusher` library (what a Laravel app's /broadcasting/auth does), the
 // whisper reaching the other page and not the sender.
@@ -65,4 +66,28 @@ test('a whisper reaches the other page, not the one that sent it', async () => {
   assert.deepEqual(await toSara.next(5000, 'a whisper'), { name: 'Ameer Maher' });
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(toAmeer.size, 0, 'not echoed to the sender');
+});
+
+test('pusher-js signs in and gets what the server library sends to its user', async () => {
+  const client = new Pusher(APP.key, {
+    wsHost: '127.0.0.1',
+    wsPort: server.port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    cluster: 'mt1',
+    userAuthentication: {
+      customHandler: ({ socketId }, callback) =>
+        callback(null, signer.authenticateUser(socketId, { id: '12', user_info: { name: 'Sara Ali' } })),
+    },
+  });
+  clients.push({ disconnect: () => client.disconnect() });
+  const notes = new EventQueue();
+  client.user.bind('note', notes.push);
+  const signedIn = new Promise((resolve) => client.bind('pusher:signin_success', resolve));
+  client.signin();
+  await Promise.race([signedIn, new Promise((_, reject) => setTimeout(() => reject(new Error('no signin_success')), 5000))]);
+  // Pusher's own server library: `sendToUser` → `#server-to-user-12`.
+  const rest = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1', port: String(server.port), useTLS: false });
+  await rest.sendToUser('12', 'note', { text: 'your lesson starts in 5 minutes' });
+  assert.deepEqual(await notes.next(5000, 'a user event'), { text: 'your lesson starts in 5 minutes' });
 });

@@ -1,0 +1,132 @@
+//! `pusher:signin` (Pusher's user authentication): always answered, with
+//! `pusher:signin_success` or a 4009 error and close; a signed-in socket
+//! gets events sent to its user (`#server-to-user-<id>`, Pusher's
+//! `sendToUser`) on any node, and such channels are never listed.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::pusher_api::trigger;
+use crate::redis_server::RedisServer;
+use rollcall::pusher::auth::sign_user;
+
+const USER_DATA: &str = r#"{"id":"12","user_info":{"name":"Sara Ali"}}"#;
+
+async fn signed_in(app: &TestApp, user_data: &str) -> PusherClient {
+    let mut client = PusherClient::connect(&app.ws_url("rollcall-key")).await;
+    let auth = format!(
+        "rollcall-key:{}",
+        sign_user(APP_SECRET, &client.socket_id, user_data)
+    );
+    client
+        .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}))
+        .await;
+    let ok = client.next_event("pusher:signin_success").await;
+    // `data` is decoded once: its `user_data` is the JSON text as signed.
+    assert_eq!(ok.data["user_data"], user_data);
+    client
+}
+
+#[tokio::test]
+async fn a_signed_in_user_gets_events_sent_to_them_on_any_node() {
+    let redis = RedisServer::start().await;
+    let node = || spawn_app_with(|s| s.redis_url = Some(redis.url()));
+    let (one, two) = (node().await, node().await);
+    let mut tab_one = signed_in(&one, USER_DATA).await;
+    let mut tab_two = signed_in(&two, USER_DATA).await;
+    let mut someone_else = signed_in(&one, r#"{"id":"13"}"#).await;
+
+    let (status, body) = trigger(
+        &two,
+        &json!({"name": "note", "channel": "#server-to-user-12", "data": "{\"text\":\"hi\"}"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for tab in [&mut tab_one, &mut tab_two] {
+        let got = tab.next_event("note").await;
+        assert_eq!(got.channel.as_deref(), Some("#server-to-user-12"));
+        assert_eq!(got.data, json!({"text": "hi"}));
+    }
+    assert!(
+        someone_else
+            .frame_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    // The server's own channels are not listed.
+    let (status, body) = crate::pusher_api::get_channels(&one).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["channels"], json!({}), "{body}");
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_signin_is_answered_4009_and_closed() {
+    let app = spawn_app().await;
+    for (auth, user_data) in [
+        ("rollcall-key:00", USER_DATA.to_string()),
+        ("", USER_DATA.to_string()),
+        ("nonsense", USER_DATA.to_string()),
+    ] {
+        let mut client = PusherClient::connect(&app.ws_url("rollcall-key")).await;
+        client
+            .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}))
+            .await;
+        let err = client.next_event("pusher:error").await;
+        assert_eq!(err.data["code"], 4009, "{:?}", err.data);
+        assert_eq!(u16::from(client.closed().await.unwrap().code), 4009);
+    }
+    // Signed, but no usable id.
+    for user_data in [
+        r#"{"name":"x"}"#,
+        r#"{"id":12}"#,
+        "not json",
+        r#"{"id":""}"#,
+    ] {
+        let mut client = PusherClient::connect(&app.ws_url("rollcall-key")).await;
+        let auth = format!(
+            "rollcall-key:{}",
+            sign_user(APP_SECRET, &client.socket_id, user_data)
+        );
+        client
+            .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}))
+            .await;
+        let err = client.next_event("pusher:error").await;
+        assert_eq!(err.data["code"], 4009, "{user_data}: {:?}", err.data);
+        assert!(
+            err.data["message"].as_str().unwrap().contains("id"),
+            "{:?}",
+            err.data
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn signing_in_again_moves_the_socket_to_the_new_user() {
+    let app = spawn_app().await;
+    let mut client = signed_in(&app, USER_DATA).await;
+    let other = r#"{"id":"99"}"#;
+    let auth = format!(
+        "rollcall-key:{}",
+        sign_user(APP_SECRET, &client.socket_id, other)
+    );
+    client
+        .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": other}}))
+        .await;
+    client.next_event("pusher:signin_success").await;
+    for (user, expect) in [("12", false), ("99", true)] {
+        let (status, _) = trigger(
+            &app,
+            &json!({"name": "n", "channel": format!("#server-to-user-{user}"), "data": "{}"}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let got = client.frame_within(Duration::from_millis(300)).await;
+        assert_eq!(got.is_some(), expect, "user {user}: {got:?}");
+    }
+    app.shutdown().await;
+}
