@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use rollcall::engine::view::snapshot_json;
+use rollcall::engine::view::{SessionHeader, snapshot_json};
 use rollcall::engine::{RoomState, RoomView, VerdictRules};
 use rollcall::ingest::observe;
 use rollcall::livekit::parse_webhook;
@@ -48,9 +48,15 @@ fuzz_target!(|data: &[u8]| {
     for attendance in &roster {
         assert!(is_json(&attendance.updated_json(NOW_MS)));
     }
+    let header = SessionHeader {
+        schedule: state.effective_schedule(),
+        is_final: state.finalization.is_final(),
+        revision: state.finalization.revision,
+    };
     assert!(is_json(&snapshot_json(
         fixture_session().room.as_str(),
         &roster,
+        header,
         NOW_MS
     )));
     let heartbeats: BTreeMap<_, _> = state.people.keys().map(|u| (u.clone(), NOW_MS)).collect();
