@@ -84,7 +84,12 @@ async fn rule24_a_join_whose_webhook_was_lost_is_recovered_once() {
     let student = FakeParticipant::new(IDENTITY, joined_at)
         .sid("PA_lost")
         .name("Ameer Maher");
-    double.put_room(FakeRoom::new(ROOM).with(student));
+    // One room, one sid: LiveKit's listing and its webhooks agree on it
+    // (`joined` sends `RM_test`). With a random sid the late webhook would
+    // move the cycle's room sid to the smaller one, an internal change the
+    // engine counts as a change and broadcasts (an update with the same
+    // numbers): noted, not this test's subject.
+    double.put_room(FakeRoom::new(ROOM).sid("RM_test").with(student));
     let mut watcher = app.subscriber(CHANNEL).await;
 
     // A dry run says what would change and changes nothing.
@@ -127,12 +132,10 @@ async fn rule24_a_join_whose_webhook_was_lost_is_recovered_once() {
     assert_eq!(after["join_count"], 1);
     assert_eq!(after["cycles"], before["cycles"]);
     assert_eq!(after["cycles"][0]["opened_by"], "reconciliation");
+    let extra = watcher.frame_within(Duration::from_millis(300)).await;
     assert!(
-        watcher
-            .frame_within(Duration::from_millis(300))
-            .await
-            .is_none(),
-        "the late webhook broadcasts nothing"
+        extra.is_none(),
+        "the late webhook broadcasts nothing, but: {extra:?}"
     );
 
     // Asking again changes nothing and logs nothing (rule 26).
