@@ -14,8 +14,9 @@ use rollcall::pusher::auth::sign_user;
 
 const USER_DATA: &str = r#"{"id":"12","user_info":{"name":"Sara Ali"}}"#;
 
-async fn signed_in(app: &TestApp, user_data: &str) -> PusherClient {
-    let mut client = PusherClient::connect(&app.ws_url("rollcall-key")).await;
+/// Sends a `pusher:signin` for `user_data`, signed as the app's user-auth
+/// endpoint would sign it for this socket.
+async fn send_signin(client: &mut PusherClient, user_data: &str) {
     let auth = format!(
         "rollcall-key:{}",
         sign_user(APP_SECRET, &client.socket_id, user_data)
@@ -23,6 +24,11 @@ async fn signed_in(app: &TestApp, user_data: &str) -> PusherClient {
     client
         .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}))
         .await;
+}
+
+async fn signed_in(app: &TestApp, user_data: &str) -> PusherClient {
+    let mut client = PusherClient::connect(&app.ws_url("rollcall-key")).await;
+    send_signin(&mut client, user_data).await;
     let ok = client.next_event("pusher:signin_success").await;
     // `data` is decoded once: its `user_data` is the JSON text as signed.
     assert_eq!(ok.data["user_data"], user_data);
@@ -87,13 +93,7 @@ async fn a_bad_signin_is_answered_4009_and_closed() {
         r#"{"id":""}"#,
     ] {
         let mut client = PusherClient::connect(&app.ws_url("rollcall-key")).await;
-        let auth = format!(
-            "rollcall-key:{}",
-            sign_user(APP_SECRET, &client.socket_id, user_data)
-        );
-        client
-            .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}))
-            .await;
+        send_signin(&mut client, user_data).await;
         let err = client.next_event("pusher:error").await;
         assert_eq!(err.data["code"], 4009, "{user_data}: {:?}", err.data);
         assert!(
@@ -109,14 +109,7 @@ async fn a_bad_signin_is_answered_4009_and_closed() {
 async fn signing_in_again_moves_the_socket_to_the_new_user() {
     let app = spawn_app().await;
     let mut client = signed_in(&app, USER_DATA).await;
-    let other = r#"{"id":"99"}"#;
-    let auth = format!(
-        "rollcall-key:{}",
-        sign_user(APP_SECRET, &client.socket_id, other)
-    );
-    client
-        .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": other}}))
-        .await;
+    send_signin(&mut client, r#"{"id":"99"}"#).await;
     client.next_event("pusher:signin_success").await;
     for (user, expect) in [("12", false), ("99", true)] {
         let (status, _) = trigger(
