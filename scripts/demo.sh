@@ -102,4 +102,11 @@ fi
 echo "demo: the meeting is over and final; the server keeps running so you can look at it:"
 echo "demo:   $dashboard"
 echo "demo: Ctrl-C stops it."
-wait "$server"
+# Ctrl-C reaches the server too, which shuts down cleanly (status 0); bash
+# may then take that for the end of the wait rather than an interrupt. Only
+# an interrupt (or the server's own end) gets past this wait: say so.
+status=0
+wait "$server" || status=$?
+server=
+echo "demo: the server stopped"
+exit $((status == 0 ? 130 : status))
