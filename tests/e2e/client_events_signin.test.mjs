@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import Echo from 'laravel-echo';
 import Pusher from 'pusher-js';
 import PusherServer from 'pusher';
-import { APP, EventQueue, startServer } from './harness.mjs';
+import { APP, EventQueue, echoOptions, startServer } from './harness.mjs';
 
 let server;
 const clients = [];
@@ -26,13 +26,7 @@ after(async () => {
 
 function newEcho() {
   const echo = new Echo({
-    broadcaster: 'pusher',
-    key: APP.key,
-    wsHost: '127.0.0.1',
-    wsPort: server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    cluster: 'mt1',
+    ...echoOptions(server.port),
     Pusher,
     // The app's auth endpoint, in-process: the same signature.
     channelAuthorization: {

@@ -15,6 +15,7 @@ import {
   participantLeft,
   postWebhook,
   startServer,
+  echoOptions,
 } from './harness.mjs';
 
 let server;
@@ -32,13 +33,7 @@ after(async () => {
 /** An Echo client configured exactly like the meeting page's. */
 function newEcho() {
   const echo = new Echo({
-    broadcaster: 'pusher',
-    key: APP.key,
-    wsHost: '127.0.0.1',
-    wsPort: server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    cluster: 'mt1',
+    ...echoOptions(server.port),
     Pusher,
   });
   clients.push(echo);

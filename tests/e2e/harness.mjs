@@ -292,5 +292,19 @@ export class EventQueue {
   }
 }
 
+/** Laravel Echo's options as a meeting page sets them for a rollcall on
+ *  loopback `port` (pass `Pusher` and any auth handlers beside them). */
+export function echoOptions(port) {
+  return {
+    broadcaster: 'pusher',
+    key: APP.key,
+    wsHost: '127.0.0.1',
+    wsPort: port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    cluster: 'mt1',
+  };
+}
+
 /** `ms` as the ISO instant the contract writes (`2025-11-14T23:06:18.456Z`). */
 export const iso = (ms) => new Date(ms).toISOString();
