@@ -3,6 +3,7 @@
 
 pub mod build_info;
 pub mod cli;
+pub mod channel_events;
 pub mod client_events;
 pub mod config;
 pub mod domain;
