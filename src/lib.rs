@@ -2,8 +2,8 @@
 //! protocol. See ARCHITECTURE.md for the map.
 
 pub mod build_info;
-pub mod cli;
 pub mod channel_events;
+pub mod cli;
 pub mod client_events;
 pub mod config;
 pub mod domain;
@@ -15,6 +15,7 @@ pub mod limits;
 pub mod livekit;
 pub mod metrics;
 pub mod outbound;
+pub mod presence;
 pub mod process_metrics;
 pub mod pusher;
 pub mod reconcile;

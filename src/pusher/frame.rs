@@ -62,6 +62,26 @@ pub fn event(event: &str, channel: Option<&str>, data: &str) -> Utf8Bytes {
     build(event, channel, data)
 }
 
+/// A client event as relayed on a presence channel: Pusher adds the
+/// sender's `user_id` beside `data`.
+pub fn client_event_from_user(event: &str, channel: &str, data: &str, user_id: &str) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct FromUser<'a> {
+        event: &'a str,
+        channel: &'a str,
+        data: &'a str,
+        user_id: &'a str,
+    }
+    serde_json::to_string(&FromUser {
+        event,
+        channel,
+        data,
+        user_id,
+    })
+    .expect("server frame serializes")
+    .into()
+}
+
 /// The first frame on every connection.
 pub fn connection_established(socket_id: &str, activity_timeout_secs: u64) -> Utf8Bytes {
     let data = serde_json::json!({

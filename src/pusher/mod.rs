@@ -5,6 +5,7 @@
 //! - [`auth`]: channel-auth and HTTP API signatures (pure);
 //! - [`frame`]: server frames serialized once, client frames parsed;
 //! - [`hub`]: channel → local sockets, fan-out with a slow-consumer policy;
+//! - [`presence`]: presence channels' wire formats (`channel_data`, members);
 //! - `socket`: the task that owns one WebSocket;
 //! - [`service`]: config, shared state and the `GET /app/{app_key}` route;
 //! - [`client`]: a small watching client (the `rollcall watch` tool, tests).
@@ -14,6 +15,7 @@ pub mod channel;
 pub mod client;
 pub mod frame;
 pub mod hub;
+pub mod presence;
 pub mod service;
 mod socket;
 

@@ -75,6 +75,9 @@ pub struct PusherConfig {
     /// Whether subscribers of private channels may send `client-*` events
     /// to the channel's other subscribers (`ROLLCALL_CLIENT_EVENTS`).
     pub client_events: bool,
+    /// Users one presence channel may have (`ROLLCALL_MAX_PRESENCE_MEMBERS`,
+    /// Pusher's 100 by default).
+    pub max_presence_members: usize,
 }
 
 impl PusherConfig {
@@ -97,6 +100,7 @@ impl PusherConfig {
                 per: Duration::from_secs(10),
             }),
             client_events: false,
+            max_presence_members: 100,
         }
     }
 }
@@ -127,6 +131,37 @@ impl SubscribeHook for NoHook {
 pub trait ClientEventRelay: Send + Sync + 'static {
     /// `false` when it could not be handed on (the store is down).
     async fn relay(&self, channel: &ChannelName, frame: Utf8Bytes, sender: &SocketId) -> bool;
+}
+
+/// Why a presence subscription was not joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// The channel has its maximum of members (Pusher's 100 by default).
+    Full { max_members: usize },
+    /// The store could not record it: try again later.
+    Unavailable,
+}
+
+/// Presence channels' membership, cluster-wide. Implemented by
+/// `crate::presence::Presence` (store-backed); the pusher module only asks.
+#[async_trait]
+pub trait PresenceService: Send + Sync + 'static {
+    /// Joins `socket` to `channel` as `member`; every member now (user id,
+    /// `user_info` JSON), in id order. Announces a new member to the
+    /// channel's other subscribers. Joining again is a no-op that returns
+    /// the list. After `Unavailable` the join may or may not have been
+    /// recorded: the caller leaves.
+    async fn join(
+        &self,
+        channel: &ChannelName,
+        socket: &SocketId,
+        member: &super::presence::PresenceMember,
+    ) -> Result<Vec<(String, String)>, JoinRefusal>;
+
+    /// Removes `socket`'s connection from `channel` (its user leaves with
+    /// their last connection). Never fails: a leave the store cannot take
+    /// now is retried until it can.
+    async fn leave(&self, channel: &ChannelName, socket: &SocketId);
 }
 
 /// This node's subscribers only: for a single node without a store.
@@ -169,6 +204,9 @@ pub struct PusherState {
     pub limits: Arc<Limits>,
     /// Delivers client events (the application's: through the store).
     pub client_events: Arc<dyn ClientEventRelay>,
+    /// Presence channels' members (in memory unless the application
+    /// shares them through the store).
+    pub presence: Arc<dyn PresenceService>,
 }
 
 /// `ClientIp` reads the trusted proxies from here.
@@ -182,9 +220,18 @@ impl PusherState {
     /// State with a fresh shutdown token and tracker; replace those fields to
     /// share the application's.
     pub fn new(config: PusherConfig, hub: Hub, hook: Arc<dyn SubscribeHook>) -> Self {
+        let presence_store = Arc::new(crate::store::presence::MemoryPresence::new(Arc::new(
+            hub.clone(),
+        )));
+        let max_members = config.max_presence_members;
         Self {
             config: Arc::new(config),
             client_events: Arc::new(hub.clone()),
+            presence: Arc::new(crate::presence::Presence::new(
+                presence_store.clone(),
+                presence_store,
+                max_members,
+            )),
             hub,
             hook,
             shutdown: CancellationToken::new(),

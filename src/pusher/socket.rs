@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ use super::auth::{verify_channel_auth, verify_user_auth};
 use super::channel::{ChannelKind, ChannelName, SocketId, USER_CHANNEL_PREFIX};
 use super::frame::{self, ClientFrame, code};
 use super::hub::{Halt, SocketHandle};
+use super::presence::{self as presence_wire, PresenceMember};
+use super::service::JoinRefusal;
 use super::service::{FRAGMENT_BYTES, PusherConfig, PusherState, Ws};
 
 /// Upper bound on closing a socket politely (sending our close frame and
@@ -133,6 +136,23 @@ pub(super) fn serve(
         conn.state
             .hub
             .remove_socket(&conn.handle.id, conn.channels.keys());
+        let memberships: Vec<ChannelName> = conn
+            .channels
+            .iter()
+            .filter(|(_, s)| s.user_id.is_some())
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !memberships.is_empty() {
+            // Its own tracked task (shutdown waits for it): the leaves do not
+            // hold up the close handshake, nor grow this future.
+            let presence = Arc::clone(&conn.state.presence);
+            let socket = conn.handle.id.clone();
+            conn.state.tracker.spawn(async move {
+                for channel in memberships {
+                    presence.leave(&channel, &socket).await;
+                }
+            });
+        }
         match stop {
             Stop::Close(code, reason, bound) => {
                 tracing::debug!(socket_id = %conn.handle.id, code, reason, "closing pusher socket");
@@ -185,9 +205,8 @@ struct Connection {
     /// Our entry in the hub (id, outbox: queue and kill switch).
     handle: SocketHandle,
     /// Channels this socket is subscribed to (what to remove from the hub on
-    /// disconnect, and the per-socket subscription bound), each with when
-    /// its snapshot was last sent here (see [`SNAPSHOT_REPEAT_INTERVAL`]).
-    channels: HashMap<ChannelName, Instant>,
+    /// disconnect, and the per-socket subscription bound).
+    channels: HashMap<ChannelName, Subscribed>,
     keepalive: Keepalive,
     /// Subscribe/unsubscribe budget. Most sockets make one such request,
     /// which always fits (the burst is at least 1), so the limiter is only
@@ -200,6 +219,24 @@ struct Connection {
     /// Client-event budget, made on the first client event (most sockets
     /// never send one).
     client_events: Option<Box<SubscribeLimiter>>,
+}
+
+/// One of the socket's subscriptions.
+struct Subscribed {
+    /// When its snapshot was last sent here (see [`SNAPSHOT_REPEAT_INTERVAL`]).
+    snapshot_at: Instant,
+    /// On a presence channel, the user this socket joined as (what it
+    /// leaves on unsubscribe or disconnect; `user_id` of its client events).
+    user_id: Option<Box<str>>,
+}
+
+impl Subscribed {
+    fn new(user_id: Option<Box<str>>) -> Self {
+        Self {
+            snapshot_at: Instant::now(),
+            user_id,
+        }
+    }
 }
 
 /// The keepalive state: the timer is not reset on every frame (that would
@@ -478,11 +515,14 @@ impl Connection {
                 self.spend_subscribe(ws).await?;
                 if let Some(channel) = frame.data_str("channel")
                     && let Ok(channel) = ChannelName::parse(channel)
-                    && self.channels.remove(&channel).is_some()
+                    && let Some(subscribed) = self.channels.remove(&channel)
                 {
                     self.state
                         .hub
                         .unsubscribe(channel.as_str(), &self.handle.id);
+                    if subscribed.user_id.is_some() {
+                        self.state.presence.leave(&channel, &self.handle.id).await;
+                    }
                 }
                 Ok(())
             }
@@ -541,7 +581,7 @@ impl Connection {
             self.state.hub.unsubscribe(old.as_str(), &self.handle.id);
         }
         self.state.hub.subscribe(&user_channel, &self.handle);
-        self.channels.insert(user_channel, Instant::now());
+        self.channels.insert(user_channel, Subscribed::new(None));
         let data = serde_json::json!({ "user_data": user_data }).to_string();
         self.send(ws, frame::event("pusher:signin_success", None, &data))
             .await
@@ -602,7 +642,16 @@ impl Connection {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let out = frame::event(&frame.event, Some(channel.as_str()), &data);
+        let user_id = self
+            .channels
+            .get(&channel)
+            .and_then(|s| s.user_id.as_deref());
+        let out = match user_id {
+            Some(user_id) => {
+                frame::client_event_from_user(&frame.event, channel.as_str(), &data, user_id)
+            }
+            None => frame::event(&frame.event, Some(channel.as_str()), &data),
+        };
         if !self
             .state
             .client_events
@@ -627,16 +676,20 @@ impl Connection {
                 return self.send(ws, err).await;
             }
         };
+        let mut member = None;
         match channel.kind() {
             ChannelKind::Public => {}
-            ChannelKind::Private => {
+            ChannelKind::Private | ChannelKind::Presence => {
+                let presence = channel.kind() == ChannelKind::Presence;
+                let channel_data =
+                    presence.then(|| frame.data_str("channel_data").unwrap_or_default());
                 let config = &self.state.config;
                 let authorised = verify_channel_auth(
                     &config.app_key,
                     &config.app_secret,
                     self.handle.id.as_str(),
                     channel.as_str(),
-                    None,
+                    channel_data,
                     frame.data_str("auth").unwrap_or_default(),
                 );
                 if !authorised {
@@ -645,15 +698,31 @@ impl Connection {
                         .send(ws, frame::error(Some(code::UNAUTHORIZED), &msg))
                         .await;
                 }
-            }
-            ChannelKind::Presence => {
-                let err = frame::error(None, "presence channels are not supported yet");
-                return self.send(ws, err).await;
+                if let Some(channel_data) = channel_data {
+                    match PresenceMember::parse(channel_data) {
+                        Ok(m) => member = Some(m),
+                        Err(e) if e.is_limit() => {
+                            let err = presence_wire::subscription_error(
+                                channel.as_str(),
+                                "LimitReached",
+                                &e.to_string(),
+                                code::RATE_LIMITED,
+                            );
+                            return self.send(ws, err).await;
+                        }
+                        Err(e) => {
+                            let msg = format!("invalid channel_data for {channel}: {e}");
+                            return self
+                                .send(ws, frame::error(Some(code::UNAUTHORIZED), &msg))
+                                .await;
+                        }
+                    }
+                }
             }
         }
 
         let now = Instant::now();
-        let snapshot = match self.channels.get_mut(&channel) {
+        let (snapshot, joining) = match self.channels.get_mut(&channel) {
             None => {
                 if self.channels.len() >= self.state.config.max_channels_per_socket {
                     let err = frame::error(None, "too many channels on this connection");
@@ -668,22 +737,69 @@ impl Connection {
                 // later update, in order. An update that raced the snapshot
                 // may arrive after a snapshot that already includes it;
                 // updates carry full per-person state, so replaying it
-                // converges to the same view.
+                // converges to the same view. Presence: the member list is
+                // read after the hub registration, so a member change is
+                // either in the list or queued after it.
                 self.state.hub.subscribe(&channel, &self.handle);
-                self.channels.insert(channel.clone(), now);
-                true
+                (true, true)
             }
             // A repeated subscribe gets `subscription_succeeded` again but no
             // second registration, and a fresh snapshot only if the last one
             // is older than `SNAPSHOT_REPEAT_INTERVAL` (the socket has had
             // every update since, so skipping it loses nothing).
-            Some(sent) if now.duration_since(*sent) >= SNAPSHOT_REPEAT_INTERVAL => {
-                *sent = now;
-                true
+            Some(sent) if now.duration_since(sent.snapshot_at) >= SNAPSHOT_REPEAT_INTERVAL => {
+                sent.snapshot_at = now;
+                (true, false)
             }
-            Some(_) => false,
+            Some(_) => (false, false),
         };
-        self.send(ws, frame::subscription_succeeded(channel.as_str(), "{}"))
+        let mut data = String::from("{}");
+        if let Some(member) = &member {
+            // A repeat joins again (a no-op in the store) for the current list.
+            match self
+                .state
+                .presence
+                .join(&channel, &self.handle.id, member)
+                .await
+            {
+                Ok(members) => data = presence_wire::subscription_data(&members),
+                Err(refusal) => {
+                    if joining {
+                        self.state
+                            .hub
+                            .unsubscribe(channel.as_str(), &self.handle.id);
+                        // A join that failed may still have been recorded
+                        // (the reply was lost): leave, so it never lingers.
+                        if refusal == JoinRefusal::Unavailable {
+                            self.state.presence.leave(&channel, &self.handle.id).await;
+                        }
+                    }
+                    let err = match refusal {
+                        JoinRefusal::Full { max_members } => presence_wire::subscription_error(
+                            channel.as_str(),
+                            "LimitReached",
+                            &format!(
+                                "The maximum members per presence channel ({max_members}) was reached"
+                            ),
+                            code::OVER_CAPACITY,
+                        ),
+                        JoinRefusal::Unavailable => presence_wire::subscription_error(
+                            channel.as_str(),
+                            "ServiceUnavailable",
+                            "presence is unavailable right now; subscribe again later",
+                            503,
+                        ),
+                    };
+                    return self.send(ws, err).await;
+                }
+            }
+        }
+        if joining {
+            let user_id = member.map(|m| m.user_id.into_boxed_str());
+            self.channels
+                .insert(channel.clone(), Subscribed::new(user_id));
+        }
+        self.send(ws, frame::subscription_succeeded(channel.as_str(), &data))
             .await?;
         if !snapshot {
             return Ok(());

@@ -385,7 +385,6 @@ async fn bad_requests_get_errors_and_the_socket_stays_open() {
         json!({"event":"pusher:subscribe","data":{"channel":"bad channel!"}}),
         json!({"event":"pusher:subscribe","data":{"channel":"a".repeat(201)}}),
         json!({"event":"pusher:subscribe","data":{}}),
-        json!({"event":"pusher:subscribe","data":{"channel":"presence-room"}}),
         json!({"event":"client-typing","channel":"private-x","data":{}}),
     ];
     for case in cases {
@@ -403,21 +402,6 @@ async fn bad_requests_get_errors_and_the_socket_stays_open() {
     // Unknown pusher events are ignored.
     c.send(json!({"event":"pusher:whatever","data":{}})).await;
     c.barrier().await;
-    assert_eq!(server.state.hub.channel_count(), 0);
-}
-
-#[tokio::test]
-async fn presence_channels_are_refused_with_a_clear_message() {
-    let server = spawn(config()).await;
-    let mut c = server.client().await;
-    c.send(json!({"event":"pusher:subscribe","data":{"channel":"presence-x","auth":"k:s","channel_data":"{}"}}))
-        .await;
-    let e = c.next().await;
-    assert_eq!(error_code(&e), Value::Null);
-    assert!(
-        e.data.contains("presence channels are not supported yet"),
-        "{e:?}"
-    );
     assert_eq!(server.state.hub.channel_count(), 0);
 }
 
@@ -687,4 +671,137 @@ async fn subscribe_requests_over_the_rate_are_closed_with_4301() {
             .rate_limited_count(crate::metrics::RateLimit::Subscribes),
         1
     );
+}
+
+/// Subscribes `c` to presence channel `channel` as `channel_data`, signed.
+async fn join_presence(c: &mut Client, channel: &str, channel_data: &str) -> ServerEvent {
+    let auth = format!(
+        "{KEY}:{}",
+        sign_channel(SECRET, &c.socket_id, channel, Some(channel_data))
+    );
+    c.send(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth,"channel_data":channel_data}}))
+        .await;
+    c.next().await
+}
+
+/// The `presence` object of a presence `subscription_succeeded`.
+fn presence_of(e: &ServerEvent) -> Value {
+    assert_eq!(e.event, "pusher_internal:subscription_succeeded", "{e:?}");
+    serde_json::from_str::<Value>(&e.data).unwrap()["presence"].clone()
+}
+
+#[tokio::test]
+async fn presence_members_come_and_go_per_user_not_per_connection() {
+    let server = spawn(config()).await;
+    let ch = "presence-room";
+    let mut a = server.client().await;
+    let joined = join_presence(&mut a, ch, r#"{"user_id":"1","user_info":{"name":"Ada"}}"#).await;
+    assert_eq!(
+        presence_of(&joined),
+        json!({"ids":["1"],"hash":{"1":{"name":"Ada"}},"count":1})
+    );
+
+    let mut b = server.client().await;
+    let joined = join_presence(&mut b, ch, r#"{"user_id":"2"}"#).await;
+    assert_eq!(presence_of(&joined)["count"], 2);
+    let added = a.next().await;
+    assert_eq!(added.event, "pusher_internal:member_added");
+    assert_eq!(
+        serde_json::from_str::<Value>(&added.data).unwrap(),
+        json!({"user_id":"2","user_info":null})
+    );
+
+    // A second tab of user 2 is a connection, not a member.
+    let mut b2 = server.client().await;
+    let joined = join_presence(&mut b2, ch, r#"{"user_id":"2"}"#).await;
+    assert_eq!(presence_of(&joined)["ids"], json!(["1", "2"]));
+    a.barrier().await;
+    // Closing one tab: user 2 is still there; nothing is announced.
+    drop(b2);
+    b.barrier().await;
+    // The last tab leaves: one member_removed.
+    b.send(json!({"event":"pusher:unsubscribe","data":{"channel":ch}}))
+        .await;
+    let removed = a.next().await;
+    assert_eq!(
+        removed.event, "pusher_internal:member_removed",
+        "{removed:?}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&removed.data).unwrap(),
+        json!({"user_id":"2"})
+    );
+    // A disconnect is a leave too.
+    let mut c = server.client().await;
+    join_presence(&mut c, ch, r#"{"user_id":3}"#).await;
+    assert_eq!(a.next().await.event, "pusher_internal:member_added");
+    drop(c);
+    let removed = a.next().await;
+    assert_eq!(removed.data, r#"{"user_id":"3"}"#);
+}
+
+#[tokio::test]
+async fn presence_refusals_use_pusher_codes() {
+    let mut cfg = config();
+    cfg.max_presence_members = 1;
+    let server = spawn(cfg).await;
+    let ch = "presence-small";
+    let mut a = server.client().await;
+    join_presence(&mut a, ch, r#"{"user_id":"1"}"#).await;
+
+    // A second user over the member limit: LimitReached, status 4100.
+    let mut b = server.client().await;
+    let refused = join_presence(&mut b, ch, r#"{"user_id":"2"}"#).await;
+    assert_eq!(refused.event, "pusher:subscription_error", "{refused:?}");
+    let data: Value = serde_json::from_str(&refused.data).unwrap();
+    assert_eq!(
+        (data["type"].as_str(), data["status"].as_u64()),
+        (Some("LimitReached"), Some(4100))
+    );
+    // ...while the member's own second tab still fits.
+    let joined = join_presence(&mut b, ch, r#"{"user_id":"1"}"#).await;
+    assert_eq!(presence_of(&joined)["count"], 1);
+
+    // user_info over 1 KB, a user id over 128 characters: 4301.
+    let big = format!(r#"{{"user_id":"9","user_info":"{}"}}"#, "x".repeat(1100));
+    let long = format!(r#"{{"user_id":"{}"}}"#, "u".repeat(129));
+    for data in [big, long] {
+        let refused = join_presence(&mut b, "presence-other", &data).await;
+        assert_eq!(refused.event, "pusher:subscription_error");
+        let data: Value = serde_json::from_str(&refused.data).unwrap();
+        assert_eq!(data["status"], 4301);
+    }
+    // A bad signature, or channel_data that is not what was signed: 4009.
+    b.send(json!({"event":"pusher:subscribe","data":{"channel":ch,"auth":format!("{KEY}:00"),"channel_data":r#"{"user_id":"1"}"#}}))
+        .await;
+    assert_eq!(error_code(&b.next().await), 4009);
+    // Signed, but no user_id: 4009 too.
+    assert_eq!(
+        error_code(&join_presence(&mut b, ch, r#"{"name":"x"}"#).await),
+        4009
+    );
+    // Nobody refused was left in the channel.
+    assert_eq!(server.state.hub.subscription_count("presence-other"), 0);
+}
+
+#[tokio::test]
+async fn client_events_on_presence_channels_carry_the_senders_user_id() {
+    let mut cfg = config();
+    cfg.client_events = true;
+    let server = spawn(cfg).await;
+    let ch = "presence-chat";
+    let mut a = server.client().await;
+    join_presence(&mut a, ch, r#"{"user_id":"alice"}"#).await;
+    let mut b = server.client().await;
+    join_presence(&mut b, ch, r#"{"user_id":"bob"}"#).await;
+    assert_eq!(a.next().await.event, "pusher_internal:member_added");
+    b.send(json!({"event":"client-typing","channel":ch,"data":{"on":true}}))
+        .await;
+    let raw = match guard(a.ws.next()).await {
+        Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(&t).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(raw["event"], "client-typing");
+    assert_eq!(raw["user_id"], "bob");
+    assert_eq!(raw["data"], r#"{"on":true}"#);
 }

@@ -14,6 +14,7 @@
 pub mod bus;
 mod cache;
 pub mod memory;
+pub mod presence;
 pub mod redis;
 
 use async_trait::async_trait;

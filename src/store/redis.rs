@@ -279,6 +279,11 @@ impl RedisStore {
         })
     }
 
+    /// Presence and the node registry on the same Redis and pool.
+    pub fn presence(&self) -> super::presence::RedisPresence {
+        super::presence::RedisPresence::new(self.pool.clone(), self.options.command_timeout)
+    }
+
     /// Counts (re)connections of the pub/sub subscriber. A change after the
     /// first means broadcasts may have been missed while it was down, so
     /// local subscribers should be re-sent snapshots.

@@ -1,0 +1,238 @@
+//! Presence on this node: joins and leaves of its sockets, through the
+//! store-side [`PresenceStore`], and the node's lease in the
+//! [`NodeRegistry`], which is how members of a node that died without
+//! saying goodbye (SIGKILL, a network cut) are removed everywhere.
+//!
+//! The bound: a node renews its lease every `ttl / 4`; every node looks for
+//! lapsed leases on the same tick. A dead node's members are therefore
+//! removed (and `member_removed` published, once: the store's removal is
+//! atomic per channel) at most `ttl + ttl / 4` after its last renewal, plus
+//! the store round trips.
+//!
+//! A node that was declared dead but is in fact alive (a partition longer
+//! than `ttl`) finds out at its next renewal: its members were removed and
+//! announced, so it closes every socket with 4200 and its clients
+//! reconnect and join again — it never resurrects anyone itself.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel_events::{ChannelEvent, ChannelEvents, NoChannelEvents};
+use crate::domain::now_millis;
+use crate::pusher::presence::{PresenceMember, member_added};
+use crate::pusher::service::{JoinRefusal, PresenceService};
+use crate::pusher::{ChannelName, Halt, Hub, SocketId};
+use crate::store::Broadcast;
+use crate::store::presence::{JoinOutcome, Joining, NodeRegistry, PresenceStore};
+
+/// Leaves waiting for the store to come back; past this, the oldest are
+/// dropped (and logged): their connections stay recorded until this node's
+/// lease lapses (never: it is alive) — bounded memory wins over exactness
+/// after an outage this long.
+const MAX_PENDING_LEAVES: usize = 100_000;
+
+pub struct Presence {
+    store: Arc<dyn PresenceStore>,
+    registry: Arc<dyn NodeRegistry>,
+    /// This process's id in the registry and in every connection it records.
+    node: Arc<str>,
+    max_members: usize,
+    events: Arc<dyn ChannelEvents>,
+    /// (channel, socket) leaves the store refused, retried every tick.
+    pending: Mutex<VecDeque<(ChannelName, SocketId)>>,
+}
+
+impl Presence {
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        registry: Arc<dyn NodeRegistry>,
+        max_members: usize,
+    ) -> Self {
+        let node = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        Self {
+            store,
+            registry,
+            node: Arc::from(node),
+            max_members,
+            events: Arc::new(NoChannelEvents),
+            pending: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Member webhooks go to `events`.
+    pub fn with_events(mut self, events: Arc<dyn ChannelEvents>) -> Self {
+        self.events = events;
+        self
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<(ChannelName, SocketId)>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn removed(&self, removed: Vec<(String, String)>) {
+        if removed.is_empty() {
+            return;
+        }
+        let events = removed
+            .into_iter()
+            .map(|(channel, user_id)| ChannelEvent::MemberRemoved { channel, user_id })
+            .collect();
+        self.events.emit(events).await;
+    }
+
+    /// Retries leaves the store refused; stops at the first failure.
+    async fn retry_pending(&self) {
+        loop {
+            let Some((channel, socket)) = self.pending().pop_front() else {
+                return;
+            };
+            match self
+                .store
+                .leave(channel.as_str(), &self.node, socket.as_str())
+                .await
+            {
+                Ok(gone) => {
+                    let gone = gone.map(|u| (channel.as_str().to_owned(), u));
+                    self.removed(gone.into_iter().collect()).await;
+                }
+                Err(_) => {
+                    self.pending().push_front((channel, socket));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Renews this node's lease and removes dead nodes' members, every
+    /// `ttl / 4` until shutdown. `hub` is this node's sockets: their count
+    /// is reported, and they are closed if the lease was lost.
+    pub async fn run(self: Arc<Self>, hub: Hub, ttl: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(ttl / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut registered = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.retry_pending().await;
+            let now = now_millis();
+            match self
+                .registry
+                .renew_node(&self.node, ttl, now, hub.socket_count() as u64)
+                .await
+            {
+                Ok(renewal) => {
+                    if registered && !renewal.was_registered {
+                        tracing::warn!(
+                            node = %self.node,
+                            "this node's lease lapsed and other nodes removed its presence members; closing every socket so clients join again"
+                        );
+                        hub.halt_all(Halt::Shutdown);
+                    }
+                    registered = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew this node's lease");
+                    continue;
+                }
+            }
+            if let Err(e) = self.reap(now).await {
+                tracing::warn!(error = %e, "cannot remove dead nodes' presence members");
+            }
+        }
+    }
+
+    /// Removes the members of every node whose lease lapsed before `now`.
+    /// Safe on several nodes at once: each connection is removed, and each
+    /// `member_removed` published, exactly once.
+    pub async fn reap(
+        &self,
+        now: crate::domain::UnixMillis,
+    ) -> Result<(), crate::store::StoreError> {
+        for dead in self.registry.expired_nodes(now).await? {
+            if *dead == *self.node {
+                continue;
+            }
+            let removed = self.store.remove_node(&dead).await?;
+            tracing::info!(node = %dead, members_removed = removed.len(), "removed a dead node's presence members");
+            self.removed(removed).await;
+            self.registry.forget_node(&dead, now).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PresenceService for Presence {
+    async fn join(
+        &self,
+        channel: &ChannelName,
+        socket: &SocketId,
+        member: &PresenceMember,
+    ) -> Result<Vec<(String, String)>, JoinRefusal> {
+        let added = Broadcast {
+            channel: channel.as_str().to_owned(),
+            frame: member_added(channel.as_str(), member),
+            except: Some(socket.clone()),
+        };
+        let joining = Joining {
+            channel: channel.as_str(),
+            node: &self.node,
+            socket: socket.as_str(),
+            user_id: &member.user_id,
+            user_info: &member.user_info,
+        };
+        match self.store.join(joining, self.max_members, &added).await {
+            Ok(JoinOutcome::Joined { members, added }) => {
+                if added {
+                    let event = ChannelEvent::MemberAdded {
+                        channel: channel.as_str().to_owned(),
+                        user_id: member.user_id.clone(),
+                    };
+                    self.events.emit(vec![event]).await;
+                }
+                Ok(members)
+            }
+            Ok(JoinOutcome::Full) => Err(JoinRefusal::Full {
+                max_members: self.max_members,
+            }),
+            Err(e) => {
+                tracing::warn!(channel = channel.as_str(), error = %e, "presence join failed");
+                Err(JoinRefusal::Unavailable)
+            }
+        }
+    }
+
+    async fn leave(&self, channel: &ChannelName, socket: &SocketId) {
+        match self
+            .store
+            .leave(channel.as_str(), &self.node, socket.as_str())
+            .await
+        {
+            Ok(gone) => {
+                let gone = gone.map(|u| (channel.as_str().to_owned(), u));
+                self.removed(gone.into_iter().collect()).await;
+            }
+            Err(e) => {
+                tracing::warn!(channel = channel.as_str(), error = %e, "presence leave failed; will retry");
+                let mut pending = self.pending();
+                if pending.len() >= MAX_PENDING_LEAVES {
+                    pending.pop_front();
+                    tracing::error!(
+                        "too many presence leaves waiting for the store; dropped the oldest"
+                    );
+                }
+                pending.push_back((channel.clone(), socket.clone()));
+            }
+        }
+    }
+}
