@@ -97,6 +97,21 @@ pub struct ServeArgs {
     /// Most WebSocket connections this node holds at once.
     #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS", value_parser = parse_count, default_value_t = 200_000)]
     pub max_connections: usize,
+    /// WebSocket connections the app may hold across all nodes (Pusher's
+    /// per-app quota); past it a new connection gets 4004 and pusher-js
+    /// stops retrying. Counted from each node's figure, refreshed every
+    /// ROLLCALL_NODE_TTL / 4. `0` = no quota.
+    #[arg(long, env = "ROLLCALL_MAX_APP_CONNECTIONS", value_parser = parse_count, default_value_t = 0)]
+    pub max_app_connections: usize,
+    /// Users one presence channel may have (Pusher's 100); a new user past
+    /// it gets `pusher:subscription_error` with status 4100.
+    #[arg(long, env = "ROLLCALL_MAX_PRESENCE_MEMBERS", value_parser = parse_presence_members, default_value_t = 100)]
+    pub max_presence_members: usize,
+    /// The lease each node renews in the store (every quarter of it): a
+    /// node that stops renewing (crashed, cut off) has its presence members
+    /// removed by the other nodes within 1.25 × this.
+    #[arg(long, env = "ROLLCALL_NODE_TTL", default_value = "10s", value_parser = parse_node_ttl)]
+    pub node_ttl: Duration,
     /// Room data in Redis expires this long after the room's last write.
     #[arg(long, env = "ROLLCALL_REDIS_RETENTION", default_value = "30days", value_parser = parse_duration)]
     pub redis_retention: Duration,
@@ -221,6 +236,24 @@ fn parse_count(s: &str) -> Result<usize, String> {
         .map_err(|_| "expected a whole number, 0 or more".to_string())
 }
 
+/// At least one member, or presence channels could never be joined.
+fn parse_presence_members(s: &str) -> Result<usize, String> {
+    match parse_count(s)? {
+        0 => Err("expected 1 or more".to_string()),
+        n => Ok(n),
+    }
+}
+
+/// A lease of at least a second: renewed every quarter of it, one store
+/// round trip must fit comfortably.
+fn parse_node_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl < Duration::from_secs(1) {
+        return Err("expected 1s or more".to_string());
+    }
+    Ok(ttl)
+}
+
 /// `on` / `off` (also `true`/`false`, `1`/`0`), as the contract writes it.
 fn parse_on_off(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -342,6 +375,12 @@ pub struct Settings {
     pub activity_timeout: Duration,
     pub pong_timeout: Duration,
     pub max_connections: usize,
+    /// `ROLLCALL_MAX_APP_CONNECTIONS`; 0: none.
+    pub max_app_connections: usize,
+    /// `ROLLCALL_MAX_PRESENCE_MEMBERS`.
+    pub max_presence_members: usize,
+    /// `ROLLCALL_NODE_TTL`.
+    pub node_ttl: Duration,
     pub shutdown_timeout: Duration,
     /// Client addresses and limits (issue 9).
     pub limits: LimitSettings,
@@ -492,6 +531,9 @@ impl Settings {
             activity_timeout: args.activity_timeout,
             pong_timeout: args.pong_timeout,
             max_connections: args.max_connections,
+            max_app_connections: args.max_app_connections,
+            max_presence_members: args.max_presence_members,
+            node_ttl: args.node_ttl,
             shutdown_timeout: args.shutdown_timeout,
             limits: LimitSettings {
                 trusted_proxies: args.trusted_proxies.unwrap_or_default(),

@@ -17,6 +17,7 @@ use crate::http::{self, AppState};
 use crate::limits::{HOUSEKEEPING_PERIOD, Limits, run_housekeeping};
 use crate::livekit::RoomService;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::pusher::SocketId;
 use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
@@ -25,6 +26,7 @@ use crate::report::Reporter;
 use crate::rooms::{Rooms, Timing};
 use crate::server::{self, ConnectionBudget};
 use crate::snapshot::Snapshots;
+use crate::store::presence::{MemoryPresence, NodeRegistry, PresenceStore};
 use crate::store::{
     ChannelQuery, LocalDelivery, MemoryStore, RedisStore, Store, SubscriptionCounts,
 };
@@ -71,7 +73,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let hub = Hub::new();
         let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let mut bus_connections = None;
+        let presence_store: Arc<dyn PresenceStore>;
+        let registry: Arc<dyn NodeRegistry>;
         let store: Arc<dyn Store> = match &settings.redis_url {
             Some(url) => {
                 let delivery: Arc<dyn LocalDelivery> = Arc::new(hub.clone());
@@ -88,15 +94,28 @@ impl Application {
                 // that comes later (Redis was down) still counts as a gap.
                 connections.borrow_and_update();
                 bus_connections = Some(connections);
+                let presence = Arc::new(redis.presence());
+                presence_store = presence.clone();
+                registry = presence;
                 Arc::new(redis)
             }
             None => {
                 tracing::warn!(
                     "no ROLLCALL_REDIS_URL: using the embedded in-memory store — state is lost on restart and not shared between nodes; for trying rollcall and single-node development only"
                 );
+                let presence = Arc::new(MemoryPresence::new(Arc::new(hub.clone())));
+                presence_store = presence.clone();
+                registry = presence;
                 Arc::new(MemoryStore::new(Arc::new(hub.clone())))
             }
         };
+        let presence = Arc::new(Presence::new(
+            Arc::clone(&presence_store),
+            registry,
+            settings.max_presence_members,
+        ));
+        tracing::info!(node = presence.node(), "node registered for presence");
+        tracker.spawn(Arc::clone(&presence).run(hub.clone(), settings.node_ttl, shutdown.clone()));
         if !settings.naming.channels_are_private() {
             tracing::warn!(
                 "attendance goes to public channels: anyone with the app key can subscribe and read every roster; use a private template (ROLLCALL_CHANNEL_TEMPLATE=private-session.{{type}}.{{id}}) and authorise subscribers"
@@ -108,8 +127,6 @@ impl Application {
                 "running with published development secrets; set real ones before exposing this server"
             );
         }
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let rooms = Rooms::new(
             Arc::clone(&store),
             settings.naming.clone(),
@@ -180,6 +197,7 @@ impl Application {
             metrics: Arc::clone(&metrics),
             hub: hub.clone(),
             store: Arc::clone(&store),
+            presence: presence_store,
             app_secret: Arc::from(settings.app_secret.as_str()),
             pusher_app_id: Arc::from(settings.app_id.as_str()),
             pusher_app_key: Arc::from(settings.app_key.as_str()),
@@ -193,6 +211,7 @@ impl Application {
         pusher_config.write_timeout = settings.write_timeout;
         pusher_config.subscribe_rate = settings.rate_subscribes;
         pusher_config.client_events = settings.client_events;
+        pusher_config.max_presence_members = settings.max_presence_members;
         let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
@@ -207,6 +226,7 @@ impl Application {
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
         pusher_state.client_events = Arc::new(crate::client_events::StoreRelay(Arc::clone(&store)));
+        pusher_state.presence = presence.clone();
         pusher_state.metrics = Arc::clone(&metrics);
         let budget = server::budget_for(&settings.http, Arc::clone(&metrics));
         pusher_state.budget = budget.clone();

@@ -36,6 +36,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
     pub store: Arc<dyn Store>,
+    /// Presence channels' members, cluster-wide (the Pusher HTTP API's
+    /// `users` and `user_count`).
+    pub presence: Arc<dyn crate::store::presence::PresenceStore>,
     /// The Pusher app secret, which is also the API's bearer token.
     pub app_secret: Arc<str>,
     /// The Pusher app id: the only `{app_id}` of the Pusher HTTP API.

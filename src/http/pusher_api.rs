@@ -143,12 +143,11 @@ impl Info {
         Ok(())
     }
 
-    /// The attributes of one channel. Presence channels are refused by this
-    /// server, so nobody is ever in one: `user_count` is 0.
-    fn attributes(self, subscriptions: usize) -> Map<String, Value> {
+    /// The attributes of one channel: `(subscriptions, users)`.
+    fn attributes(self, (subscriptions, users): (usize, usize)) -> Map<String, Value> {
         let mut out = Map::new();
         if self.user_count {
-            out.insert("user_count".into(), json!(0));
+            out.insert("user_count".into(), json!(users));
         }
         if self.subscription_count {
             out.insert("subscription_count".into(), json!(subscriptions));
@@ -280,24 +279,72 @@ async fn publish(app: &AppState, events: &[Event]) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Subscriptions of the channels of the events that asked for `info`.
-async fn counts_for(app: &AppState, events: &[Event]) -> Result<SubscriptionCounts, AppError> {
+/// Subscriptions (summed over every node) and presence members of some
+/// channels.
+#[derive(Default)]
+struct Counts {
+    subscriptions: SubscriptionCounts,
+    users: BTreeMap<String, usize>,
+}
+
+impl Counts {
+    /// The counts of `names`: members are read for presence channels only
+    /// (`user_count` exists for nothing else).
+    async fn of(app: &AppState, names: Vec<String>) -> Result<Self, AppError> {
+        if names.is_empty() {
+            return Ok(Self::default());
+        }
+        let presence: Vec<String> = names
+            .iter()
+            .filter(|n| n.starts_with("presence-"))
+            .cloned()
+            .collect();
+        let subscriptions = app
+            .store
+            .channel_subscriptions(&ChannelQuery::Names(names))
+            .await
+            .map_err(store_error)?;
+        let users = users_of(app, presence).await?;
+        Ok(Self {
+            subscriptions,
+            users,
+        })
+    }
+
+    fn get(&self, channel: &str) -> (usize, usize) {
+        (
+            self.subscriptions.get(channel).copied().unwrap_or(0),
+            self.users.get(channel).copied().unwrap_or(0),
+        )
+    }
+}
+
+/// Members of each of these presence channels, from the store (exact
+/// across nodes).
+async fn users_of(
+    app: &AppState,
+    channels: Vec<String>,
+) -> Result<BTreeMap<String, usize>, AppError> {
+    let counts = app
+        .presence
+        .user_counts(&channels)
+        .await
+        .map_err(store_error)?;
+    Ok(channels.into_iter().zip(counts).collect())
+}
+
+/// Counts of the channels of the events that asked for `info`.
+async fn counts_for(app: &AppState, events: &[Event]) -> Result<Counts, AppError> {
     let names: Vec<String> = events
         .iter()
         .filter(|e| e.info.any())
         .flat_map(|e| e.channels.iter().map(|c| c.as_str().to_owned()))
         .collect();
-    if names.is_empty() {
-        return Ok(SubscriptionCounts::new());
-    }
-    app.store
-        .channel_subscriptions(&ChannelQuery::Names(names))
-        .await
-        .map_err(store_error)
+    Counts::of(app, names).await
 }
 
-fn count(counts: &SubscriptionCounts, channel: &ChannelName) -> usize {
-    counts.get(channel.as_str()).copied().unwrap_or(0)
+fn count(counts: &Counts, channel: &ChannelName) -> (usize, usize) {
+    counts.get(channel.as_str())
 }
 
 /// `POST /apps/{app_id}/events`: `{}`, or `{"channels": {…}}` with `info`.
@@ -414,9 +461,17 @@ pub async fn channels(
         .channel_subscriptions(&ChannelQuery::Prefix(prefix))
         .await
         .map_err(store_error)?;
+    let users = if info.user_count {
+        users_of(&app, counts.keys().cloned().collect()).await?
+    } else {
+        BTreeMap::new()
+    };
     let channels: BTreeMap<String, Value> = counts
         .into_iter()
-        .map(|(channel, n)| (channel, Value::Object(info.attributes(n))))
+        .map(|(channel, n)| {
+            let members = users.get(&channel).copied().unwrap_or(0);
+            (channel, Value::Object(info.attributes((n, members))))
+        })
         .collect();
     Ok(Json(json!({ "channels": channels })))
 }
@@ -437,20 +492,15 @@ pub async fn channel(
     let channel = channel_param(&name)?;
     let info = Info::parse(query.get("info"))?;
     info.check_for(&channel)?;
-    let counts = app
-        .store
-        .channel_subscriptions(&ChannelQuery::Names(vec![name]))
-        .await
-        .map_err(store_error)?;
+    let counts = Counts::of(&app, vec![name]).await?;
     let n = count(&counts, &channel);
     let mut body = info.attributes(n);
-    body.insert("occupied".into(), json!(n > 0));
+    body.insert("occupied".into(), json!(n.0 > 0));
     Ok(Json(Value::Object(body)))
 }
 
-/// `GET /apps/{app_id}/channels/{name}/users`: presence channels only, and
-/// this server refuses presence subscriptions, so a presence channel never
-/// has anyone in it.
+/// `GET /apps/{app_id}/channels/{name}/users`: a presence channel's
+/// members, `{"users": [{"id": …}, …]}`, exact across nodes.
 pub async fn users(
     State(app): State<AppState>,
     Path((app_id, name)): Path<(String, String)>,
@@ -462,9 +512,17 @@ pub async fn users(
     let channel = channel_param(&name)?;
     if channel.kind() != ChannelKind::Presence {
         return Err(invalid(format!(
-            "users are only available for presence channels, and {channel} is not one \
-             (this server does not support presence channels)"
+            "users are only available for presence channels, and {channel} is not one"
         )));
     }
-    Ok(Json(json!({ "users": [] })))
+    let members = app
+        .presence
+        .members(channel.as_str())
+        .await
+        .map_err(store_error)?;
+    let users: Vec<Value> = members
+        .into_iter()
+        .map(|(id, _)| json!({ "id": id }))
+        .collect();
+    Ok(Json(json!({ "users": users })))
 }

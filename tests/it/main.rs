@@ -13,6 +13,7 @@ mod livekit_double;
 mod multi_node;
 mod operator;
 mod outbound_tls;
+mod presence;
 mod process;
 mod pusher_api;
 mod rate_limits;
