@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel_events::{ChannelEvent, ChannelEvents, NoChannelEvents};
 use crate::domain::now_millis;
 use crate::pusher::presence::{PresenceMember, member_added};
-use crate::pusher::service::{JoinRefusal, PresenceService};
+use crate::pusher::service::{ConnectionQuota, JoinRefusal, PresenceService};
 use crate::pusher::{ChannelName, Halt, Hub, SocketId};
 use crate::store::Broadcast;
 use crate::store::presence::{JoinOutcome, Joining, NodeRegistry, PresenceStore};
@@ -114,7 +114,14 @@ impl Presence {
     /// Renews this node's lease and removes dead nodes' members, every
     /// `ttl / 4` until shutdown. `hub` is this node's sockets: their count
     /// is reported, and they are closed if the lease was lost.
-    pub async fn run(self: Arc<Self>, hub: Hub, ttl: Duration, shutdown: CancellationToken) {
+    /// `quota` learns the other nodes' connections.
+    pub async fn run(
+        self: Arc<Self>,
+        hub: Hub,
+        quota: Arc<ConnectionQuota>,
+        ttl: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut registered = false;
@@ -125,12 +132,13 @@ impl Presence {
             }
             self.retry_pending().await;
             let now = now_millis();
-            match self
-                .registry
-                .renew_node(&self.node, ttl, now, hub.socket_count() as u64)
-                .await
-            {
+            let local = hub.socket_count() as u64;
+            match self.registry.renew_node(&self.node, ttl, now, local).await {
                 Ok(renewal) => {
+                    quota.elsewhere.store(
+                        renewal.cluster_connections.saturating_sub(local),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     if registered && !renewal.was_registered {
                         tracing::warn!(
                             node = %self.node,

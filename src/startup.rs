@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::pusher::SocketId;
 use crate::pusher::hub::Hub;
+use crate::pusher::service::ConnectionQuota;
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::reconcile::Reconciler;
 use crate::report::Reporter;
@@ -115,7 +116,13 @@ impl Application {
             settings.max_presence_members,
         ));
         tracing::info!(node = presence.node(), "node registered for presence");
-        tracker.spawn(Arc::clone(&presence).run(hub.clone(), settings.node_ttl, shutdown.clone()));
+        let quota = Arc::new(ConnectionQuota::new(settings.max_app_connections as u64));
+        tracker.spawn(Arc::clone(&presence).run(
+            hub.clone(),
+            Arc::clone(&quota),
+            settings.node_ttl,
+            shutdown.clone(),
+        ));
         if !settings.naming.channels_are_private() {
             tracing::warn!(
                 "attendance goes to public channels: anyone with the app key can subscribe and read every roster; use a private template (ROLLCALL_CHANNEL_TEMPLATE=private-session.{{type}}.{{id}}) and authorise subscribers"
@@ -227,6 +234,7 @@ impl Application {
         pusher_state.limits = limits;
         pusher_state.client_events = Arc::new(crate::client_events::StoreRelay(Arc::clone(&store)));
         pusher_state.presence = presence.clone();
+        pusher_state.quota = quota;
         pusher_state.metrics = Arc::clone(&metrics);
         let budget = server::budget_for(&settings.http, Arc::clone(&metrics));
         pusher_state.budget = budget.clone();

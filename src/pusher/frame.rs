@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub mod code {
     /// No app with this key.
     pub const UNKNOWN_APP: u16 = 4001;
+    /// The app is over its connection quota: the client must not retry.
+    pub const OVER_QUOTA: u16 = 4004;
     /// `protocol` is not a number.
     pub const INVALID_PROTOCOL_FORMAT: u16 = 4006;
     /// `protocol` is outside 5..=7.

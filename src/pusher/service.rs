@@ -133,6 +133,33 @@ pub trait ClientEventRelay: Send + Sync + 'static {
     async fn relay(&self, channel: &ChannelName, frame: Utf8Bytes, sender: &SocketId) -> bool;
 }
 
+/// The app's connection quota across every node
+/// (`ROLLCALL_MAX_APP_CONNECTIONS`): this node's own count is exact; the
+/// other nodes' is their figure at this node's last lease renewal, so the
+/// quota can be overshot by what the cluster accepts within one renewal
+/// period.
+#[derive(Debug, Default)]
+pub struct ConnectionQuota {
+    /// 0: no quota.
+    pub max: u64,
+    /// Connections on other nodes, as of the last renewal.
+    pub elsewhere: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectionQuota {
+    pub fn new(max: u64) -> Self {
+        Self {
+            max,
+            elsewhere: Default::default(),
+        }
+    }
+
+    /// Whether `local` connections here (the new one included) fit.
+    fn admits(&self, local: usize) -> bool {
+        self.max == 0 || self.elsewhere.load(Ordering::Relaxed) + local as u64 <= self.max
+    }
+}
+
 /// Why a presence subscription was not joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRefusal {
@@ -207,6 +234,8 @@ pub struct PusherState {
     /// Presence channels' members (in memory unless the application
     /// shares them through the store).
     pub presence: Arc<dyn PresenceService>,
+    /// The app's connection quota across nodes (off unless set).
+    pub quota: Arc<ConnectionQuota>,
 }
 
 /// `ClientIp` reads the trusted proxies from here.
@@ -241,6 +270,7 @@ impl PusherState {
             budget: ConnectionBudget::unlimited(),
             relay: Arc::new(Once::new()),
             limits: Arc::new(Limits::off()),
+            quota: Arc::new(ConnectionQuota::default()),
         }
     }
 
@@ -487,6 +517,18 @@ async fn upgrade(
         None => ConnectionSlot::acquire(&state.connections, state.config.max_connections)
             .ok_or((code::OVER_CAPACITY, "over capacity".to_owned())),
     };
+    // The app's quota across nodes: 4004, after which pusher-js stops
+    // retrying (a node's own capacity is 4100: try again, maybe elsewhere).
+    let admitted = admitted.and_then(|slot| {
+        if state.quota.admits(state.connection_count()) {
+            Ok(slot)
+        } else {
+            Err((
+                code::OVER_QUOTA,
+                "over the app's connection quota".to_owned(),
+            ))
+        }
+    });
     // ROLLCALL_MAX_CONNECTIONS_PER_IP: refused as over capacity is; the
     // per-address slot, like the node's, lives as long as the connection.
     let admitted = admitted.and_then(|slot| match state.limits.connection_slot(client.0) {

@@ -16,6 +16,7 @@ mod outbound_tls;
 mod presence;
 mod process;
 mod pusher_api;
+mod quota;
 mod rate_limits;
 mod reconcile;
 mod redis_server;
