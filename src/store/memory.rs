@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 
 use super::{
-    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LoggedEvent, RoomRecord, Store,
-    StoreError, SubscriptionCounts,
+    Broadcast, Broker, ChannelQuery, Commit, CommitOutcome, Jobs, LocalDelivery, LoggedEvent,
+    RoomRecord, RoomStore, Signals, Store, StoreError, SubscriptionCounts,
 };
 use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
@@ -70,6 +70,13 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RoomStore for MemoryStore {
     async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let Some(slot) = self.slot(room) else {
             return Ok(None);
@@ -149,6 +156,20 @@ impl Store for MemoryStore {
         }
     }
 
+    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError> {
+        let mut rooms: Vec<(RoomName, UnixMillis)> = self
+            .written
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rooms.truncate(limit);
+        Ok(rooms)
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryStore {
     async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError> {
         for b in broadcasts {
             self.delivery
@@ -163,11 +184,10 @@ impl Store for MemoryStore {
     ) -> Result<SubscriptionCounts, StoreError> {
         Ok(self.delivery.subscriptions(query))
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
+#[async_trait]
+impl Signals for MemoryStore {
     async fn record_heartbeat(
         &self,
         room: &RoomName,
@@ -214,7 +234,10 @@ impl Store for MemoryStore {
             .map(|s| s.clone())
             .unwrap_or_default())
     }
+}
 
+#[async_trait]
+impl Jobs for MemoryStore {
     async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError> {
         let mut due = self.due.entry(room.clone()).or_insert(at);
         *due = (*due).min(at);
@@ -231,17 +254,6 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
-    }
-
-    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError> {
-        let mut rooms: Vec<(RoomName, UnixMillis)> = self
-            .written
-            .iter()
-            .map(|e| (e.key().clone(), *e.value()))
-            .collect();
-        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        rooms.truncate(limit);
-        Ok(rooms)
     }
 
     async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {

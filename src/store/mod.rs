@@ -1,5 +1,10 @@
-//! Where attendance state lives: a trait with an in-memory implementation
-//! (the embedded default) and, in production, Redis.
+//! Where attendance state lives: traits split by concern — rooms
+//! ([`RoomStore`]), cross-node broadcasts ([`Broker`]), people's signals
+//! outside webhooks ([`Signals`]), background jobs' indexes and leases
+//! ([`Jobs`]); [`Store`] is all four, as the application holds it — with
+//! an in-memory implementation (the embedded default) and, in production,
+//! Redis. Presence channels and the node registry are their own traits in
+//! [`presence`].
 //!
 //! Invariants every implementation keeps:
 //! - `commit` is atomic: the event-id check (rule 7), the log append
@@ -182,11 +187,10 @@ pub trait LocalDelivery: Send + Sync + 'static {
     fn subscriptions(&self, query: &ChannelQuery) -> SubscriptionCounts;
 }
 
+/// Rooms: their state, the optimistic commit, their event log (rules 7,
+/// 22) and which channels their updates go to.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// A short name for logs and `/readyz` (`memory`, `redis`).
-    fn kind(&self) -> &'static str;
-
+pub trait RoomStore: Send + Sync + 'static {
     async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
 
     /// The record this node last loaded or committed for `room`, without
@@ -237,6 +241,16 @@ pub trait Store: Send + Sync + 'static {
     /// The room's event log, oldest first.
     async fn event_log(&self, room: &RoomName) -> Result<Vec<LoggedEvent>, StoreError>;
 
+    /// The rooms this store knows, most recently written first, each with
+    /// its last commit instant (`GET /api/sessions`); at most `limit`.
+    /// Every commit with a state marks its room.
+    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError>;
+}
+
+/// Broadcasts to every node's sockets, and channel counts summed over
+/// every node.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
     /// Publishes broadcasts that are not tied to a state change (the
     /// Pusher HTTP API's events), to the sockets of every node.
     async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError>;
@@ -248,10 +262,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         query: &ChannelQuery,
     ) -> Result<SubscriptionCounts, StoreError>;
+}
 
-    /// Succeeds when the store can take writes (`/readyz`).
-    async fn ping(&self) -> Result<(), StoreError>;
-
+/// What a room's people were last seen doing outside webhooks: page
+/// heartbeats (rule 13) and RoomService listings (rule 25). Kept apart from
+/// the room state so recording one writes no state and no log entry.
+#[async_trait]
+pub trait Signals: Send + Sync + 'static {
     /// Records `user`'s latest heartbeat in `room` (rule 13's record).
     async fn record_heartbeat(
         &self,
@@ -264,8 +281,6 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeats(&self, room: &RoomName)
     -> Result<BTreeMap<UserId, UnixMillis>, StoreError>;
 
-    /// Lowers `room`'s due time in the sweeper's index to `at` (never
-    /// raises it): a change that may need the sweeper sooner.
     /// Records that RoomService listings had these sids in the room at
     /// these instants (rule 25's "last listing that contained the sid").
     /// Keeps the latest per sid; not part of the room state, so a listing
@@ -281,12 +296,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         room: &RoomName,
     ) -> Result<BTreeMap<ParticipantSid, UnixMillis>, StoreError>;
+}
 
-    /// The rooms this store knows, most recently written first, each with
-    /// its last commit instant (`GET /api/sessions`); at most `limit`.
-    /// Every commit with a state marks its room.
-    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError>;
-
+/// Background jobs' bookkeeping: the sweeper's due index, the live-room
+/// index reconciliation asks LiveKit about, and leases.
+#[async_trait]
+pub trait Jobs: Send + Sync + 'static {
     /// Keeps `room` in the live-room index (rooms reconciliation asks
     /// LiveKit about, rule 23) until at least `until`: only ever raised, so
     /// a hint from a commit that then lost its race errs towards one more
@@ -297,6 +312,8 @@ pub trait Store: Send + Sync + 'static {
     /// lapsed entries are pruned.
     async fn live_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError>;
 
+    /// Lowers `room`'s due time in the sweeper's index to `at` (never
+    /// raises it): a change that may need the sweeper sooner.
     async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError>;
 
     /// Sets `room`'s due time, raising it if need be, or removes the room
@@ -315,4 +332,15 @@ pub trait Store: Send + Sync + 'static {
     /// Gives the lease back if `holder` still holds it (never someone
     /// else's that replaced an expired one).
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
+
+/// The whole room-side store, as the application holds it. Presence and
+/// the node registry are their own traits (`presence`).
+#[async_trait]
+pub trait Store: RoomStore + Broker + Signals + Jobs + Send + Sync + 'static {
+    /// A short name for logs and `/readyz` (`memory`, `redis`).
+    fn kind(&self) -> &'static str;
+
+    /// Succeeds when the store can take writes (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
 }

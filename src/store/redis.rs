@@ -53,8 +53,8 @@ use redis::AsyncCommands;
 
 use super::cache::{Cached, StateCache};
 use super::{
-    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LogKind, LoggedEvent,
-    RoomRecord, Store, StoreError, SubscriptionCounts, bus,
+    Broadcast, Broker, ChannelQuery, Commit, CommitOutcome, Jobs, LocalDelivery, LogKind,
+    LoggedEvent, RoomRecord, RoomStore, Signals, Store, StoreError, SubscriptionCounts, bus,
 };
 use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
@@ -391,6 +391,14 @@ impl Store for RedisStore {
         "redis"
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+}
+
+#[async_trait]
+impl RoomStore for RedisStore {
     async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let key = room_key(room, "state");
         let fields: HashMap<String, String> = self
@@ -681,6 +689,40 @@ impl Store for RedisStore {
             .collect()
     }
 
+    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError> {
+        // Rooms older than the retention have expired: drop their entries.
+        let oldest = crate::domain::now_millis() - self.options.retention.as_millis() as i64;
+        let rooms: Vec<(String, UnixMillis)> = self
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(ROOMS_KEY)
+                    .arg("-inf")
+                    .arg(format!("({oldest}"))
+                    .ignore()
+                    .cmd("ZRANGE")
+                    .arg(ROOMS_KEY)
+                    .arg("+inf")
+                    .arg("-inf")
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .arg("WITHSCORES");
+                let (rooms,): (Vec<(String, UnixMillis)>,) = pipe.query_async(&mut c).await?;
+                Ok(rooms)
+            })
+            .await?;
+        Ok(rooms
+            .into_iter()
+            .map(|(room, at)| (RoomName::new(room), at))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Broker for RedisStore {
     async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError> {
         if broadcasts.is_empty() {
             return Ok(());
@@ -745,12 +787,10 @@ impl Store for RedisStore {
         }
         Ok(counts)
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
-    }
-
+#[async_trait]
+impl Signals for RedisStore {
     async fn record_heartbeat(
         &self,
         room: &RoomName,
@@ -822,7 +862,10 @@ impl Store for RedisStore {
             .map(|(sid, at)| (ParticipantSid::new(sid), at))
             .collect())
     }
+}
 
+#[async_trait]
+impl Jobs for RedisStore {
     async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError> {
         let room = room.to_string();
         // Repeatable (ZADD LT only ever lowers), so on the shared connection.
@@ -843,37 +886,6 @@ impl Store for RedisStore {
             }
         })
         .await
-    }
-
-    async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError> {
-        // Rooms older than the retention have expired: drop their entries.
-        let oldest = crate::domain::now_millis() - self.options.retention.as_millis() as i64;
-        let rooms: Vec<(String, UnixMillis)> = self
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("ZREMRANGEBYSCORE")
-                    .arg(ROOMS_KEY)
-                    .arg("-inf")
-                    .arg(format!("({oldest}"))
-                    .ignore()
-                    .cmd("ZRANGE")
-                    .arg(ROOMS_KEY)
-                    .arg("+inf")
-                    .arg("-inf")
-                    .arg("BYSCORE")
-                    .arg("REV")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .arg("WITHSCORES");
-                let (rooms,): (Vec<(String, UnixMillis)>,) = pipe.query_async(&mut c).await?;
-                Ok(rooms)
-            })
-            .await?;
-        Ok(rooms
-            .into_iter()
-            .map(|(room, at)| (RoomName::new(room), at))
-            .collect())
     }
 
     async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {

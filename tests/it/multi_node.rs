@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rollcall::domain::RoomName;
-use rollcall::store::{RedisOptions, RedisStore, Store};
+use rollcall::store::{RedisOptions, RedisStore, RoomStore};
 use serde_json::Value;
 
 use crate::helpers::*;

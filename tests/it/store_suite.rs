@@ -18,8 +18,9 @@ use rollcall::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, Use
 use rollcall::engine::{Fact, Observation, Participant, RoomState};
 use rollcall::pusher::SocketId;
 use rollcall::store::{
-    Broadcast, ChannelQuery, Commit, CommitOutcome, LocalDelivery, LogKind, LoggedEvent,
-    MemoryStore, RedisOptions, RedisStore, RoomRecord, Store, StoreError, SubscriptionCounts,
+    Broadcast, Broker, ChannelQuery, Commit, CommitOutcome, Jobs, LocalDelivery, LogKind,
+    LoggedEvent, MemoryStore, RedisOptions, RedisStore, RoomRecord, RoomStore, Signals, Store,
+    StoreError, SubscriptionCounts,
 };
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
