@@ -398,3 +398,36 @@ async fn members_are_shared_across_nodes_and_a_killed_nodes_members_leave_once()
     assert_eq!(users(&three).await, ["ada"]);
     drop(two);
 }
+
+#[tokio::test]
+async fn a_node_cut_off_past_its_lease_comes_back_without_resurrecting_anyone() {
+    let redis = RedisServer::start().await;
+    let (one, two) = (node(&redis).await, node(&redis).await);
+    let (mut ada, _) = member(&one, "ada").await;
+    let (mut bo, _) = member(&two, "bo").await;
+    assert_eq!(
+        ada.next_event("pusher_internal:member_added").await.data["user_id"],
+        "bo"
+    );
+
+    // Node two stops (a long GC pause, a partition): its lease lapses and
+    // node one removes Bo, once.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(two.pid() as libc::pid_t, libc::SIGSTOP) };
+    let removed = ada.next_event("pusher_internal:member_removed").await;
+    assert_eq!(removed.data["user_id"], "bo");
+    unsafe { libc::kill(two.pid() as libc::pid_t, libc::SIGCONT) };
+
+    // Back, node two learns its lease was lost and closes its sockets with
+    // 4200 (clients reconnect and join again); it re-adds nobody itself.
+    let close = bo.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 4200);
+    assert!(
+        ada.frame_within(Duration::from_millis(1_500))
+            .await
+            .is_none(),
+        "no second member_removed, no resurrected member_added"
+    );
+    assert_eq!(users(&one).await, ["ada"]);
+    assert_eq!(users(&two).await, ["ada"]);
+}
