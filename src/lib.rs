@@ -1,9 +1,10 @@
 //! rollcall: realtime attendance for LiveKit meetings over the Pusher
 //! protocol. See ARCHITECTURE.md for the map.
 
+pub mod app_webhooks;
 pub mod build_info;
-pub mod cli;
 pub mod channel_events;
+pub mod cli;
 pub mod client_events;
 pub mod config;
 pub mod domain;

@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app_webhooks::{AppWebhooks, WebhookStore};
+use crate::channel_events::{ChannelEvents, NoChannelEvents};
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::limits::{HOUSEKEEPING_PERIOD, Limits, run_housekeeping};
@@ -44,6 +46,11 @@ pub struct Application {
     pub state: AppState,
     /// Open sockets and their caps, shared with the WebSocket endpoint.
     budget: ConnectionBudget,
+    /// App webhooks, when `ROLLCALL_APP_WEBHOOK_URL` is set (the node
+    /// registry reaps dead nodes' occupancy through it).
+    pub app_webhooks: Option<AppWebhooks>,
+    /// This process's node id in the store (leases, occupancy).
+    pub node_id: Arc<str>,
 }
 
 /// The hub is how stores reach this node's sockets.
@@ -122,6 +129,9 @@ impl Application {
             Arc::clone(&metrics),
         );
         let node = format!("{}-{}", std::process::id(), rand::random::<u32>());
+        // Random per process for now: a node that restarts is a new node
+        // (its predecessor's occupancy is reaped by whoever reaps nodes).
+        let node_id: Arc<str> = Arc::from(node.as_str());
         let reporter = settings
             .report_webhook_url
             .clone()
@@ -202,7 +212,39 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        let app_webhooks = match &settings.app_webhook_url {
+            Some(url) => {
+                let store = WebhookStore::connect(
+                    settings.redis_url.as_deref(),
+                    settings.redis.command_timeout,
+                    &settings.app_webhooks,
+                )
+                .context("invalid ROLLCALL_REDIS_URL")?;
+                let webhooks = AppWebhooks::start(
+                    url.clone(),
+                    &settings.app_key,
+                    &settings.app_secret,
+                    store,
+                    &settings.app_webhooks,
+                    Arc::clone(&metrics),
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .context("cannot make the HTTPS client for ROLLCALL_APP_WEBHOOK_URL")?;
+                // Occupancy is tracked only for webhooks: without a URL the
+                // hub has no watcher and subscriptions cost nothing more.
+                webhooks.track_occupancy(&hub, Arc::clone(&node_id), &tracker, shutdown.clone());
+                tracing::info!(host = url.host_str().unwrap_or(""), hold = ?settings.app_webhooks.hold, "app webhooks on");
+                Some(webhooks)
+            }
+            None => None,
+        };
+        let channel_events: Arc<dyn ChannelEvents> = match &app_webhooks {
+            Some(w) => Arc::new(w.clone()),
+            None => Arc::new(NoChannelEvents),
+        };
         let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
+        pusher_state.channel_events = channel_events;
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
@@ -231,6 +273,8 @@ impl Application {
             settings,
             state,
             budget,
+            app_webhooks,
+            node_id,
         })
     }
 

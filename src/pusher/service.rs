@@ -34,6 +34,7 @@ use super::channel::{ChannelName, SocketId};
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
+use crate::channel_events::{ChannelEvents, NoChannelEvents};
 use crate::config::Rate;
 use crate::http::client_ip::{ClientIp, TrustedProxies};
 use crate::http::error::AppError;
@@ -169,6 +170,9 @@ pub struct PusherState {
     pub limits: Arc<Limits>,
     /// Delivers client events (the application's: through the store).
     pub client_events: Arc<dyn ClientEventRelay>,
+    /// Where channel events go for the app's webhooks (`AppWebhooks` when
+    /// `ROLLCALL_APP_WEBHOOK_URL` is set, else nowhere).
+    pub channel_events: Arc<dyn ChannelEvents>,
 }
 
 /// `ClientIp` reads the trusted proxies from here.
@@ -185,6 +189,7 @@ impl PusherState {
         Self {
             config: Arc::new(config),
             client_events: Arc::new(hub.clone()),
+            channel_events: Arc::new(NoChannelEvents),
             hub,
             hook,
             shutdown: CancellationToken::new(),

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, StreamExt};
 use governor::clock::MonotonicClock;
 
+use crate::channel_events::ChannelEvent;
 use crate::config::Rate;
 use crate::limits::quota;
 use governor::middleware::NoOpMiddleware;
@@ -612,6 +613,16 @@ impl Connection {
             let err = frame::error(None, "client event not delivered: try again");
             return self.send(ws, err).await;
         }
+        // Only what was relayed is reported (`client_event` webhook); the
+        // sink returns once it is stored, and costs nothing without a URL.
+        let event = ChannelEvent::ClientEvent {
+            channel: channel.as_str().to_owned(),
+            event: frame.event.clone(),
+            data,
+            socket_id: self.handle.id.as_str().to_owned(),
+            user_id: None,
+        };
+        self.state.channel_events.emit(vec![event]).await;
         Ok(())
     }
 
