@@ -116,6 +116,17 @@ impl Worker {
         let batches = body::batches(&live, time_ms, self.options.max_body_bytes);
         let mut rest = batches.into_iter();
         while let Some(batch) = rest.next() {
+            // Never post past half the claim's visibility timeout: a claim
+            // split into many slow requests hands its remainder back (due
+            // now) rather than let another node claim it while we post.
+            if now_millis() - now > ms(self.options.visibility) / 2 {
+                let mut ids = batch.ids;
+                ids.extend(rest.flat_map(|b| b.ids));
+                if let Err(e) = self.queue.retry(&ids, now_millis()).await {
+                    tracing::warn!(error = %e, "app webhooks: events not handed back; the claim's timeout will");
+                }
+                return;
+            }
             match self.post(&batch).await {
                 Ok(()) => {
                     self.ack(&batch.ids).await;
