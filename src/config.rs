@@ -160,6 +160,15 @@ pub struct ServeArgs {
     /// 10 a second per connection.
     #[arg(long, env = "ROLLCALL_CLIENT_EVENTS", default_value = "off", value_parser = parse_on_off)]
     pub client_events: bool,
+    /// Where Pusher-style channel webhooks (channel_occupied,
+    /// channel_vacated, member_added, member_removed, client_event,
+    /// cache_miss) are POSTed, signed as Pusher signs them; unset: none.
+    #[arg(long, env = "ROLLCALL_APP_WEBHOOK_URL")]
+    pub app_webhook_url: Option<String>,
+    /// How long channel_vacated and member_removed wait for the channel or
+    /// member to come back (a page reload) before they are sent; `0`: no hold.
+    #[arg(long, env = "ROLLCALL_APP_WEBHOOK_HOLD", default_value = "3s", value_parser = parse_duration_or_zero)]
+    pub app_webhook_hold: Duration,
     // --- The HTTP connection layer (src/server). ---
     /// A new connection's first request head, and any later head from its
     /// first byte, must arrive within this (else 408).
@@ -318,6 +327,10 @@ pub enum ConfigError {
         "invalid value '{0}' for ROLLCALL_REPORT_WEBHOOK_URL (--report-webhook-url): expected an http(s) URL"
     )]
     ReportUrl(String),
+    #[error(
+        "invalid value '{0}' for ROLLCALL_APP_WEBHOOK_URL (--app-webhook-url): expected an http(s) URL"
+    )]
+    AppWebhookUrl(String),
     #[error("invalid value '0s' for {}: must be greater than zero", Setting(.0))]
     ZeroDuration(&'static str),
     /// The message names `LIVEKIT_URL` itself.
@@ -327,6 +340,20 @@ pub enum ConfigError {
         "refusing to listen on {0}, a non-loopback address (ROLLCALL_LISTEN, --listen), with the default development secrets: set LIVEKIT_API_KEY/LIVEKIT_API_SECRET (or LIVEKIT_KEYS) and ROLLCALL_APP_KEY/ROLLCALL_APP_SECRET"
     )]
     DevSecretsInPublic(SocketAddr),
+}
+
+/// An optional http(s) URL setting (empty = unset); `refuse` names it.
+fn http_url(
+    value: Option<String>,
+    refuse: fn(String) -> ConfigError,
+) -> Result<Option<reqwest::Url>, ConfigError> {
+    let Some(u) = value.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    match reqwest::Url::parse(&u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(Some(url)),
+        _ => Err(refuse(u)),
+    }
 }
 
 /// A duration, or `0` for "off".
@@ -390,6 +417,11 @@ pub struct Settings {
     pub rate_subscribes: Option<Rate>,
     /// `ROLLCALL_CLIENT_EVENTS`.
     pub client_events: bool,
+    /// `ROLLCALL_APP_WEBHOOK_URL`; unset: no app webhooks, no occupancy
+    /// tracking.
+    pub app_webhook_url: Option<reqwest::Url>,
+    /// The hold (`ROLLCALL_APP_WEBHOOK_HOLD`), batching, bounds and retries.
+    pub app_webhooks: crate::app_webhooks::AppWebhookOptions,
     /// The HTTP connection layer's timeouts and caps.
     pub http: crate::server::HttpLimits,
     /// Which secrets are the published development defaults.
@@ -482,16 +514,8 @@ impl Settings {
                 return Err(ConfigError::ZeroDuration(name));
             }
         }
-        let report_webhook_url = match args.report_webhook_url.filter(|u| !u.is_empty()) {
-            Some(u) => {
-                let url = reqwest::Url::parse(&u).map_err(|_| ConfigError::ReportUrl(u.clone()))?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(ConfigError::ReportUrl(u));
-                }
-                Some(url)
-            }
-            None => None,
-        };
+        let report_webhook_url = http_url(args.report_webhook_url, ConfigError::ReportUrl)?;
+        let app_webhook_url = http_url(args.app_webhook_url, ConfigError::AppWebhookUrl)?;
         let livekit_api = match args.livekit_url.filter(|u| !u.trim().is_empty()) {
             Some(url) => {
                 // The first pair signs RoomService calls: LIVEKIT_API_KEY's
@@ -546,6 +570,11 @@ impl Settings {
             write_timeout: args.write_timeout,
             rate_subscribes: args.rate_subscribes,
             client_events: args.client_events,
+            app_webhook_url,
+            app_webhooks: crate::app_webhooks::AppWebhookOptions {
+                hold: args.app_webhook_hold,
+                ..Default::default()
+            },
             http: crate::server::HttpLimits {
                 header_timeout: args.http_header_timeout,
                 body_timeout: args.http_body_timeout,
@@ -704,6 +733,37 @@ mod tests {
             "http://127.0.0.1:9/r"
         );
         assert_eq!(s.heartbeat_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn app_webhook_settings_are_checked() {
+        let s = parse(&[]).unwrap();
+        assert!(s.app_webhook_url.is_none());
+        assert_eq!(s.app_webhooks.hold, Duration::from_secs(3));
+        for bad in ["ftp://x", "not a url"] {
+            assert!(matches!(
+                parse(&["--app-webhook-url", bad]),
+                Err(ConfigError::AppWebhookUrl(_))
+            ));
+        }
+        let s = parse(&[
+            "--app-webhook-url",
+            "https://app.example.com/pusher/webhooks",
+            "--app-webhook-hold",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.app_webhook_url.unwrap().as_str(),
+            "https://app.example.com/pusher/webhooks"
+        );
+        assert_eq!(s.app_webhooks.hold, Duration::ZERO);
+        assert!(
+            parse(&["--app-webhook-url", ""])
+                .unwrap()
+                .app_webhook_url
+                .is_none()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! rollcall: realtime attendance for LiveKit meetings over the Pusher
 //! protocol. See ARCHITECTURE.md for the map.
 
+pub mod app_webhooks;
 pub mod build_info;
 pub mod channel_events;
 pub mod cli;

@@ -202,6 +202,16 @@ pub struct Metrics {
     /// Messages published through the Pusher HTTP API (one per event and
     /// channel, not per socket).
     pub api_messages_published: AtomicU64,
+    /// App webhook events (`ROLLCALL_APP_WEBHOOK_URL`) the receiver accepted.
+    pub app_webhooks_delivered: AtomicU64,
+    /// App webhook events whose request failed, scheduled again (one per
+    /// event and failed request).
+    pub app_webhooks_retried: AtomicU64,
+    /// App webhook events dropped undelivered after the expiry.
+    pub app_webhooks_expired: AtomicU64,
+    /// App webhook events never queued: the queue full, the store down, or
+    /// too large.
+    pub app_webhooks_refused: AtomicU64,
     /// Requests refused by a rate limit, by `RateLimit`.
     rate_limited: [AtomicU64; 4],
     /// WebSocket connections refused, by `ConnectionRefusal`.
@@ -432,6 +442,26 @@ impl Metrics {
                 "rollcall_api_messages_published_total",
                 "Messages published through the Pusher HTTP API (one per event and channel).",
                 &self.api_messages_published,
+            ),
+            (
+                "rollcall_app_webhooks_delivered_total",
+                "App webhook events the receiver accepted.",
+                &self.app_webhooks_delivered,
+            ),
+            (
+                "rollcall_app_webhooks_retried_total",
+                "App webhook events whose request failed and that were scheduled again.",
+                &self.app_webhooks_retried,
+            ),
+            (
+                "rollcall_app_webhooks_expired_total",
+                "App webhook events dropped undelivered after the expiry (1 hour).",
+                &self.app_webhooks_expired,
+            ),
+            (
+                "rollcall_app_webhooks_refused_total",
+                "App webhook events never queued (queue full, store unavailable, too large).",
+                &self.app_webhooks_refused,
             ),
         ];
         for (name, help, counter) in counters {

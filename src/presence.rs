@@ -35,6 +35,13 @@ use crate::store::presence::{JoinOutcome, Joining, NodeRegistry, PresenceStore};
 /// after an outage this long.
 const MAX_PENDING_LEAVES: usize = 100_000;
 
+/// Records other than presence that a dead node leaves in the store; run
+/// by whichever node reaps it, possibly more than once (so idempotent).
+#[async_trait]
+pub trait NodeCleanup: Send + Sync + 'static {
+    async fn node_dead(&self, node: &str) -> Result<(), crate::store::StoreError>;
+}
+
 pub struct Presence {
     store: Arc<dyn PresenceStore>,
     registry: Arc<dyn NodeRegistry>,
@@ -42,25 +49,45 @@ pub struct Presence {
     node: Arc<str>,
     max_members: usize,
     events: Arc<dyn ChannelEvents>,
+    /// What else a dead node leaves behind (the app webhooks' occupancy).
+    cleanup: Option<Arc<dyn NodeCleanup>>,
     /// (channel, socket) leaves the store refused, retried every tick.
     pending: Mutex<VecDeque<(ChannelName, SocketId)>>,
 }
 
 impl Presence {
+    /// Presence for node `node` (unique per process: a restarted node is a
+    /// new one).
     pub fn new(
         store: Arc<dyn PresenceStore>,
         registry: Arc<dyn NodeRegistry>,
+        node: Arc<str>,
         max_members: usize,
     ) -> Self {
-        let node = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         Self {
             store,
             registry,
-            node: Arc::from(node),
+            node,
             max_members,
             events: Arc::new(NoChannelEvents),
+            cleanup: None,
             pending: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// A node process's own id: its pid and a random part.
+    pub fn random_node_id() -> Arc<str> {
+        Arc::from(format!(
+            "{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ))
+    }
+
+    /// Dead nodes' other records are cleaned up by `cleanup` too.
+    pub fn with_cleanup(mut self, cleanup: Arc<dyn NodeCleanup>) -> Self {
+        self.cleanup = Some(cleanup);
+        self
     }
 
     /// Member webhooks go to `events`.
@@ -173,6 +200,11 @@ impl Presence {
             let removed = self.store.remove_node(&dead).await?;
             tracing::info!(node = %dead, members_removed = removed.len(), "removed a dead node's presence members");
             self.removed(removed).await;
+            // Forgotten only once everything it left is cleaned up: a
+            // failure here is retried at the next tick.
+            if let Some(cleanup) = &self.cleanup {
+                cleanup.node_dead(&dead).await?;
+            }
             self.registry.forget_node(&dead, now).await?;
         }
         Ok(())

@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app_webhooks::{AppWebhooks, WebhookStore};
+use crate::channel_events::{ChannelEvents, NoChannelEvents};
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::limits::{HOUSEKEEPING_PERIOD, Limits, run_housekeeping};
@@ -20,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::pusher::SocketId;
 use crate::pusher::hub::Hub;
-use crate::pusher::service::ConnectionQuota;
+use crate::pusher::service::{ConnectionQuota, Services};
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::reconcile::Reconciler;
 use crate::report::Reporter;
@@ -47,6 +49,11 @@ pub struct Application {
     pub state: AppState,
     /// Open sockets and their caps, shared with the WebSocket endpoint.
     budget: ConnectionBudget,
+    /// App webhooks, when `ROLLCALL_APP_WEBHOOK_URL` is set (the node
+    /// registry reaps dead nodes' occupancy through it).
+    pub app_webhooks: Option<AppWebhooks>,
+    /// This process's node id in the store (leases, occupancy).
+    pub node_id: Arc<str>,
 }
 
 /// The hub is how stores reach this node's sockets.
@@ -110,19 +117,6 @@ impl Application {
                 Arc::new(MemoryStore::new(Arc::new(hub.clone())))
             }
         };
-        let presence = Arc::new(Presence::new(
-            Arc::clone(&presence_store),
-            registry,
-            settings.max_presence_members,
-        ));
-        tracing::info!(node = presence.node(), "node registered for presence");
-        let quota = Arc::new(ConnectionQuota::new(settings.max_app_connections as u64));
-        tracker.spawn(Arc::clone(&presence).run(
-            hub.clone(),
-            Arc::clone(&quota),
-            settings.node_ttl,
-            shutdown.clone(),
-        ));
         if !settings.naming.channels_are_private() {
             tracing::warn!(
                 "attendance goes to public channels: anyone with the app key can subscribe and read every roster; use a private template (ROLLCALL_CHANNEL_TEMPLATE=private-session.{{type}}.{{id}}) and authorise subscribers"
@@ -145,7 +139,12 @@ impl Application {
             settings.report_webhook_url.is_some(),
             Arc::clone(&metrics),
         );
-        let node = format!("{}-{}", std::process::id(), rand::random::<u32>());
+        // Random per process: a node that restarts is a new node, and its
+        // predecessor's presence members and occupancy are removed by
+        // whichever node finds its lease lapsed (`presence.rs`).
+        let node_id = Presence::random_node_id();
+        let node = node_id.to_string();
+        tracing::info!(node = %node, "node id");
         let reporter = settings
             .report_webhook_url
             .clone()
@@ -204,7 +203,7 @@ impl Application {
             metrics: Arc::clone(&metrics),
             hub: hub.clone(),
             store: Arc::clone(&store),
-            presence: presence_store,
+            presence: Arc::clone(&presence_store),
             app_secret: Arc::from(settings.app_secret.as_str()),
             pusher_app_id: Arc::from(settings.app_id.as_str()),
             pusher_app_key: Arc::from(settings.app_key.as_str()),
@@ -228,13 +227,65 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        let app_webhooks = match &settings.app_webhook_url {
+            Some(url) => {
+                let store = WebhookStore::connect(
+                    settings.redis_url.as_deref(),
+                    settings.redis.command_timeout,
+                    &settings.app_webhooks,
+                )
+                .context("invalid ROLLCALL_REDIS_URL")?;
+                let webhooks = AppWebhooks::start(
+                    url.clone(),
+                    &settings.app_key,
+                    &settings.app_secret,
+                    store,
+                    &settings.app_webhooks,
+                    Arc::clone(&metrics),
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .context("cannot make the HTTPS client for ROLLCALL_APP_WEBHOOK_URL")?;
+                // Occupancy is tracked only for webhooks: without a URL the
+                // hub has no watcher and subscriptions cost nothing more.
+                webhooks.track_occupancy(&hub, Arc::clone(&node_id), &tracker, shutdown.clone());
+                tracing::info!(host = url.host_str().unwrap_or(""), hold = ?settings.app_webhooks.hold, "app webhooks on");
+                Some(webhooks)
+            }
+            None => None,
+        };
+        let channel_events: Arc<dyn ChannelEvents> = match &app_webhooks {
+            Some(w) => Arc::new(w.clone()),
+            None => Arc::new(NoChannelEvents),
+        };
+        let mut presence = Presence::new(
+            Arc::clone(&presence_store),
+            registry,
+            Arc::clone(&node_id),
+            settings.max_presence_members,
+        )
+        .with_events(Arc::clone(&channel_events));
+        if let Some(webhooks) = &app_webhooks {
+            presence = presence.with_cleanup(Arc::new(webhooks.clone()));
+        }
+        let presence = Arc::new(presence);
+        let quota = Arc::new(ConnectionQuota::new(settings.max_app_connections as u64));
+        tracker.spawn(Arc::clone(&presence).run(
+            hub.clone(),
+            Arc::clone(&quota),
+            settings.node_ttl,
+            shutdown.clone(),
+        ));
         let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
-        pusher_state.client_events = Arc::new(crate::client_events::StoreRelay(Arc::clone(&store)));
-        pusher_state.presence = presence.clone();
-        pusher_state.quota = quota;
+        pusher_state.services = Arc::new(Services {
+            client_events: Arc::new(crate::client_events::StoreRelay(Arc::clone(&store))),
+            presence: presence.clone(),
+            quota,
+            channel_events,
+        });
         pusher_state.metrics = Arc::clone(&metrics);
         let budget = server::budget_for(&settings.http, Arc::clone(&metrics));
         pusher_state.budget = budget.clone();
@@ -259,6 +310,8 @@ impl Application {
             settings,
             state,
             budget,
+            app_webhooks,
+            node_id,
         })
     }
 

@@ -11,7 +11,7 @@
 //!   socket's bounded [`Outbox`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use dashmap::DashMap;
@@ -203,13 +203,35 @@ impl SocketHandle {
     }
 }
 
-#[derive(Debug, Default)]
+/// Told when a channel gains its first local subscriber or loses its last
+/// one. Called synchronously from `subscribe`/`unsubscribe` (after the
+/// shard lock is released), so it must only record the channel and wake
+/// someone: no I/O, no blocking. It is a hint, not a state: the watcher
+/// reads [`Hub::subscription_count`] when it gets to the channel, so hints
+/// that arrive late or coalesce still converge (level-triggered).
+pub trait OccupancyWatch: Send + Sync + 'static {
+    fn changed(&self, channel: &str);
+}
+
+#[derive(Default)]
 struct HubInner {
     /// channel → its local subscribers. Small maps: most channels have a few
     /// dozen viewers at most.
     channels: DashMap<String, HashMap<SocketId, SocketHandle>>,
     /// Every connected local socket, subscribed or not.
     sockets: DashMap<SocketId, SocketHandle>,
+    /// Set once at startup when app webhooks are on; unset, occupancy
+    /// changes cost nothing.
+    occupancy: OnceLock<Arc<dyn OccupancyWatch>>,
+}
+
+impl std::fmt::Debug for HubInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubInner")
+            .field("channels", &self.channels.len())
+            .field("sockets", &self.sockets.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Local channel registry and fan-out. A cheap `Clone` handle.
@@ -229,17 +251,34 @@ impl Hub {
         self.inner.sockets.insert(socket.id.clone(), socket);
     }
 
+    /// Installs the occupancy watcher (once; later calls are ignored).
+    pub fn watch_occupancy(&self, watch: Arc<dyn OccupancyWatch>) {
+        let _ = self.inner.occupancy.set(watch);
+    }
+
+    fn occupancy_changed(&self, channel: &str) {
+        if let Some(watch) = self.inner.occupancy.get() {
+            watch.changed(channel);
+        }
+    }
+
     /// Adds `socket` to `channel`; `false` if it was already subscribed.
     pub fn subscribe(&self, channel: &ChannelName, socket: &SocketHandle) -> bool {
-        let mut subs = self
-            .inner
-            .channels
-            .entry(channel.as_str().to_owned())
-            .or_default();
-        if subs.contains_key(&socket.id) {
-            return false;
+        let first = {
+            let mut subs = self
+                .inner
+                .channels
+                .entry(channel.as_str().to_owned())
+                .or_default();
+            if subs.contains_key(&socket.id) {
+                return false;
+            }
+            subs.insert(socket.id.clone(), socket.clone());
+            subs.len() == 1
+        };
+        if first {
+            self.occupancy_changed(channel.as_str());
         }
-        subs.insert(socket.id.clone(), socket.clone());
         true
     }
 
@@ -249,16 +288,21 @@ impl Hub {
         // The entry API holds the shard write lock across "remove, then drop
         // the channel if empty", so a concurrent subscribe cannot slip in
         // between and be lost with the entry.
-        match self.inner.channels.entry(channel.to_owned()) {
+        let (removed, last) = match self.inner.channels.entry(channel.to_owned()) {
             Entry::Occupied(mut e) => {
                 let removed = e.get_mut().remove(socket).is_some();
-                if e.get().is_empty() {
+                let last = e.get().is_empty();
+                if last {
                     e.remove();
                 }
-                removed
+                (removed, last)
             }
-            Entry::Vacant(_) => false,
+            Entry::Vacant(_) => (false, false),
+        };
+        if last {
+            self.occupancy_changed(channel);
         }
+        removed
     }
 
     /// Forgets a disconnected socket: unregisters it and removes it from each

@@ -34,6 +34,7 @@ use super::channel::{ChannelName, SocketId};
 use super::frame::{self, code};
 use super::hub::{Halt, Hub};
 use super::socket;
+use crate::channel_events::{ChannelEvents, NoChannelEvents};
 use crate::config::Rate;
 use crate::http::client_ip::{ClientIp, TrustedProxies};
 use crate::http::error::AppError;
@@ -229,6 +230,14 @@ pub struct PusherState {
     /// Client addresses, origins and per-address connection limits (off
     /// unless the application sets them).
     pub limits: Arc<Limits>,
+    /// What the protocol asks of the application, behind one pointer:
+    /// every socket's task holds a `PusherState`, so each field here would
+    /// cost every idle socket a word or two.
+    pub services: Arc<Services>,
+}
+
+/// The application's side of the protocol's cluster-wide features.
+pub struct Services {
     /// Delivers client events (the application's: through the store).
     pub client_events: Arc<dyn ClientEventRelay>,
     /// Presence channels' members (in memory unless the application
@@ -236,6 +245,30 @@ pub struct PusherState {
     pub presence: Arc<dyn PresenceService>,
     /// The app's connection quota across nodes (off unless set).
     pub quota: Arc<ConnectionQuota>,
+    /// Where channel events go for the app's webhooks (`AppWebhooks` when
+    /// `ROLLCALL_APP_WEBHOOK_URL` is set, else nowhere).
+    pub channel_events: Arc<dyn ChannelEvents>,
+}
+
+impl Services {
+    /// One node on its own: client events to local subscribers, presence
+    /// in memory, no quota, no webhooks.
+    pub fn local(hub: &Hub, max_presence_members: usize) -> Self {
+        let presence_store = Arc::new(crate::store::presence::MemoryPresence::new(Arc::new(
+            hub.clone(),
+        )));
+        Self {
+            client_events: Arc::new(hub.clone()),
+            presence: Arc::new(crate::presence::Presence::new(
+                presence_store.clone(),
+                presence_store,
+                crate::presence::Presence::random_node_id(),
+                max_presence_members,
+            )),
+            quota: Arc::new(ConnectionQuota::default()),
+            channel_events: Arc::new(NoChannelEvents),
+        }
+    }
 }
 
 /// `ClientIp` reads the trusted proxies from here.
@@ -249,18 +282,10 @@ impl PusherState {
     /// State with a fresh shutdown token and tracker; replace those fields to
     /// share the application's.
     pub fn new(config: PusherConfig, hub: Hub, hook: Arc<dyn SubscribeHook>) -> Self {
-        let presence_store = Arc::new(crate::store::presence::MemoryPresence::new(Arc::new(
-            hub.clone(),
-        )));
-        let max_members = config.max_presence_members;
+        let services = Arc::new(Services::local(&hub, config.max_presence_members));
         Self {
             config: Arc::new(config),
-            client_events: Arc::new(hub.clone()),
-            presence: Arc::new(crate::presence::Presence::new(
-                presence_store.clone(),
-                presence_store,
-                max_members,
-            )),
+            services,
             hub,
             hook,
             shutdown: CancellationToken::new(),
@@ -270,7 +295,6 @@ impl PusherState {
             budget: ConnectionBudget::unlimited(),
             relay: Arc::new(Once::new()),
             limits: Arc::new(Limits::off()),
-            quota: Arc::new(ConnectionQuota::default()),
         }
     }
 
@@ -520,7 +544,7 @@ async fn upgrade(
     // The app's quota across nodes: 4004, after which pusher-js stops
     // retrying (a node's own capacity is 4100: try again, maybe elsewhere).
     let admitted = admitted.and_then(|slot| {
-        if state.quota.admits(state.connection_count()) {
+        if state.services.quota.admits(state.connection_count()) {
             Ok(slot)
         } else {
             Err((

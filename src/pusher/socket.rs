@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, StreamExt};
 use governor::clock::MonotonicClock;
 
+use crate::channel_events::ChannelEvent;
 use crate::config::Rate;
 use crate::limits::quota;
 use governor::middleware::NoOpMiddleware;
@@ -145,7 +146,7 @@ pub(super) fn serve(
         if !memberships.is_empty() {
             // Its own tracked task (shutdown waits for it): the leaves do not
             // hold up the close handshake, nor grow this future.
-            let presence = Arc::clone(&conn.state.presence);
+            let presence = Arc::clone(&conn.state.services.presence);
             let socket = conn.handle.id.clone();
             conn.state.tracker.spawn(async move {
                 for channel in memberships {
@@ -521,7 +522,11 @@ impl Connection {
                         .hub
                         .unsubscribe(channel.as_str(), &self.handle.id);
                     if subscribed.user_id.is_some() {
-                        self.state.presence.leave(&channel, &self.handle.id).await;
+                        self.state
+                            .services
+                            .presence
+                            .leave(&channel, &self.handle.id)
+                            .await;
                     }
                 }
                 Ok(())
@@ -645,8 +650,9 @@ impl Connection {
         let user_id = self
             .channels
             .get(&channel)
-            .and_then(|s| s.user_id.as_deref());
-        let out = match user_id {
+            .and_then(|s| s.user_id.as_deref())
+            .map(str::to_owned);
+        let out = match user_id.as_deref() {
             Some(user_id) => {
                 frame::client_event_from_user(&frame.event, channel.as_str(), &data, user_id)
             }
@@ -654,6 +660,7 @@ impl Connection {
         };
         if !self
             .state
+            .services
             .client_events
             .relay(&channel, out, &self.handle.id)
             .await
@@ -661,6 +668,16 @@ impl Connection {
             let err = frame::error(None, "client event not delivered: try again");
             return self.send(ws, err).await;
         }
+        // Only what was relayed is reported (`client_event` webhook); the
+        // sink returns once it is stored, and costs nothing without a URL.
+        let event = ChannelEvent::ClientEvent {
+            channel: channel.as_str().to_owned(),
+            event: frame.event.clone(),
+            data,
+            socket_id: self.handle.id.as_str().to_owned(),
+            user_id,
+        };
+        self.state.services.channel_events.emit(vec![event]).await;
         Ok(())
     }
 
@@ -758,6 +775,7 @@ impl Connection {
             // A repeat joins again (a no-op in the store) for the current list.
             match self
                 .state
+                .services
                 .presence
                 .join(&channel, &self.handle.id, member)
                 .await
@@ -771,7 +789,11 @@ impl Connection {
                         // A join that failed may still have been recorded
                         // (the reply was lost): leave, so it never lingers.
                         if refusal == JoinRefusal::Unavailable {
-                            self.state.presence.leave(&channel, &self.handle.id).await;
+                            self.state
+                                .services
+                                .presence
+                                .leave(&channel, &self.handle.id)
+                                .await;
                         }
                     }
                     let err = match refusal {

@@ -2,6 +2,8 @@
 //! ephemeral port (`helpers::spawn_app`). Tests that need Redis start their
 //! own `redis-server` (`redis_server::RedisServer`).
 
+mod app_webhook_store;
+mod app_webhooks;
 mod attendance_flow;
 mod client_events;
 mod cross_origin;

@@ -25,7 +25,7 @@ use crate::process::ServerProcess;
 use crate::redis_server::RedisServer;
 use crate::store_suite::Recorder;
 
-const CH: &str = "presence-class";
+pub(crate) const CH: &str = "presence-class";
 
 /// A presence store under test and what it delivers to "this node".
 struct Backend {
@@ -271,7 +271,7 @@ async fn node(redis: &RedisServer) -> ServerProcess {
 
 /// A socket on `node` subscribed to `CH` as `user`; returns it with the
 /// member ids its `subscription_succeeded` listed.
-async fn member(node: &ServerProcess, user: &str) -> (PusherClient, Vec<String>) {
+pub(crate) async fn member(node: &ServerProcess, user: &str) -> (PusherClient, Vec<String>) {
     let mut c = PusherClient::connect(&node.ws_url(KEY)).await;
     let channel_data = json!({"user_id": user, "user_info": {"name": user}}).to_string();
     let auth = format!(
