@@ -280,7 +280,8 @@ async fn channel_queries_report_occupancy_and_subscription_counts() {
         )
     );
 
-    // user_count and users are presence-only, and presence is refused here.
+    // user_count and users are presence-only (an empty presence channel has
+    // no users; members are tested in presence.rs).
     let res = get(
         &app,
         "/apps/rollcall/channels/session.1",
@@ -301,7 +302,7 @@ async fn channel_queries_report_occupancy_and_subscription_counts() {
         res.1["message"]
             .as_str()
             .unwrap()
-            .contains("does not support presence")
+            .contains("only available for presence channels")
     );
     let res = get(&app, "/apps/rollcall/channels/presence-room/users", &[]).await;
     assert_eq!(res, (200, json!({"users": []})));
