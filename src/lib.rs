@@ -2,6 +2,7 @@
 //! protocol. See ARCHITECTURE.md for the map.
 
 pub mod build_info;
+pub mod cache_channels;
 pub mod cli;
 pub mod channel_events;
 pub mod client_events;

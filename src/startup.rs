@@ -12,12 +12,14 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cache_channels::{CacheReplay, CachingRelay};
+use crate::channel_events::NoChannelEvents;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::limits::{HOUSEKEEPING_PERIOD, Limits, run_housekeeping};
 use crate::livekit::RoomService;
 use crate::metrics::Metrics;
-use crate::pusher::SocketId;
+use crate::pusher::{Halt, SocketId};
 use crate::pusher::hub::Hub;
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::reconcile::Reconciler;
@@ -26,7 +28,8 @@ use crate::rooms::{Rooms, Timing};
 use crate::server::{self, ConnectionBudget};
 use crate::snapshot::Snapshots;
 use crate::store::{
-    ChannelQuery, LocalDelivery, MemoryStore, RedisStore, Store, SubscriptionCounts,
+    ChannelQuery, EventCache, LocalDelivery, MemoryEventCache, MemoryStore, RedisStore, Store,
+    SubscriptionCounts,
 };
 use crate::sweeper::Sweeper;
 
@@ -52,6 +55,10 @@ impl LocalDelivery for Hub {
         self.publish(channel, frame, except);
     }
 
+    fn halt(&self, channel: &str, why: Halt) {
+        self.halt_channel(channel, why);
+    }
+
     fn subscriptions(&self, query: &ChannelQuery) -> SubscriptionCounts {
         match query {
             ChannelQuery::Names(names) => names
@@ -72,6 +79,8 @@ impl Application {
         let hub = Hub::new();
         let metrics = Arc::new(Metrics::default());
         let mut bus_connections = None;
+        // Cache channels' last events: in Redis beside the rooms, or here.
+        let mut event_cache: Arc<dyn EventCache> = Arc::new(MemoryEventCache::default());
         let store: Arc<dyn Store> = match &settings.redis_url {
             Some(url) => {
                 let delivery: Arc<dyn LocalDelivery> = Arc::new(hub.clone());
@@ -88,7 +97,9 @@ impl Application {
                 // that comes later (Redis was down) still counts as a gap.
                 connections.borrow_and_update();
                 bus_connections = Some(connections);
-                Arc::new(redis)
+                let redis = Arc::new(redis);
+                event_cache = Arc::clone(&redis) as Arc<dyn EventCache>;
+                redis
             }
             None => {
                 tracing::warn!(
@@ -185,6 +196,7 @@ impl Application {
             pusher_app_key: Arc::from(settings.app_key.as_str()),
             limits: Arc::clone(&limits),
             reconciler,
+            event_cache: Arc::clone(&event_cache),
         };
         let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
         pusher_config.activity_timeout = settings.activity_timeout;
@@ -193,6 +205,7 @@ impl Application {
         pusher_config.write_timeout = settings.write_timeout;
         pusher_config.subscribe_rate = settings.rate_subscribes;
         pusher_config.client_events = settings.client_events;
+        pusher_config.signin_timeout = settings.signin_timeout;
         let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
@@ -202,11 +215,20 @@ impl Application {
                 shutdown.clone(),
             ));
         }
-        let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
+        // The lead wires the app webhooks' sink here at merge.
+        let hook = CacheReplay::new(
+            snapshots,
+            Arc::clone(&event_cache),
+            Arc::new(NoChannelEvents),
+        );
+        let mut pusher_state = PusherState::new(pusher_config, hub, Arc::new(hook));
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
-        pusher_state.client_events = Arc::new(crate::client_events::StoreRelay(Arc::clone(&store)));
+        pusher_state.client_events = Arc::new(CachingRelay::new(
+            Arc::new(crate::client_events::StoreRelay(Arc::clone(&store))),
+            event_cache,
+        ));
         pusher_state.metrics = Arc::clone(&metrics);
         let budget = server::budget_for(&settings.http, Arc::clone(&metrics));
         pusher_state.budget = budget.clone();

@@ -75,6 +75,10 @@ pub struct PusherConfig {
     /// Whether subscribers of private channels may send `client-*` events
     /// to the channel's other subscribers (`ROLLCALL_CLIENT_EVENTS`).
     pub client_events: bool,
+    /// A connection that has not signed in (`pusher:signin`) within this
+    /// gets a 4009 error and close (`ROLLCALL_SIGNIN_TIMEOUT`); `None`: no
+    /// limit.
+    pub signin_timeout: Option<Duration>,
 }
 
 impl PusherConfig {
@@ -97,6 +101,7 @@ impl PusherConfig {
                 per: Duration::from_secs(10),
             }),
             client_events: false,
+            signin_timeout: None,
         }
     }
 }

@@ -56,6 +56,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// request bought a whole roster).
 const SNAPSHOT_REPEAT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Why a terminated user's sockets close (`terminate_connections`).
+const TERMINATED: &str = "connection terminated by the app";
+
+/// Why a socket that did not sign in in time closes (Pusher's wording).
+const SIGNIN_TIMED_OUT: &str = "Connection not authorized within timeout";
+
 /// Client events one connection may send: Pusher's limit, 10 a second.
 const CLIENT_EVENTS_PER_SECOND: u32 = 10;
 
@@ -72,6 +78,10 @@ enum Stop {
     /// Close the socket with this Pusher code; the reason is counted in
     /// `rollcall_ws_closed_total` when it is one of the bounds.
     Close(u16, &'static str, Option<WsClose>),
+    /// Send a `pusher:error` with this code and message, then close with
+    /// them: for stops decided outside the task (a halt), which could not
+    /// queue the error ahead of themselves.
+    Refuse(u16, &'static str),
     /// The client closed or the transport failed: nothing more to send.
     Gone,
 }
@@ -85,6 +95,7 @@ impl From<Halt> for Stop {
                 Some(WsClose::SlowConsumer),
             ),
             Halt::Shutdown => Stop::Close(code::RECONNECT, "server restarting", None),
+            Halt::Terminated => Stop::Refuse(code::UNAUTHORIZED, TERMINATED),
         }
     }
 }
@@ -118,6 +129,7 @@ pub(super) fn serve(
         keepalive: Keepalive {
             last_activity: Instant::now(),
             ping_sent_at: None,
+            signin_by: None,
         },
         subscribes: None,
         subscribed_once: false,
@@ -140,6 +152,11 @@ pub(super) fn serve(
                     conn.state.metrics.ws.closed(bound);
                 }
                 close_boxed(ws, None, code, reason.into()).await;
+            }
+            Stop::Refuse(code, reason) => {
+                tracing::debug!(socket_id = %conn.handle.id, code, reason, "refusing pusher socket");
+                let error = frame::error(Some(code), reason);
+                close_boxed(ws, Some(error), code, reason.into()).await;
             }
             Stop::Gone => tracing::debug!(socket_id = %conn.handle.id, "pusher socket gone"),
         }
@@ -210,6 +227,11 @@ struct Keepalive {
     last_activity: Instant,
     /// When our `pusher:ping` went out, while its answer is awaited.
     ping_sent_at: Option<Instant>,
+    /// When an unsigned socket is closed with 4009
+    /// (`PusherConfig::signin_timeout`); `None` once signed in or with no
+    /// timeout. The keepalive timer never sleeps past it, so the timeout
+    /// costs no timer of its own.
+    signin_by: Option<Instant>,
 }
 
 impl Keepalive {
@@ -222,6 +244,12 @@ impl Keepalive {
             Some(at) => at + config.pong_timeout,
             None => self.last_activity + config.activity_timeout + config.pong_timeout,
         }
+    }
+
+    /// `at`, or the sign-in deadline if that comes first: what the
+    /// keepalive timer is armed for.
+    fn wake_at(&self, at: Instant) -> Instant {
+        self.signin_by.map_or(at, |by| by.min(at))
     }
 }
 
@@ -240,7 +268,13 @@ impl Connection {
 
         // See `Keepalive`.
         self.keepalive.last_activity = Instant::now();
-        let keepalive = sleep_until(self.keepalive.last_activity + config.activity_timeout);
+        self.keepalive.signin_by = config
+            .signin_timeout
+            .map(|t| self.keepalive.last_activity + t);
+        let keepalive = sleep_until(
+            self.keepalive
+                .wake_at(self.keepalive.last_activity + config.activity_timeout),
+        );
         tokio::pin!(keepalive);
 
         loop {
@@ -267,7 +301,9 @@ impl Connection {
                             if self.keepalive.ping_sent_at.take().is_some() {
                                 // The timer is armed for the pong deadline;
                                 // re-arm it for the next idle period.
-                                keepalive.as_mut().reset(now + config.activity_timeout);
+                                keepalive
+                                    .as_mut()
+                                    .reset(self.keepalive.wake_at(now + config.activity_timeout));
                             }
                             // Boxed: client messages are rare, and their
                             // handling (subscribe, auth, the hook) would
@@ -280,19 +316,26 @@ impl Connection {
                 () = &mut keepalive => {
                     let now = Instant::now();
                     let last_activity = self.keepalive.last_activity;
+                    let signin_by = self.keepalive.signin_by;
+                    let wake_at = |at: Instant| signin_by.map_or(at, |by| by.min(at));
                     match self.keepalive.ping_sent_at {
+                        _ if signin_by.is_some_and(|by| now >= by) => {
+                            Err(Stop::Refuse(code::UNAUTHORIZED, SIGNIN_TIMED_OUT))
+                        }
                         Some(at) if now >= at + config.pong_timeout => Err(pong_timeout()),
                         Some(at) => {
-                            keepalive.as_mut().reset(at + config.pong_timeout);
+                            keepalive.as_mut().reset(wake_at(at + config.pong_timeout));
                             Ok(())
                         }
                         None if now >= last_activity + config.activity_timeout => {
                             self.keepalive.ping_sent_at = Some(now);
-                            keepalive.as_mut().reset(now + config.pong_timeout);
+                            keepalive.as_mut().reset(wake_at(now + config.pong_timeout));
                             self.send_boxed(ws, frame::ping()).await
                         }
                         None => {
-                            keepalive.as_mut().reset(last_activity + config.activity_timeout);
+                            keepalive
+                                .as_mut()
+                                .reset(wake_at(last_activity + config.activity_timeout));
                             Ok(())
                         }
                     }
@@ -542,6 +585,9 @@ impl Connection {
         }
         self.state.hub.subscribe(&user_channel, &self.handle);
         self.channels.insert(user_channel, Instant::now());
+        // Signed in: the sign-in timeout no longer applies (the timer, if
+        // armed for it, finds nothing due and re-arms for the keepalive).
+        self.keepalive.signin_by = None;
         let data = serde_json::json!({ "user_data": user_data }).to_string();
         self.send(ws, frame::event("pusher:signin_success", None, &data))
             .await
@@ -587,6 +633,11 @@ impl Connection {
             None => Some("a client event needs a valid channel".to_string()),
             Some(c) if c.kind() == ChannelKind::Public => Some(format!(
                 "client events are only for private and presence channels, not {c}"
+            )),
+            // As on Pusher: the server cannot check (or encrypt) what a
+            // client would send on an end-to-end encrypted channel.
+            Some(c) if c.is_encrypted() => Some(format!(
+                "client events are not supported on encrypted channels ({c})"
             )),
             Some(c) if !self.channels.contains_key(c) => {
                 Some(format!("not subscribed to {c}: subscribe before sending"))

@@ -118,8 +118,7 @@ impl Store for MemoryStore {
         }
         slot.version += 1;
         for b in commit.broadcasts {
-            self.delivery
-                .deliver(&b.channel, b.frame, b.except.as_ref());
+            b.hand_to(&*self.delivery);
         }
         Ok(CommitOutcome::Committed {
             version: slot.version,
@@ -151,8 +150,7 @@ impl Store for MemoryStore {
 
     async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError> {
         for b in broadcasts {
-            self.delivery
-                .deliver(&b.channel, b.frame, b.except.as_ref());
+            b.hand_to(&*self.delivery);
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! own `redis-server` (`redis_server::RedisServer`).
 
 mod attendance_flow;
+mod cache_channels;
 mod client_events;
 mod cross_origin;
 mod demo;
@@ -24,6 +25,7 @@ mod scenarios;
 mod sessions_api;
 mod signin;
 mod store_suite;
+mod terminate;
 mod tools;
 mod viewer;
 mod webhook_errors;
