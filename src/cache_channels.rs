@@ -37,7 +37,9 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 pub async fn remember(cache: &dyn EventCache, broadcasts: &[Broadcast]) -> Result<(), StoreError> {
     for b in broadcasts {
         if b.halt.is_none() && is_cache(&b.channel) {
-            cache.put_last_event(&b.channel, &b.frame, CACHE_TTL).await?;
+            cache
+                .put_last_event(&b.channel, &b.frame, CACHE_TTL)
+                .await?;
         }
     }
     Ok(())

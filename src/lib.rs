@@ -3,8 +3,8 @@
 
 pub mod build_info;
 pub mod cache_channels;
-pub mod cli;
 pub mod channel_events;
+pub mod cli;
 pub mod client_events;
 pub mod config;
 pub mod domain;

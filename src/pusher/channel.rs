@@ -216,7 +216,12 @@ mod tests {
             ("cache-location", ChannelKind::Public, true, false),
             ("private-cache-x", ChannelKind::Private, true, false),
             ("private-encrypted-x", ChannelKind::Private, false, true),
-            ("private-encrypted-cache-x", ChannelKind::Private, true, true),
+            (
+                "private-encrypted-cache-x",
+                ChannelKind::Private,
+                true,
+                true,
+            ),
             ("presence-cache-x", ChannelKind::Presence, true, false),
             ("presence-x", ChannelKind::Presence, false, false),
             // `cache-` only counts right after the kind's prefix.

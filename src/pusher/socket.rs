@@ -316,26 +316,30 @@ impl Connection {
                 () = &mut keepalive => {
                     let now = Instant::now();
                     let last_activity = self.keepalive.last_activity;
-                    let signin_by = self.keepalive.signin_by;
-                    let wake_at = |at: Instant| signin_by.map_or(at, |by| by.min(at));
+                    // (No locals beyond these two: whatever lives across
+                    // the ping's write is part of every idle socket.)
                     match self.keepalive.ping_sent_at {
-                        _ if signin_by.is_some_and(|by| now >= by) => {
+                        _ if self.keepalive.signin_by.is_some_and(|by| now >= by) => {
                             Err(Stop::Refuse(code::UNAUTHORIZED, SIGNIN_TIMED_OUT))
                         }
                         Some(at) if now >= at + config.pong_timeout => Err(pong_timeout()),
                         Some(at) => {
-                            keepalive.as_mut().reset(wake_at(at + config.pong_timeout));
+                            keepalive
+                                .as_mut()
+                                .reset(self.keepalive.wake_at(at + config.pong_timeout));
                             Ok(())
                         }
                         None if now >= last_activity + config.activity_timeout => {
                             self.keepalive.ping_sent_at = Some(now);
-                            keepalive.as_mut().reset(wake_at(now + config.pong_timeout));
+                            keepalive
+                                .as_mut()
+                                .reset(self.keepalive.wake_at(now + config.pong_timeout));
                             self.send_boxed(ws, frame::ping()).await
                         }
                         None => {
                             keepalive
                                 .as_mut()
-                                .reset(wake_at(last_activity + config.activity_timeout));
+                                .reset(self.keepalive.wake_at(last_activity + config.activity_timeout));
                             Ok(())
                         }
                     }
@@ -666,11 +670,32 @@ impl Connection {
         Ok(())
     }
 
+    /// pusher-js subscribes to `#server-to-user-<id>` itself after
+    /// `signin_success`; signing in already put the socket there, so its own
+    /// user's channel is simply confirmed. Anyone else's is refused (4009,
+    /// the socket stays): only signing in joins a user's channel.
+    async fn subscribe_user_channel(&mut self, ws: &mut Ws, name: &str) -> Result<(), Stop> {
+        let own = self.channels.keys().any(|c| c.as_str() == name);
+        if own {
+            return self
+                .send(ws, frame::subscription_succeeded(name, "{}"))
+                .await;
+        }
+        let err = frame::error(
+            Some(code::UNAUTHORIZED),
+            "a user's channel is joined by signing in as that user (pusher:signin)",
+        );
+        self.send(ws, err).await
+    }
+
     async fn subscribe(&mut self, ws: &mut Ws, frame: &ClientFrame) -> Result<(), Stop> {
         let Some(name) = frame.data_str("channel") else {
             let err = frame::error(None, "pusher:subscribe needs data.channel");
             return self.send(ws, err).await;
         };
+        if name.starts_with(USER_CHANNEL_PREFIX) {
+            return self.subscribe_user_channel(ws, name).await;
+        }
         let channel = match ChannelName::parse(name) {
             Ok(channel) => channel,
             Err(e) => {
@@ -948,7 +973,8 @@ mod tests {
     /// 2,192 before; 1,048 with the write-stall deadline and the subscribe
     /// limiter, both boxed and made only when needed; still 1,048 with
     /// tokio-tungstenite's stream in place of axum's `WebSocket` and the
-    /// fragmenting write).
+    /// fragmenting write; 1,088 with the sign-in deadline kept beside the
+    /// keepalive's, which spares it a timer of its own).
     #[test]
     fn the_socket_task_stays_small() {
         let size = output_size(serve);

@@ -66,14 +66,12 @@ impl EventCache for MemoryEventCache {
     async fn last_event(&self, channel: &str) -> Result<Option<Utf8Bytes>, StoreError> {
         let now = Instant::now();
         // An expired entry is dropped when read (or by the next sweep).
-        let found = self
-            .entries
-            .get(channel)
-            .map(|e| (e.0.clone(), e.1 > now));
+        let found = self.entries.get(channel).map(|e| (e.0.clone(), e.1 > now));
         match found {
             Some((frame, true)) => Ok(Some(frame)),
             Some((_, false)) => {
-                self.entries.remove_if(channel, |_, (_, expires)| *expires <= now);
+                self.entries
+                    .remove_if(channel, |_, (_, expires)| *expires <= now);
                 Ok(None)
             }
             None => Ok(None),
@@ -129,8 +127,14 @@ mod tests {
         let cache = MemoryEventCache::default();
         let long = Duration::from_secs(60);
         assert_eq!(cache.last_event("cache-a").await.unwrap(), None);
-        cache.put_last_event("cache-a", &"1".into(), long).await.unwrap();
-        cache.put_last_event("cache-a", &"2".into(), long).await.unwrap();
+        cache
+            .put_last_event("cache-a", &"1".into(), long)
+            .await
+            .unwrap();
+        cache
+            .put_last_event("cache-a", &"2".into(), long)
+            .await
+            .unwrap();
         assert_eq!(
             cache.last_event("cache-a").await.unwrap().as_deref(),
             Some("2")
@@ -154,6 +158,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(cache.entries.len() <= SWEEP_EVERY, "{}", cache.entries.len());
+        assert!(
+            cache.entries.len() <= SWEEP_EVERY,
+            "{}",
+            cache.entries.len()
+        );
     }
 }

@@ -53,7 +53,11 @@ async fn publish(app: &TestApp, channel: &str, name: &str, data: &Value) {
 #[tokio::test]
 async fn a_new_subscriber_gets_the_last_event_or_a_miss() {
     let app = spawn_app().await;
-    for channel in ["cache-weather", "private-cache-room.1", "private-encrypted-cache-x"] {
+    for channel in [
+        "cache-weather",
+        "private-cache-room.1",
+        "private-encrypted-cache-x",
+    ] {
         let (_, first) = subscribed(&app, channel).await;
         assert_miss(&first, channel);
 
@@ -63,12 +67,21 @@ async fn a_new_subscriber_gets_the_last_event_or_a_miss() {
         assert_eq!(first.event, "update");
         assert_eq!(first.channel.as_deref(), Some(channel));
         assert_eq!(first.data, json!({"n": 2}), "only the last one");
-        assert!(late.frame_within(Duration::from_millis(200)).await.is_none());
+        assert!(
+            late.frame_within(Duration::from_millis(200))
+                .await
+                .is_none()
+        );
     }
     // An ordinary channel is never replayed, nor told of a miss.
     publish(&app, "session.999", "update", &json!({})).await;
     let mut plain = app.subscriber("session.999").await;
-    assert!(plain.frame_within(Duration::from_millis(200)).await.is_none());
+    assert!(
+        plain
+            .frame_within(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
     app.shutdown().await;
 }
 
@@ -138,7 +151,10 @@ async fn both_event_caches_keep_the_last_event_until_it_expires() {
             .put_last_event("cache-c", &Utf8Bytes::from("x"), Duration::from_millis(50))
             .await
             .unwrap();
-        assert!(cache.last_event("cache-c").await.unwrap().is_some(), "{kind}");
+        assert!(
+            cache.last_event("cache-c").await.unwrap().is_some(),
+            "{kind}"
+        );
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(cache.last_event("cache-c").await.unwrap(), None, "{kind}");
     }
@@ -187,7 +203,9 @@ async fn encrypted_channels_need_private_auth_and_are_relayed_as_they_are() {
         "{:?}",
         err.data
     );
-    reader.send(json!({"event": "pusher:ping", "data": {}})).await;
+    reader
+        .send(json!({"event": "pusher:ping", "data": {}}))
+        .await;
     reader.next_event("pusher:pong").await;
 
     // One event to several channels is refused when any is encrypted.

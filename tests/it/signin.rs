@@ -184,7 +184,46 @@ async fn a_connection_not_signed_in_within_the_timeout_is_closed_4009() {
     // Signed in in time: kept past the timeout.
     let mut signed = signed_in(&app, USER_DATA).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    signed.send(json!({"event": "pusher:ping", "data": {}})).await;
+    signed
+        .send(json!({"event": "pusher:ping", "data": {}}))
+        .await;
     signed.next_event("pusher:pong").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_own_user_channel_is_confirmed_as_pusher_js_asks_and_no_other() {
+    let app = spawn_app().await;
+    let mut client = signed_in(&app, USER_DATA).await;
+    // pusher-js subscribes to its user's channel after signin_success.
+    client.subscribe("#server-to-user-12").await;
+    let (status, _) = trigger(
+        &app,
+        &json!({"name": "note", "channel": "#server-to-user-12", "data": "{}"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    client.next_event("note").await;
+    assert!(
+        client
+            .frame_within(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "still delivered once"
+    );
+    // Someone else's, or before signing in: refused, the socket stays.
+    for (mut c, channel) in [
+        (signed_in(&app, USER_DATA).await, "#server-to-user-13"),
+        (
+            PusherClient::connect(&app.ws_url("rollcall-key")).await,
+            "#server-to-user-12",
+        ),
+    ] {
+        c.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
+            .await;
+        assert_eq!(c.next_event("pusher:error").await.data["code"], 4009);
+        c.send(json!({"event": "pusher:ping", "data": {}})).await;
+        c.next_event("pusher:pong").await;
+    }
     app.shutdown().await;
 }

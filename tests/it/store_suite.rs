@@ -727,7 +727,10 @@ async fn a_halt_broadcast_halts_instead_of_delivering(b: Backend) {
         b.delivered.wait_for(2).await,
         [
             delivered("#server-to-user-12", "before"),
-            ("#server-to-user-12".to_string(), "halt:Terminated".to_string()),
+            (
+                "#server-to-user-12".to_string(),
+                "halt:Terminated".to_string()
+            ),
         ]
     );
 }
