@@ -21,6 +21,7 @@ impl ClientEventRelay for StoreRelay {
             channel: channel.as_str().to_owned(),
             frame,
             except: Some(sender.clone()),
+            halt: None,
         };
         match self.0.publish(vec![broadcast]).await {
             Ok(()) => true,

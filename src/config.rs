@@ -169,6 +169,11 @@ pub struct ServeArgs {
     /// member to come back (a page reload) before they are sent; `0`: no hold.
     #[arg(long, env = "ROLLCALL_APP_WEBHOOK_HOLD", default_value = "3s", value_parser = parse_duration_or_zero)]
     pub app_webhook_hold: Duration,
+    /// A connection that has not signed in (`pusher:signin`) within this is
+    /// closed with 4009, as Pusher's authorized connections are; unset: no
+    /// limit.
+    #[arg(long, env = "ROLLCALL_SIGNIN_TIMEOUT", value_parser = parse_duration)]
+    pub signin_timeout: Option<Duration>,
     // --- The HTTP connection layer (src/server). ---
     /// A new connection's first request head, and any later head from its
     /// first byte, must arrive within this (else 408).
@@ -422,6 +427,8 @@ pub struct Settings {
     pub app_webhook_url: Option<reqwest::Url>,
     /// The hold (`ROLLCALL_APP_WEBHOOK_HOLD`), batching, bounds and retries.
     pub app_webhooks: crate::app_webhooks::AppWebhookOptions,
+    /// `ROLLCALL_SIGNIN_TIMEOUT`; `None`: no limit.
+    pub signin_timeout: Option<Duration>,
     /// The HTTP connection layer's timeouts and caps.
     pub http: crate::server::HttpLimits,
     /// Which secrets are the published development defaults.
@@ -509,6 +516,10 @@ impl Settings {
             ("ROLLCALL_HTTP_BODY_TIMEOUT", args.http_body_timeout),
             ("ROLLCALL_HTTP_IDLE_TIMEOUT", args.http_idle_timeout),
             ("ROLLCALL_LIVEKIT_TIMEOUT", args.livekit_timeout),
+            (
+                "ROLLCALL_SIGNIN_TIMEOUT",
+                args.signin_timeout.unwrap_or(Duration::MAX),
+            ),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -575,6 +586,7 @@ impl Settings {
                 hold: args.app_webhook_hold,
                 ..Default::default()
             },
+            signin_timeout: args.signin_timeout,
             http: crate::server::HttpLimits {
                 header_timeout: args.http_header_timeout,
                 body_timeout: args.http_body_timeout,
@@ -875,6 +887,17 @@ mod tests {
             Wrapper::try_parse_from(["rollcall", "--rate-subscribes", "lots"]).is_err(),
             "a malformed rate is refused"
         );
+    }
+
+    #[test]
+    fn the_signin_timeout_is_off_unless_set_and_never_zero() {
+        assert_eq!(parse(&[]).unwrap().signin_timeout, None);
+        let s = parse(&["--signin-timeout", "30s"]).unwrap();
+        assert_eq!(s.signin_timeout, Some(Duration::from_secs(30)));
+        assert!(matches!(
+            parse(&["--signin-timeout", "0s"]),
+            Err(ConfigError::ZeroDuration("ROLLCALL_SIGNIN_TIMEOUT"))
+        ));
     }
 
     #[test]

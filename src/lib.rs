@@ -3,6 +3,7 @@
 
 pub mod app_webhooks;
 pub mod build_info;
+pub mod cache_channels;
 pub mod channel_events;
 pub mod cli;
 pub mod client_events;

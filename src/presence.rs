@@ -223,6 +223,7 @@ impl PresenceService for Presence {
             channel: channel.as_str().to_owned(),
             frame: member_added(channel.as_str(), member),
             except: Some(socket.clone()),
+            halt: None,
         };
         let joining = Joining {
             channel: channel.as_str(),

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app_webhooks::{AppWebhooks, WebhookStore};
+use crate::cache_channels::{CacheReplay, CachingRelay};
 use crate::channel_events::{ChannelEvents, NoChannelEvents};
 use crate::config::Settings;
 use crate::http::{self, AppState};
@@ -20,10 +21,10 @@ use crate::limits::{HOUSEKEEPING_PERIOD, Limits, run_housekeeping};
 use crate::livekit::RoomService;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::pusher::SocketId;
 use crate::pusher::hub::Hub;
 use crate::pusher::service::{ConnectionQuota, Services};
 use crate::pusher::{self, PusherConfig, PusherState};
+use crate::pusher::{Halt, SocketId};
 use crate::reconcile::Reconciler;
 use crate::report::Reporter;
 use crate::rooms::{Rooms, Timing};
@@ -31,7 +32,8 @@ use crate::server::{self, ConnectionBudget};
 use crate::snapshot::Snapshots;
 use crate::store::presence::{MemoryPresence, NodeRegistry, PresenceStore};
 use crate::store::{
-    ChannelQuery, LocalDelivery, MemoryStore, RedisStore, Store, SubscriptionCounts,
+    ChannelQuery, EventCache, LocalDelivery, MemoryEventCache, MemoryStore, RedisStore, Store,
+    SubscriptionCounts,
 };
 use crate::sweeper::Sweeper;
 
@@ -62,6 +64,10 @@ impl LocalDelivery for Hub {
         self.publish(channel, frame, except);
     }
 
+    fn halt(&self, channel: &str, why: Halt) {
+        self.halt_channel(channel, why);
+    }
+
     fn subscriptions(&self, query: &ChannelQuery) -> SubscriptionCounts {
         match query {
             ChannelQuery::Names(names) => names
@@ -86,6 +92,8 @@ impl Application {
         let mut bus_connections = None;
         let presence_store: Arc<dyn PresenceStore>;
         let registry: Arc<dyn NodeRegistry>;
+        // Cache channels' last events: in Redis beside the rooms, or here.
+        let mut event_cache: Arc<dyn EventCache> = Arc::new(MemoryEventCache::default());
         let store: Arc<dyn Store> = match &settings.redis_url {
             Some(url) => {
                 let delivery: Arc<dyn LocalDelivery> = Arc::new(hub.clone());
@@ -105,7 +113,9 @@ impl Application {
                 let presence = Arc::new(redis.presence());
                 presence_store = presence.clone();
                 registry = presence;
-                Arc::new(redis)
+                let redis = Arc::new(redis);
+                event_cache = Arc::clone(&redis) as Arc<dyn EventCache>;
+                redis
             }
             None => {
                 tracing::warn!(
@@ -209,6 +219,7 @@ impl Application {
             pusher_app_key: Arc::from(settings.app_key.as_str()),
             limits: Arc::clone(&limits),
             reconciler,
+            event_cache: Arc::clone(&event_cache),
         };
         let mut pusher_config = PusherConfig::new(&settings.app_key, &settings.app_secret);
         pusher_config.activity_timeout = settings.activity_timeout;
@@ -218,6 +229,7 @@ impl Application {
         pusher_config.subscribe_rate = settings.rate_subscribes;
         pusher_config.client_events = settings.client_events;
         pusher_config.max_presence_members = settings.max_presence_members;
+        pusher_config.signin_timeout = settings.signin_timeout;
         let snapshots = Arc::new(Snapshots::new(rooms));
         if let Some(connections) = bus_connections {
             tracker.spawn(resync_after_bus_gaps(
@@ -276,12 +288,20 @@ impl Application {
             settings.node_ttl,
             shutdown.clone(),
         ));
-        let mut pusher_state = PusherState::new(pusher_config, hub, snapshots);
+        let hook = CacheReplay::new(
+            snapshots,
+            Arc::clone(&event_cache),
+            Arc::clone(&channel_events),
+        );
+        let mut pusher_state = PusherState::new(pusher_config, hub, Arc::new(hook));
         pusher_state.shutdown = shutdown.clone();
         pusher_state.tracker = tracker.clone();
         pusher_state.limits = limits;
         pusher_state.services = Arc::new(Services {
-            client_events: Arc::new(crate::client_events::StoreRelay(Arc::clone(&store))),
+            client_events: Arc::new(CachingRelay::new(
+                Arc::new(crate::client_events::StoreRelay(Arc::clone(&store))),
+                event_cache,
+            )),
             presence: presence.clone(),
             quota,
             channel_events,

@@ -49,6 +49,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Asks LiveKit's RoomService (rules 23–27); `None` without `LIVEKIT_URL`.
     pub reconciler: Option<crate::reconcile::Reconciler>,
+    /// Cache channels' last events (`cache_channels.rs`).
+    pub event_cache: Arc<dyn crate::store::EventCache>,
 }
 
 /// `ClientIp` reads the trusted proxies from here.
@@ -111,6 +113,11 @@ pub fn routes(state: AppState) -> Router {
         .route(
             "/apps/{app_id}/channels/{name}/users",
             get(pusher_api::users),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(pusher_api::terminate_connections)
+                .layer(DefaultBodyLimit::max(pusher_api::MAX_BODY_BYTES)),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -23,7 +23,7 @@ use super::client_ip::ClientIp;
 use super::error::AppError;
 use crate::metrics::Metrics;
 use crate::pusher::auth::verify_http_api_request;
-use crate::pusher::{ChannelKind, ChannelName, SocketId, frame};
+use crate::pusher::{ChannelKind, ChannelName, Halt, SocketId, frame};
 use crate::store::{Broadcast, ChannelQuery, StoreError, SubscriptionCounts};
 
 /// Largest request body: a full batch (10 events of 10 KiB data, escaped,
@@ -231,6 +231,14 @@ impl Event {
                 channels.push(channel);
             }
         }
+        // Each encrypted channel's payload is encrypted with that channel's
+        // own key, so one payload cannot go to several (Pusher's rule and
+        // its server libraries' wording).
+        if channels.len() > 1 && channels.iter().any(ChannelName::is_encrypted) {
+            return Err(invalid(
+                "You cannot trigger to multiple channels when using encrypted channels",
+            ));
+        }
         let except = body
             .socket_id
             .map(|s| SocketId::parse(&s).map_err(|e| invalid(format!("socket_id {s:?}: {e}"))))
@@ -254,6 +262,7 @@ impl Event {
             channel: channel.as_str().to_owned(),
             frame: frame::event(&self.name, Some(channel.as_str()), &self.data),
             except: self.except.clone(),
+            halt: None,
         })
     }
 }
@@ -274,6 +283,9 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AppError> 
 async fn publish(app: &AppState, events: &[Event]) -> Result<(), AppError> {
     let broadcasts: Vec<Broadcast> = events.iter().flat_map(Event::broadcasts).collect();
     let n = broadcasts.len() as u64;
+    crate::cache_channels::remember(&*app.event_cache, &broadcasts)
+        .await
+        .map_err(store_error)?;
     app.store.publish(broadcasts).await.map_err(store_error)?;
     Metrics::add(&app.metrics.api_messages_published, n);
     Ok(())
@@ -525,4 +537,30 @@ pub async fn users(
         .map(|(id, _)| json!({ "id": id }))
         .collect();
     Ok(Json(json!({ "users": users })))
+}
+
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`: every
+/// socket signed in as the user, on every node, gets a 4009 `pusher:error`
+/// and a 4009 close, as Pusher (and its peers) send; pusher-js treats
+/// 4000–4099 as refused and does not reconnect on its own. Those sockets
+/// are exactly the subscribers of the user's `#server-to-user-<id>`, so a
+/// halt broadcast on it reaches them wherever they are. Answers `{}`.
+pub async fn terminate_connections(
+    State(app): State<AppState>,
+    Path((app_id, user_id)): Path<(String, String)>,
+    client: ClientIp,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, AppError> {
+    let body = body.map_err(body_error)?;
+    authenticate(&app, client, &app_id, &method, &uri, &body)?;
+    let channel = ChannelName::user(&user_id).ok_or_else(|| {
+        invalid(format!(
+            "invalid user id {user_id:?}: 1 to 128 of [A-Za-z0-9_-=@,.;]"
+        ))
+    })?;
+    let halt = Broadcast::halt(channel.as_str(), Halt::Terminated);
+    app.store.publish(vec![halt]).await.map_err(store_error)?;
+    Ok(Json(json!({})))
 }

@@ -96,7 +96,33 @@ impl ChannelName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `private-encrypted-…`: the payloads are end-to-end encrypted by the
+    /// app and the subscribers (the server relays them as they are and
+    /// never holds the key). Subscribed to with private auth (the kind is
+    /// [`ChannelKind::Private`]); client events on them are refused.
+    pub fn is_encrypted(&self) -> bool {
+        self.0.starts_with(ENCRYPTED_PREFIX)
+    }
+
+    /// A cache channel (`cache-`, `private-cache-`,
+    /// `private-encrypted-cache-`, `presence-cache-`): its last event is
+    /// kept and replayed to each new subscriber, or `pusher:cache_miss`.
+    /// The prefix after the kind's own is what counts, so the kind (and the
+    /// auth it needs) is unchanged.
+    pub fn is_cache(&self) -> bool {
+        ["", "private-", ENCRYPTED_PREFIX, "presence-"]
+            .iter()
+            .any(|kind| {
+                self.0
+                    .strip_prefix(kind)
+                    .is_some_and(|rest| rest.starts_with("cache-"))
+            })
+    }
 }
+
+/// The prefix of end-to-end encrypted channels.
+const ENCRYPTED_PREFIX: &str = "private-encrypted-";
 
 fn is_channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
@@ -181,6 +207,38 @@ mod tests {
             assert_eq!(c.kind(), kind, "{name}");
         }
         assert!(ChannelName::parse(&"a".repeat(200)).is_ok());
+    }
+
+    #[test]
+    fn cache_and_encrypted_channels_keep_the_kind_of_their_prefix() {
+        let cases = [
+            // (name, kind, cache, encrypted)
+            ("cache-location", ChannelKind::Public, true, false),
+            ("private-cache-x", ChannelKind::Private, true, false),
+            ("private-encrypted-x", ChannelKind::Private, false, true),
+            (
+                "private-encrypted-cache-x",
+                ChannelKind::Private,
+                true,
+                true,
+            ),
+            ("presence-cache-x", ChannelKind::Presence, true, false),
+            ("presence-x", ChannelKind::Presence, false, false),
+            // `cache-` only counts right after the kind's prefix.
+            ("session.cache-1", ChannelKind::Public, false, false),
+            ("private-x-cache-1", ChannelKind::Private, false, false),
+            ("cache", ChannelKind::Public, false, false),
+            ("presence-encrypted-x", ChannelKind::Presence, false, false),
+        ];
+        for (name, kind, cache, encrypted) in cases {
+            let c = ChannelName::parse(name).unwrap();
+            assert_eq!(
+                (c.kind(), c.is_cache(), c.is_encrypted()),
+                (kind, cache, encrypted),
+                "{name}"
+            );
+        }
+        assert!(!ChannelName::user("12").unwrap().is_cache());
     }
 
     #[test]

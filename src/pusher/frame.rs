@@ -123,6 +123,24 @@ pub fn subscription_succeeded(channel: &str, data: &str) -> Utf8Bytes {
     )
 }
 
+/// `pusher:cache_miss` on `channel`: a cache channel's new subscriber is
+/// told no event is cached (Pusher sends it without `data`; pusher-js emits
+/// it as the channel event `pusher:cache_miss`).
+pub fn cache_miss(channel: &str) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct NoData<'a> {
+        event: &'a str,
+        channel: &'a str,
+    }
+    let frame = NoData {
+        event: "pusher:cache_miss",
+        channel,
+    };
+    serde_json::to_string(&frame)
+        .expect("strings serialize")
+        .into()
+}
+
 /// A frame received from a client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientFrame {

@@ -27,6 +27,23 @@ pub enum Halt {
     SlowConsumer,
     /// The server is shutting down: close with 4200.
     Shutdown,
+    /// The app terminated the signed-in user's connections
+    /// (`terminate_connections`): a 4009 error and close, which pusher-js
+    /// does not reconnect after.
+    Terminated,
+}
+
+impl Halt {
+    /// Which halt decides the close code when two arrive: the app's
+    /// termination over a shutdown (whose 4200 would reconnect the user at
+    /// once), a shutdown over a slow consumer.
+    fn rank(self) -> u8 {
+        match self {
+            Halt::SlowConsumer => 0,
+            Halt::Shutdown => 1,
+            Halt::Terminated => 2,
+        }
+    }
 }
 
 /// What [`Outbox::push`] did with a frame.
@@ -107,12 +124,12 @@ impl Outbox {
         push
     }
 
-    /// Tells the socket's task to stop (a shutdown overrides a pending
-    /// slow-consumer halt, as it decides the close code).
+    /// Tells the socket's task to stop (a higher-ranked halt overrides a
+    /// pending one, as it decides the close code: see [`Halt::rank`]).
     pub fn halt(&self, why: Halt) {
         let waker = {
             let mut s = self.lock();
-            if s.closed || s.halt == Some(Halt::Shutdown) {
+            if s.closed || s.halt.is_some_and(|h| h.rank() >= why.rank()) {
                 return;
             }
             s.halt = Some(why);
@@ -364,6 +381,16 @@ impl Hub {
         }
     }
 
+    /// Halts every local subscriber of `channel` (a user's
+    /// `#server-to-user-<id>`: every socket signed in as that user).
+    pub fn halt_channel(&self, channel: &str, why: Halt) {
+        if let Some(subs) = self.inner.channels.get(channel) {
+            for socket in subs.values() {
+                socket.outbox.halt(why);
+            }
+        }
+    }
+
     /// Local subscribers of `channel`.
     pub fn subscription_count(&self, channel: &str) -> usize {
         self.inner.channels.get(channel).map_or(0, |s| s.len())
@@ -535,5 +562,27 @@ mod tests {
         assert_eq!(halted(&b), Some(Halt::Shutdown));
         b.outbox().halt(Halt::SlowConsumer);
         assert_eq!(halted(&b), Some(Halt::Shutdown));
+        // The app's termination outranks a shutdown, which outranks nothing
+        // of it later.
+        b.outbox().halt(Halt::Terminated);
+        assert_eq!(halted(&b), Some(Halt::Terminated));
+        b.outbox().halt(Halt::Shutdown);
+        assert_eq!(halted(&b), Some(Halt::Terminated));
+    }
+
+    #[test]
+    fn halt_channel_halts_only_that_channels_subscribers() {
+        let hub = Hub::new();
+        let (a, _) = socket(&hub, 4);
+        let (b, _) = socket(&hub, 4);
+        let (c, _) = socket(&hub, 4);
+        hub.subscribe(&chan("one"), &a);
+        hub.subscribe(&chan("one"), &b);
+        hub.subscribe(&chan("two"), &c);
+        hub.halt_channel("one", Halt::Terminated);
+        hub.halt_channel("nobody", Halt::Terminated);
+        assert_eq!(halted(&a), Some(Halt::Terminated));
+        assert_eq!(halted(&b), Some(Halt::Terminated));
+        assert_eq!(halted(&c), None);
     }
 }

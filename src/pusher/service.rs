@@ -79,6 +79,10 @@ pub struct PusherConfig {
     /// Users one presence channel may have (`ROLLCALL_MAX_PRESENCE_MEMBERS`,
     /// Pusher's 100 by default).
     pub max_presence_members: usize,
+    /// A connection that has not signed in (`pusher:signin`) within this
+    /// gets a 4009 error and close (`ROLLCALL_SIGNIN_TIMEOUT`); `None`: no
+    /// limit.
+    pub signin_timeout: Option<Duration>,
 }
 
 impl PusherConfig {
@@ -102,6 +106,7 @@ impl PusherConfig {
             }),
             client_events: false,
             max_presence_members: 100,
+            signin_timeout: None,
         }
     }
 }

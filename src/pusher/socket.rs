@@ -60,6 +60,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// request bought a whole roster).
 const SNAPSHOT_REPEAT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Why a terminated user's sockets close (`terminate_connections`).
+const TERMINATED: &str = "connection terminated by the app";
+
+/// Why a socket that did not sign in in time closes (Pusher's wording).
+const SIGNIN_TIMED_OUT: &str = "Connection not authorized within timeout";
+
 /// Client events one connection may send: Pusher's limit, 10 a second.
 const CLIENT_EVENTS_PER_SECOND: u32 = 10;
 
@@ -76,6 +82,10 @@ enum Stop {
     /// Close the socket with this Pusher code; the reason is counted in
     /// `rollcall_ws_closed_total` when it is one of the bounds.
     Close(u16, &'static str, Option<WsClose>),
+    /// Send a `pusher:error` with this code and message, then close with
+    /// them: for stops decided outside the task (a halt), which could not
+    /// queue the error ahead of themselves.
+    Refuse(u16, &'static str),
     /// The client closed or the transport failed: nothing more to send.
     Gone,
 }
@@ -89,6 +99,7 @@ impl From<Halt> for Stop {
                 Some(WsClose::SlowConsumer),
             ),
             Halt::Shutdown => Stop::Close(code::RECONNECT, "server restarting", None),
+            Halt::Terminated => Stop::Refuse(code::UNAUTHORIZED, TERMINATED),
         }
     }
 }
@@ -122,6 +133,7 @@ pub(super) fn serve(
         keepalive: Keepalive {
             last_activity: Instant::now(),
             ping_sent_at: None,
+            signin_by: None,
         },
         subscribes: None,
         subscribed_once: false,
@@ -161,6 +173,11 @@ pub(super) fn serve(
                     conn.state.metrics.ws.closed(bound);
                 }
                 close_boxed(ws, None, code, reason.into()).await;
+            }
+            Stop::Refuse(code, reason) => {
+                tracing::debug!(socket_id = %conn.handle.id, code, reason, "refusing pusher socket");
+                let error = frame::error(Some(code), reason);
+                close_boxed(ws, Some(error), code, reason.into()).await;
             }
             Stop::Gone => tracing::debug!(socket_id = %conn.handle.id, "pusher socket gone"),
         }
@@ -248,6 +265,11 @@ struct Keepalive {
     last_activity: Instant,
     /// When our `pusher:ping` went out, while its answer is awaited.
     ping_sent_at: Option<Instant>,
+    /// When an unsigned socket is closed with 4009
+    /// (`PusherConfig::signin_timeout`); `None` once signed in or with no
+    /// timeout. The keepalive timer never sleeps past it, so the timeout
+    /// costs no timer of its own.
+    signin_by: Option<Instant>,
 }
 
 impl Keepalive {
@@ -260,6 +282,12 @@ impl Keepalive {
             Some(at) => at + config.pong_timeout,
             None => self.last_activity + config.activity_timeout + config.pong_timeout,
         }
+    }
+
+    /// `at`, or the sign-in deadline if that comes first: what the
+    /// keepalive timer is armed for.
+    fn wake_at(&self, at: Instant) -> Instant {
+        self.signin_by.map_or(at, |by| by.min(at))
     }
 }
 
@@ -278,7 +306,13 @@ impl Connection {
 
         // See `Keepalive`.
         self.keepalive.last_activity = Instant::now();
-        let keepalive = sleep_until(self.keepalive.last_activity + config.activity_timeout);
+        self.keepalive.signin_by = config
+            .signin_timeout
+            .map(|t| self.keepalive.last_activity + t);
+        let keepalive = sleep_until(
+            self.keepalive
+                .wake_at(self.keepalive.last_activity + config.activity_timeout),
+        );
         tokio::pin!(keepalive);
 
         loop {
@@ -305,7 +339,9 @@ impl Connection {
                             if self.keepalive.ping_sent_at.take().is_some() {
                                 // The timer is armed for the pong deadline;
                                 // re-arm it for the next idle period.
-                                keepalive.as_mut().reset(now + config.activity_timeout);
+                                keepalive
+                                    .as_mut()
+                                    .reset(self.keepalive.wake_at(now + config.activity_timeout));
                             }
                             // Boxed: client messages are rare, and their
                             // handling (subscribe, auth, the hook) would
@@ -318,19 +354,30 @@ impl Connection {
                 () = &mut keepalive => {
                     let now = Instant::now();
                     let last_activity = self.keepalive.last_activity;
+                    // (No locals beyond these two: whatever lives across
+                    // the ping's write is part of every idle socket.)
                     match self.keepalive.ping_sent_at {
+                        _ if self.keepalive.signin_by.is_some_and(|by| now >= by) => {
+                            Err(Stop::Refuse(code::UNAUTHORIZED, SIGNIN_TIMED_OUT))
+                        }
                         Some(at) if now >= at + config.pong_timeout => Err(pong_timeout()),
                         Some(at) => {
-                            keepalive.as_mut().reset(at + config.pong_timeout);
+                            keepalive
+                                .as_mut()
+                                .reset(self.keepalive.wake_at(at + config.pong_timeout));
                             Ok(())
                         }
                         None if now >= last_activity + config.activity_timeout => {
                             self.keepalive.ping_sent_at = Some(now);
-                            keepalive.as_mut().reset(now + config.pong_timeout);
+                            keepalive
+                                .as_mut()
+                                .reset(self.keepalive.wake_at(now + config.pong_timeout));
                             self.send_boxed(ws, frame::ping()).await
                         }
                         None => {
-                            keepalive.as_mut().reset(last_activity + config.activity_timeout);
+                            keepalive
+                                .as_mut()
+                                .reset(self.keepalive.wake_at(last_activity + config.activity_timeout));
                             Ok(())
                         }
                     }
@@ -587,6 +634,9 @@ impl Connection {
         }
         self.state.hub.subscribe(&user_channel, &self.handle);
         self.channels.insert(user_channel, Subscribed::new(None));
+        // Signed in: the sign-in timeout no longer applies (the timer, if
+        // armed for it, finds nothing due and re-arms for the keepalive).
+        self.keepalive.signin_by = None;
         let data = serde_json::json!({ "user_data": user_data }).to_string();
         self.send(ws, frame::event("pusher:signin_success", None, &data))
             .await
@@ -632,6 +682,11 @@ impl Connection {
             None => Some("a client event needs a valid channel".to_string()),
             Some(c) if c.kind() == ChannelKind::Public => Some(format!(
                 "client events are only for private and presence channels, not {c}"
+            )),
+            // As on Pusher: the server cannot check (or encrypt) what a
+            // client would send on an end-to-end encrypted channel.
+            Some(c) if c.is_encrypted() => Some(format!(
+                "client events are not supported on encrypted channels ({c})"
             )),
             Some(c) if !self.channels.contains_key(c) => {
                 Some(format!("not subscribed to {c}: subscribe before sending"))
@@ -681,11 +736,32 @@ impl Connection {
         Ok(())
     }
 
+    /// pusher-js subscribes to `#server-to-user-<id>` itself after
+    /// `signin_success`; signing in already put the socket there, so its own
+    /// user's channel is simply confirmed. Anyone else's is refused (4009,
+    /// the socket stays): only signing in joins a user's channel.
+    async fn subscribe_user_channel(&mut self, ws: &mut Ws, name: &str) -> Result<(), Stop> {
+        let own = self.channels.keys().any(|c| c.as_str() == name);
+        if own {
+            return self
+                .send(ws, frame::subscription_succeeded(name, "{}"))
+                .await;
+        }
+        let err = frame::error(
+            Some(code::UNAUTHORIZED),
+            "a user's channel is joined by signing in as that user (pusher:signin)",
+        );
+        self.send(ws, err).await
+    }
+
     async fn subscribe(&mut self, ws: &mut Ws, frame: &ClientFrame) -> Result<(), Stop> {
         let Some(name) = frame.data_str("channel") else {
             let err = frame::error(None, "pusher:subscribe needs data.channel");
             return self.send(ws, err).await;
         };
+        if name.starts_with(USER_CHANNEL_PREFIX) {
+            return self.subscribe_user_channel(ws, name).await;
+        }
         let channel = match ChannelName::parse(name) {
             Ok(channel) => channel,
             Err(e) => {
@@ -1035,10 +1111,13 @@ mod tests {
     /// 2,192 before; 1,048 with the write-stall deadline and the subscribe
     /// limiter, both boxed and made only when needed; still 1,048 with
     /// tokio-tungstenite's stream in place of axum's `WebSocket` and the
-    /// fragmenting write).
+    /// fragmenting write; 1,088 with the sign-in deadline kept beside the
+    /// keepalive's, which spares it a timer of its own; 1,104 with presence
+    /// (a subscription remembers its member's user id) and the protocol's
+    /// cluster services behind one pointer in `PusherState`).
     #[test]
     fn the_socket_task_stays_small() {
         let size = output_size(serve);
-        assert!(size <= 1_100, "socket task future grew to {size} bytes");
+        assert!(size <= 1_120, "socket task future grew to {size} bytes");
     }
 }

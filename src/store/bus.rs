@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::LocalDelivery;
 use super::redis::{
     BROADCAST_CHANNEL, CHANNELS_ANSWER_TTL_MS, CHANNELS_QUERY_CHANNEL, decode_channel_query,
+    parse_halt,
 };
 use crate::pusher::SocketId;
 
@@ -103,6 +104,10 @@ fn deliver(delivery: &dyn LocalDelivery, payload: &[u8]) {
     };
     match header.split_once(' ') {
         None => delivery.deliver(header, frame, None),
+        Some((channel, halt)) if halt.starts_with('!') => match parse_halt(&halt[1..]) {
+            Some(why) => delivery.halt(channel, why),
+            None => tracing::warn!("unknown halt on the bus; dropped"),
+        },
         Some((channel, except)) => match SocketId::parse(except) {
             Ok(except) => delivery.deliver(channel, frame, Some(&except)),
             Err(_) => tracing::warn!("malformed excluded socket id on the bus; dropped"),
@@ -153,7 +158,8 @@ mod tests {
     use crate::store::redis::{encode_broadcast, encode_channel_query};
     use crate::store::{Broadcast, ChannelQuery, SubscriptionCounts};
 
-    /// Records what the bus hands to "this node".
+    /// Records what the bus hands to "this node" (a halt as its frame
+    /// `halt:<halt>`).
     #[derive(Default)]
     struct Seen(Mutex<Vec<(String, String, Option<String>)>>);
 
@@ -161,6 +167,11 @@ mod tests {
         fn deliver(&self, channel: &str, frame: Utf8Bytes, except: Option<&SocketId>) {
             let except = except.map(|s| s.as_str().to_string());
             let entry = (channel.to_string(), frame.as_str().to_string(), except);
+            self.0.lock().unwrap().push(entry);
+        }
+
+        fn halt(&self, channel: &str, why: crate::pusher::Halt) {
+            let entry = (channel.to_string(), format!("halt:{why:?}"), None);
             self.0.lock().unwrap().push(entry);
         }
 
@@ -179,12 +190,16 @@ mod tests {
         deliver(&seen, &encode_broadcast(&b));
         deliver(&seen, b"a.b not-a-socket\n{}");
         deliver(&seen, b"no newline");
+        let halt = Broadcast::halt("#server-to-user-12", crate::pusher::Halt::Terminated);
+        deliver(&seen, &encode_broadcast(&halt));
+        deliver(&seen, b"#server-to-user-12 !nonsense\n");
         let seen = seen.0.into_inner().unwrap();
         assert_eq!(
             seen,
             [
                 ("a.b".into(), frame.into(), None),
                 ("a.b".into(), frame.into(), Some("12.34".into())),
+                ("#server-to-user-12".into(), "halt:Terminated".into(), None),
             ]
         );
     }

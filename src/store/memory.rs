@@ -125,8 +125,7 @@ impl RoomStore for MemoryStore {
         }
         slot.version += 1;
         for b in commit.broadcasts {
-            self.delivery
-                .deliver(&b.channel, b.frame, b.except.as_ref());
+            b.hand_to(&*self.delivery);
         }
         Ok(CommitOutcome::Committed {
             version: slot.version,
@@ -172,8 +171,7 @@ impl RoomStore for MemoryStore {
 impl Broker for MemoryStore {
     async fn publish(&self, broadcasts: Vec<Broadcast>) -> Result<(), StoreError> {
         for b in broadcasts {
-            self.delivery
-                .deliver(&b.channel, b.frame, b.except.as_ref());
+            b.hand_to(&*self.delivery);
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 
 pub mod bus;
 mod cache;
+pub mod event_cache;
 pub mod memory;
 pub mod presence;
 pub mod redis;
@@ -32,8 +33,9 @@ use std::time::Duration;
 
 use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
-use crate::pusher::SocketId;
+use crate::pusher::{Halt, SocketId};
 
+pub use event_cache::{EventCache, MemoryEventCache};
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
 
@@ -97,6 +99,11 @@ pub struct Broadcast {
     /// The one socket that must not get it (the HTTP API's `socket_id`):
     /// carried with the broadcast because that socket may be on any node.
     pub except: Option<SocketId>,
+    /// Instead of a frame, stop every subscriber of `channel` with this
+    /// halt (`terminate_connections` on a user's `#server-to-user-<id>`).
+    /// Only the server makes these ([`Broadcast::halt`]); nothing a client
+    /// or the HTTP API sends can become one, whatever its frame holds.
+    pub halt: Option<Halt>,
 }
 
 impl Broadcast {
@@ -106,6 +113,23 @@ impl Broadcast {
             channel: channel.into(),
             frame,
             except: None,
+            halt: None,
+        }
+    }
+
+    /// Halts every socket subscribed to `channel`, on every node.
+    pub fn halt(channel: impl Into<String>, why: Halt) -> Self {
+        Self {
+            halt: Some(why),
+            ..Self::new(channel, Utf8Bytes::from_static(""))
+        }
+    }
+
+    /// Hands the broadcast to this node's sockets.
+    pub fn hand_to(self, delivery: &dyn LocalDelivery) {
+        match self.halt {
+            Some(why) => delivery.halt(&self.channel, why),
+            None => delivery.deliver(&self.channel, self.frame, self.except.as_ref()),
         }
     }
 }
@@ -182,6 +206,9 @@ pub enum StoreError {
 pub trait LocalDelivery: Send + Sync + 'static {
     /// Queues `frame` for every local subscriber of `channel` but `except`.
     fn deliver(&self, channel: &str, frame: Utf8Bytes, except: Option<&SocketId>);
+
+    /// Halts every local subscriber of `channel` (a [`Broadcast::halt`]).
+    fn halt(&self, channel: &str, why: Halt);
 
     /// Local subscriptions of the channels `query` names.
     fn subscriptions(&self, query: &ChannelQuery) -> SubscriptionCounts;

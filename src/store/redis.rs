@@ -58,6 +58,7 @@ use super::{
 };
 use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
+use crate::pusher::Halt;
 
 /// The pub/sub channel every node listens on.
 pub const BROADCAST_CHANNEL: &str = "rollcall:broadcast";
@@ -198,8 +199,14 @@ fn channel_key(channel: &str) -> String {
 }
 
 /// `<channel>[ <excluded socket id>]\n<frame>`: channel names and socket
-/// ids contain neither a space nor a newline.
+/// ids contain neither a space nor a newline. A halt is
+/// `<channel> !<halt>\n`: `!` starts no socket id, so no frame's header can
+/// be read as one (and a node that does not know halts drops it as a
+/// malformed id).
 pub fn encode_broadcast(b: &Broadcast) -> Vec<u8> {
+    if let Some(halt) = b.halt {
+        return format!("{} !{}\n", b.channel, halt_name(halt)).into_bytes();
+    }
     let except = b.except.as_ref().map_or("", |s| s.as_str());
     let mut out = Vec::with_capacity(b.channel.len() + 2 + except.len() + b.frame.len());
     out.extend_from_slice(b.channel.as_bytes());
@@ -210,6 +217,22 @@ pub fn encode_broadcast(b: &Broadcast) -> Vec<u8> {
     out.push(b'\n');
     out.extend_from_slice(b.frame.as_bytes());
     out
+}
+
+/// A halt's name on the bus.
+fn halt_name(halt: Halt) -> &'static str {
+    match halt {
+        Halt::SlowConsumer => "slow_consumer",
+        Halt::Shutdown => "shutdown",
+        Halt::Terminated => "terminated",
+    }
+}
+
+/// The halt `name` stands for ([`halt_name`]).
+pub(crate) fn parse_halt(name: &str) -> Option<Halt> {
+    [Halt::SlowConsumer, Halt::Shutdown, Halt::Terminated]
+        .into_iter()
+        .find(|h| halt_name(*h) == name)
 }
 
 /// `<reply key>\n=<channel>[\n<channel>…]` or `<reply key>\n^<prefix>`.
@@ -370,7 +393,7 @@ impl RedisStore {
     }
 
     /// Runs `f` on a pooled connection, bounded by the command timeout.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,

@@ -5,6 +5,7 @@
 mod app_webhook_store;
 mod app_webhooks;
 mod attendance_flow;
+mod cache_channels;
 mod client_events;
 mod cross_origin;
 mod demo;
@@ -28,6 +29,7 @@ mod scenarios;
 mod sessions_api;
 mod signin;
 mod store_suite;
+mod terminate;
 mod tools;
 mod viewer;
 mod webhook_errors;

@@ -68,6 +68,7 @@ impl Backend {
             channel: CH.into(),
             frame: Utf8Bytes::from(format!("added {user}")),
             except: Some(SocketId::parse(socket).unwrap()),
+            halt: None,
         };
         let joining = Joining {
             channel: CH,

@@ -114,6 +114,11 @@ pub async fn trigger(app: &TestApp, body: &Value) -> (u16, Value) {
         .await
 }
 
+/// `POST path` with `body`, signed as Pusher's server libraries sign it.
+pub async fn post_signed(app: &TestApp, path: &str, body: &str) -> (u16, Value) {
+    Signed::default().post(app, path, body).await
+}
+
 /// `GET /apps/rollcall/channels`, signed.
 pub async fn get_channels(app: &TestApp) -> (u16, Value) {
     get(app, "/apps/rollcall/channels", &[]).await

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use rollcall::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, UserId};
 use rollcall::engine::{Fact, Observation, Participant, RoomState};
-use rollcall::pusher::SocketId;
+use rollcall::pusher::{Halt, SocketId};
 use rollcall::store::{
     Broadcast, Broker, ChannelQuery, Commit, CommitOutcome, Jobs, LocalDelivery, LogKind,
     LoggedEvent, MemoryStore, RedisOptions, RedisStore, RoomRecord, RoomStore, Signals, Store,
@@ -64,6 +64,13 @@ impl LocalDelivery for Recorder {
             .lock()
             .unwrap()
             .push((channel.to_string(), frame.as_str().to_string()));
+        self.count.send_modify(|c| *c += 1);
+    }
+
+    /// Recorded as the frame `halt:<halt>`.
+    fn halt(&self, channel: &str, why: Halt) {
+        let entry = (channel.to_string(), format!("halt:{why:?}"));
+        self.frames.lock().unwrap().push(entry);
         self.count.send_modify(|c| *c += 1);
     }
 
@@ -260,6 +267,7 @@ conformance!(
     broadcasts_are_delivered_in_commit_order,
     channels_link_rooms_idempotently,
     publish_delivers_without_a_commit,
+    a_halt_broadcast_halts_instead_of_delivering,
     ping_answers_and_kind_names_the_store,
     racing_writers_apply_every_event_exactly_once,
     a_commit_without_an_event_changes_state_but_not_the_log,
@@ -703,6 +711,28 @@ async fn channels_link_rooms_idempotently(b: Backend) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// `terminate_connections`: a halt travels like a frame, in order, and
+/// arrives as a halt, never as a frame.
+async fn a_halt_broadcast_halts_instead_of_delivering(b: Backend) {
+    b.store
+        .publish(vec![
+            broadcast("#server-to-user-12", "before"),
+            Broadcast::halt("#server-to-user-12", Halt::Terminated),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.delivered.wait_for(2).await,
+        [
+            delivered("#server-to-user-12", "before"),
+            (
+                "#server-to-user-12".to_string(),
+                "halt:Terminated".to_string()
+            ),
+        ]
     );
 }
 
