@@ -118,6 +118,16 @@ pub struct ServeArgs {
     /// Longest wait for a Redis command; past it webhooks get 503.
     #[arg(long, env = "ROLLCALL_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
+    /// Replicas that must have a commit before its webhook is acknowledged
+    /// (Redis `WAIT`), so an acknowledged webhook survives the master's loss
+    /// and a failover; `0`: the master's own fsync is enough (one Redis).
+    #[arg(long, env = "ROLLCALL_REDIS_WAIT_REPLICAS", value_parser = parse_count, default_value_t = 0)]
+    pub redis_wait_replicas: usize,
+    /// How long a commit waits for those replicas; past it the webhook gets
+    /// 503 (LiveKit retries, and the retry is recognized). Less than
+    /// ROLLCALL_REDIS_TIMEOUT.
+    #[arg(long, env = "ROLLCALL_REDIS_WAIT_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub redis_wait_timeout: Duration,
     /// Longest a graceful shutdown waits for in-flight work.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -336,6 +346,10 @@ pub enum ConfigError {
         "invalid value '{0}' for ROLLCALL_APP_WEBHOOK_URL (--app-webhook-url): expected an http(s) URL"
     )]
     AppWebhookUrl(String),
+    #[error(
+        "ROLLCALL_REDIS_WAIT_TIMEOUT (--redis-wait-timeout) must be shorter than ROLLCALL_REDIS_TIMEOUT (--redis-timeout), which bounds the commit and its wait together"
+    )]
+    WaitTimeout,
     #[error("invalid value '0s' for {}: must be greater than zero", Setting(.0))]
     ZeroDuration(&'static str),
     /// The message names `LIVEKIT_URL` itself.
@@ -525,6 +539,9 @@ impl Settings {
                 return Err(ConfigError::ZeroDuration(name));
             }
         }
+        if args.redis_wait_replicas > 0 && args.redis_wait_timeout >= args.redis_timeout {
+            return Err(ConfigError::WaitTimeout);
+        }
         let report_webhook_url = http_url(args.report_webhook_url, ConfigError::ReportUrl)?;
         let app_webhook_url = http_url(args.app_webhook_url, ConfigError::AppWebhookUrl)?;
         let livekit_api = match args.livekit_url.filter(|u| !u.trim().is_empty()) {
@@ -556,6 +573,8 @@ impl Settings {
             redis: RedisOptions {
                 retention: args.redis_retention,
                 command_timeout: args.redis_timeout,
+                wait_replicas: args.redis_wait_replicas,
+                wait_timeout: args.redis_wait_timeout,
                 ..RedisOptions::default()
             },
             livekit_keys: KeyRing::new(pairs),

@@ -89,6 +89,12 @@ pub struct RedisOptions {
     /// Rooms whose parsed state each node keeps to commit without a load
     /// round trip (`0`: none).
     pub state_cache_rooms: usize,
+    /// Replicas that must have a commit before it counts as committed
+    /// (`WAIT`); `0`: the master's fsync is enough.
+    pub wait_replicas: usize,
+    /// How long a commit waits for them before it fails (Unavailable: the
+    /// webhook is answered 503, and its retry is a recognized duplicate).
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -97,6 +103,8 @@ impl Default for RedisOptions {
             retention: Duration::from_secs(30 * 24 * 3600),
             command_timeout: Duration::from_secs(2),
             state_cache_rooms: 2048,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -144,7 +152,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 /// for a conflict.
 const COMMIT_LUA: &str = r#"
 local has_event = ARGV[2] ~= ''
-if has_event and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return -1 end
+if has_event and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+  -- A replicated write even so: a WAIT after it then also covers the
+  -- first, possibly unconfirmed, application of this event.
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  return -1
+end
 local current = redis.call('HMGET', KEYS[1], 'v', 't')
 local v = tonumber(current[1] or '0')
 if v ~= tonumber(ARGV[1]) then return -2 end
@@ -256,6 +269,11 @@ pub(crate) fn decode_channel_query(message: &str) -> Option<(&str, ChannelQuery)
         .then_some((reply_key, query))
 }
 
+/// Redis restarted (or failed over) and does not know the script.
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -300,6 +318,40 @@ impl RedisStore {
             client,
             shared: std::sync::Mutex::new(None),
         })
+    }
+
+    /// With `wait_replicas`, a duplicate is acknowledged like a commit:
+    /// only once replicas have the event's first application, which may be
+    /// the very one whose confirmation failed. A replicated no-op write (the
+    /// applied set's expiry, refreshed) and a `WAIT` after it on the same
+    /// connection prove that, replication being in order.
+    async fn confirm_applied(&self, room: &RoomName) -> Result<(), StoreError> {
+        let wanted = self.options.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let key = room_key(room, "applied");
+        let ttl = self.options.retention.as_millis() as i64;
+        let wait = self.options.wait_timeout.as_millis() as u64;
+        let (acked,): (i64,) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .pexpire(&key, ttl)
+                    .ignore()
+                    .cmd("WAIT")
+                    .arg(wanted)
+                    .arg(wait)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if acked < wanted as i64 {
+            return Err(StoreError::Unavailable(format!(
+                "not confirmed by {wanted} replica(s) within {:?}",
+                self.options.wait_timeout
+            )));
+        }
+        Ok(())
     }
 
     /// Presence and the node registry on the same Redis and pool.
@@ -496,6 +548,9 @@ impl RoomStore for RedisStore {
                     .await
             })
             .await?;
+        if applied {
+            self.confirm_applied(room).await?;
+        }
         Ok((self.remember_loaded(room, fields)?, applied))
     }
 
@@ -594,24 +649,43 @@ impl RoomStore for RedisStore {
             pipe.arg(encode_broadcast(b));
         }
         let script = &self.commit_script;
-        let pipe = &pipe;
-        let result = self
-            .run_shared(|mut c| async move {
+        let result = if self.options.wait_replicas == 0 {
+            let pipe = &pipe;
+            self.run_shared(|mut c| async move {
                 match pipe.query_async::<(i64,)>(&mut c).await {
                     // Redis restarted and forgot the script: load it, redo
                     // (the ZADD LT is idempotent, the script did not run).
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
+                    Err(e) if is_noscript(&e) => {
                         script.prepare_invoke().load_async(&mut c).await?;
                         pipe.query_async(&mut c).await
                     }
                     other => other,
                 }
             })
-            .await;
-        let (result,) = match result {
+            .await
+            .map(|(result,)| (result, None))
+        } else {
+            // `WAIT` right after the script, on the same connection: it
+            // blocks that connection until replicas have every write made
+            // on it, so it runs on a pooled connection of its own (on the
+            // shared one it would hold every other commit up).
+            pipe.cmd("WAIT")
+                .arg(self.options.wait_replicas)
+                .arg(self.options.wait_timeout.as_millis() as u64);
+            let pipe = &pipe;
+            self.run(|mut c| async move {
+                match pipe.query_async::<(i64, i64)>(&mut c).await {
+                    Err(e) if is_noscript(&e) => {
+                        script.prepare_invoke().load_async(&mut c).await?;
+                        pipe.query_async(&mut c).await
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map(|(result, acked)| (result, Some(acked)))
+        };
+        let (result, acked) = match result {
             Ok(result) => result,
             Err(e) => {
                 // Whether it was applied is unknown: forget the room.
@@ -619,7 +693,11 @@ impl RoomStore for RedisStore {
                 return Err(e);
             }
         };
-        Ok(match result {
+        // Applied on the master but not (yet) on enough replicas: a
+        // failover now could lose it, so it is not acknowledged. What the
+        // master holds is still what this node caches below.
+        let unconfirmed = acked.is_some_and(|n| n < self.options.wait_replicas as i64);
+        let outcome = match result {
             -1 => CommitOutcome::Duplicate,
             -2 => {
                 self.cache.remove(room);
@@ -641,7 +719,14 @@ impl RoomStore for RedisStore {
                 }
                 CommitOutcome::Committed { version }
             }
-        })
+        };
+        if unconfirmed && outcome != CommitOutcome::Conflict {
+            return Err(StoreError::Unavailable(format!(
+                "the commit was not confirmed by {} replica(s) within {:?}",
+                self.options.wait_replicas, self.options.wait_timeout
+            )));
+        }
+        Ok(outcome)
     }
 
     async fn link_channel(&self, channel: &str, room: &RoomName) -> Result<(), StoreError> {

@@ -24,6 +24,7 @@ mod rate_limits;
 mod reconcile;
 mod redis_server;
 mod refusals;
+mod replica_ack;
 mod room_service;
 mod scenarios;
 mod sessions_api;

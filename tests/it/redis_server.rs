@@ -32,11 +32,65 @@ pub struct RedisServer {
     dir: TempDir,
     /// `None` while stopped.
     child: Option<Child>,
+    /// Arguments after the configuration file (e.g. `--replicaof`), kept
+    /// for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a fresh Redis on a free port and waits until it answers PING.
     pub async fn start() -> RedisServer {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A master for replicas that starts a replica's full sync at once
+    /// (Redis waits 5 s by default, to serve several replicas with one
+    /// transfer).
+    #[allow(dead_code)]
+    pub async fn start_master() -> RedisServer {
+        Self::start_with(vec!["--repl-diskless-sync-delay".into(), "0".into()]).await
+    }
+
+    /// A replica of `master`, once the master counts it as an online
+    /// replica (so a `WAIT` on the master can be answered by it).
+    #[allow(dead_code)]
+    pub async fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let replica = Self::start_with(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port.to_string(),
+        ])
+        .await;
+        master.wait_for_replicas(1).await;
+        replica
+    }
+
+    /// Waits until `n` replicas are online on this server.
+    #[allow(dead_code)]
+    pub async fn wait_for_replicas(&self, n: usize) {
+        let deadline = Instant::now() + STARTUP_GUARD;
+        loop {
+            if let Ok(mut conn) = connection(self.port).await {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                let online = info.matches("state=online").count();
+                if online >= n {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} replicas not online:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn start_with(extra: Vec<String>) -> RedisServer {
         let binary = redis_server_binary();
         let dir = tempfile::Builder::new()
             .prefix("rollcall-redis-")
@@ -47,12 +101,13 @@ impl RedisServer {
         let mut failures = Vec::new();
         for _ in 0..5 {
             let port = free_port();
-            match spawn(&binary, port, dir.path()).await {
+            match spawn(&binary, port, dir.path(), &extra).await {
                 Ok(child) => {
                     return RedisServer {
                         port,
                         dir,
                         child: Some(child),
+                        extra,
                     };
                 }
                 Err(why) => failures.push(format!("port {port}: {why}")),
@@ -98,7 +153,14 @@ impl RedisServer {
     /// loaded). Stops it gracefully first if it is running.
     pub async fn restart(&mut self) {
         self.stop().await;
-        match spawn(&redis_server_binary(), self.port, self.dir.path()).await {
+        match spawn(
+            &redis_server_binary(),
+            self.port,
+            self.dir.path(),
+            &self.extra,
+        )
+        .await
+        {
             Ok(child) => self.child = Some(child),
             Err(why) => panic!("redis-server did not restart on port {}: {why}", self.port),
         }
@@ -157,7 +219,7 @@ fn read_log(dir: &Path) -> String {
 
 /// Runs `redis-server <repo>/redis.conf --port <port> --dir <dir>` and waits
 /// until it answers PING; its output goes to `<dir>/redis.log`.
-async fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, String> {
+async fn spawn(binary: &Path, port: u16, dir: &Path, extra: &[String]) -> Result<Child, String> {
     let log = File::options()
         .create(true)
         .append(true)
@@ -170,6 +232,7 @@ async fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, String> {
         .arg("--dir")
         .arg(dir)
         .args(["--daemonize", "no"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(stderr))
