@@ -115,25 +115,31 @@ impl Presence {
         self.events.emit(events).await;
     }
 
+    /// One leave in the store, and its `member_removed` webhook if it was
+    /// the user's last connection.
+    async fn try_leave(
+        &self,
+        channel: &ChannelName,
+        socket: &SocketId,
+    ) -> Result<(), crate::store::StoreError> {
+        let gone = self
+            .store
+            .leave(channel.as_str(), &self.node, socket.as_str())
+            .await?;
+        let gone = gone.map(|u| (channel.as_str().to_owned(), u));
+        self.removed(gone.into_iter().collect()).await;
+        Ok(())
+    }
+
     /// Retries leaves the store refused; stops at the first failure.
     async fn retry_pending(&self) {
         loop {
             let Some((channel, socket)) = self.pending().pop_front() else {
                 return;
             };
-            match self
-                .store
-                .leave(channel.as_str(), &self.node, socket.as_str())
-                .await
-            {
-                Ok(gone) => {
-                    let gone = gone.map(|u| (channel.as_str().to_owned(), u));
-                    self.removed(gone.into_iter().collect()).await;
-                }
-                Err(_) => {
-                    self.pending().push_front((channel, socket));
-                    return;
-                }
+            if self.try_leave(&channel, &socket).await.is_err() {
+                self.pending().push_front((channel, socket));
+                return;
             }
         }
     }
@@ -254,26 +260,16 @@ impl PresenceService for Presence {
     }
 
     async fn leave(&self, channel: &ChannelName, socket: &SocketId) {
-        match self
-            .store
-            .leave(channel.as_str(), &self.node, socket.as_str())
-            .await
-        {
-            Ok(gone) => {
-                let gone = gone.map(|u| (channel.as_str().to_owned(), u));
-                self.removed(gone.into_iter().collect()).await;
+        if let Err(e) = self.try_leave(channel, socket).await {
+            tracing::warn!(channel = channel.as_str(), error = %e, "presence leave failed; will retry");
+            let mut pending = self.pending();
+            if pending.len() >= MAX_PENDING_LEAVES {
+                pending.pop_front();
+                tracing::error!(
+                    "too many presence leaves waiting for the store; dropped the oldest"
+                );
             }
-            Err(e) => {
-                tracing::warn!(channel = channel.as_str(), error = %e, "presence leave failed; will retry");
-                let mut pending = self.pending();
-                if pending.len() >= MAX_PENDING_LEAVES {
-                    pending.pop_front();
-                    tracing::error!(
-                        "too many presence leaves waiting for the store; dropped the oldest"
-                    );
-                }
-                pending.push_back((channel.clone(), socket.clone()));
-            }
+            pending.push_back((channel.clone(), socket.clone()));
         }
     }
 }
