@@ -235,6 +235,7 @@ impl Application {
             tracker.spawn(resync_after_bus_gaps(
                 connections,
                 Arc::clone(&snapshots),
+                Arc::clone(&presence_store),
                 hub.clone(),
                 shutdown.clone(),
             ));
@@ -390,9 +391,14 @@ impl Application {
 /// every (re)connection, every local subscriber is re-sent its channel's
 /// snapshot, so no page stays stale. (After the first there is usually
 /// nobody to re-send to; when Redis was down at startup there may be.)
+/// A presence channel's subscribers, who may have missed `member_added` /
+/// `member_removed`, are re-sent `subscription_succeeded` with the members
+/// now: pusher-js replaces its member list with it (and Echo's `here` runs
+/// again), so nobody stays on screen who left meanwhile.
 async fn resync_after_bus_gaps(
     mut connections: tokio::sync::watch::Receiver<u64>,
     snapshots: Arc<Snapshots>,
+    presence: Arc<dyn PresenceStore>,
     hub: Hub,
     shutdown: CancellationToken,
 ) {
@@ -408,6 +414,18 @@ async fn resync_after_bus_gaps(
             "bus reconnected: re-sending snapshots"
         );
         for channel in channels {
+            if channel.starts_with("presence-") {
+                match presence.members(&channel).await {
+                    Ok(members) => {
+                        let data = crate::pusher::presence::subscription_data(&members);
+                        let frame = crate::pusher::frame::subscription_succeeded(&channel, &data);
+                        hub.publish(&channel, frame, None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e, "cannot re-send a presence channel's members")
+                    }
+                }
+            }
             for frame in snapshots.frames(&channel).await {
                 hub.publish(&channel, frame, None);
             }

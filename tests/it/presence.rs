@@ -432,3 +432,116 @@ async fn a_node_cut_off_past_its_lease_comes_back_without_resurrecting_anyone() 
     assert_eq!(users(&one).await, ["ada"]);
     assert_eq!(users(&two).await, ["ada"]);
 }
+
+/// A presence channel's members as pusher-js keeps them: replaced by each
+/// `subscription_succeeded`, changed by `member_added` / `member_removed`.
+type View = std::collections::BTreeSet<String>;
+
+/// Reads `c`'s frames into `members` until they are `wanted`; returns the
+/// events read.
+async fn view_until(c: &mut PusherClient, members: &mut View, wanted: &[&str]) -> Vec<String> {
+    let mut events = Vec::new();
+    let wanted: std::collections::BTreeSet<String> = wanted.iter().map(|s| s.to_string()).collect();
+    tokio::time::timeout(GUARD, async {
+        while *members != wanted {
+            let Some(frame) = c.next_frame().await else {
+                panic!("closed while the view was {members:?}")
+            };
+            events.push(frame.event.clone());
+            match frame.event.as_str() {
+                "pusher_internal:subscription_succeeded" => {
+                    *members = frame.data["presence"]["ids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string())
+                        .collect();
+                }
+                "pusher_internal:member_added" => {
+                    members.insert(frame.data["user_id"].as_str().unwrap().to_string());
+                }
+                "pusher_internal:member_removed" => {
+                    members.remove(frame.data["user_id"].as_str().unwrap());
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the view never became {wanted:?}"));
+    events
+}
+
+#[tokio::test]
+async fn a_leave_during_a_redis_outage_reaches_every_page_once_redis_is_back() {
+    let mut redis = RedisServer::start().await;
+    let app = spawn_app_with(|s| {
+        s.redis_url = Some(redis.url());
+        s.redis.command_timeout = Duration::from_millis(300);
+        s.node_ttl = Duration::from_secs(1);
+    })
+    .await;
+    let join = |user: &'static str| {
+        let url = app.ws_url(KEY);
+        async move {
+            let mut c = PusherClient::connect(&url).await;
+            let channel_data = json!({"user_id": user}).to_string();
+            let auth = format!(
+                "{KEY}:{}",
+                sign_channel(APP_SECRET, &c.socket_id, CH, Some(&channel_data))
+            );
+            c.send(json!({"event":"pusher:subscribe","data":{"channel":CH,"auth":auth,"channel_data":channel_data}}))
+                .await;
+            c
+        }
+    };
+    let mut view = View::new();
+    let mut ada = join("ada").await;
+    view_until(&mut ada, &mut view, &["ada"]).await;
+    let bo = join("bo").await;
+    view_until(&mut ada, &mut view, &["ada", "bo"]).await;
+
+    // Redis goes away; Bo leaves meanwhile: his leave cannot be stored, and
+    // no member_removed can be published.
+    redis.kill().await;
+    drop(bo);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart().await;
+
+    // Once Redis is back, the leave is retried and Ada's page learns of it
+    // (from the retried leave's member_removed, or from the member list the
+    // node re-sends after its bus reconnects).
+    let mut seen = view_until(&mut ada, &mut view, &["ada"]).await;
+    // Whichever came first, the node re-sends the member list after its bus
+    // reconnects (what repairs a page that missed a member_removed).
+    while !seen
+        .iter()
+        .any(|e| e == "pusher_internal:subscription_succeeded")
+    {
+        let frame = ada.next_frame().await.expect("the socket stays open");
+        seen.push(frame.event);
+    }
+    let body = api_get_app(&app, &format!("/apps/rollcall/channels/{CH}/users")).await;
+    assert_eq!(body["users"], json!([{"id": "ada"}]));
+}
+
+/// A signed Pusher HTTP API GET against an in-process app.
+async fn api_get_app(app: &TestApp, path: &str) -> Value {
+    let ts = (rollcall::domain::now_millis() / 1000).to_string();
+    let pairs = [
+        ("auth_key", KEY),
+        ("auth_timestamp", ts.as_str()),
+        ("auth_version", "1.0"),
+    ];
+    let signature = sign_http_api(APP_SECRET, "GET", path, &pairs);
+    let query =
+        format!("auth_key={KEY}&auth_timestamp={ts}&auth_version=1.0&auth_signature={signature}");
+    let res = app
+        .http
+        .get(app.url(&format!("{path}?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
