@@ -316,7 +316,10 @@ pub async fn b6(a: B6Args) -> anyhow::Result<()> {
     }
     let complete = complete.merged();
     let deliveries = received.max(1) as f64;
-    let slow = slow_consumer_closes(&server.base).await.unwrap_or(0) - slow0;
+    let slow = slow_consumer_closes(&server.base)
+        .await
+        .unwrap_or(0)
+        .saturating_sub(slow0);
     let mut rows = vec![
         Row {
             scenario: "B6 lecture updates".into(),
