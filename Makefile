@@ -101,6 +101,8 @@ bench: bench-build
 	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 5 --max-requests 100000
 	$(call BENCH_RUN,b5) --attendees 5000 --secs 5 --heartbeat-timeout 10s --idle-secs 3
 	$(call BENCH_RUN,b5) --store redis --attendees 5000 --secs 5 --heartbeat-timeout 10s --idle-secs 3
+	$(call BENCH_RUN,b6) --attendees 500 --join-secs 10 --reloads 50 --heartbeats 500
+	$(call BENCH_RUN,b6) --store redis --attendees 500 --join-secs 10 --reloads 50 --heartbeats 500
 
 bench-full: bench-build
 	$(call BENCH_RUN,b1) $(PEERS) --rooms 100 --subscribers 30 --rate 1000 --secs 30
@@ -111,6 +113,8 @@ bench-full: bench-build
 	$(call BENCH_RUN,b4) $(PEERS) --store redis --secs 20 --max-requests 400000
 	$(call BENCH_RUN,b5) --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
 	$(call BENCH_RUN,b5) --store redis --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
+	$(call BENCH_RUN,b6) --attendees 2000 --join-secs 60 --reloads 200 --heartbeats 2000
+	$(call BENCH_RUN,b6) --store redis --attendees 2000 --join-secs 60 --reloads 200 --heartbeats 2000
 
 # ---- soak (loopback only, bounded; see BENCHMARKS.md, "Soak") ----
 # `make soak`: 10 minutes of B1-like load with 10 %/min churn, heartbeats

@@ -157,8 +157,20 @@ pub async fn handshake(ws: &mut Ws, proto: Proto, channel: &str) -> anyhow::Resu
 /// each frame, costs a lock per frame; [`Crowd::close`] aborts instead.)
 pub async fn listen(mut ws: Ws, who: usize, proto: Proto, tracker: Arc<Tracker>) {
     while let Some(Ok(msg)) = ws.next().await {
-        let Message::Text(t) = msg else { continue };
+        let t = match msg {
+            Message::Text(t) => t,
+            Message::Close(frame) => {
+                if frame.is_some_and(|f| u16::from(f.code) == 4100) {
+                    tracker.closed_4100.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            _ => continue,
+        };
         let text = t.as_str();
+        tracker
+            .bytes
+            .fetch_add(text.len() as u64, Ordering::Relaxed);
         // The event name comes first in both protocols' frames, so this
         // scan stops early; snapshots (which may carry markers) don't count.
         if text.contains("attendance.updated") {
@@ -177,6 +189,9 @@ pub async fn listen(mut ws: Ws, who: usize, proto: Proto, tracker: Arc<Tracker>)
             _ => {}
         }
     }
+    // Only reached when the socket ended under us: `Crowd::close` aborts
+    // the task at the `.await` above instead.
+    tracker.ended.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A crowd of subscribers, each listening in its own task.

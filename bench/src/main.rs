@@ -5,6 +5,7 @@
 mod bare;
 mod client;
 mod hostile;
+mod lecture;
 mod publish;
 mod scenarios;
 mod servers;
@@ -38,6 +39,9 @@ enum Command {
     B4(scenarios::B4Args),
     /// Heartbeats: cost per heartbeat and the sweeper's cost (rollcall).
     B5(scenarios::B5Args),
+    /// Large lecture: one room, N attendees all subscribed to its channel,
+    /// N joins (N² deliveries), a reload wave and heartbeats (rollcall).
+    B6(lecture::B6Args),
     /// Soak: B1-like load with churn, heartbeats and hostile clients for
     /// minutes; RSS, fds and latency sampled (rollcall).
     Soak(soak::SoakArgs),
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             Command::B3(a) => scenarios::b3(a).await,
             Command::B4(a) => scenarios::b4(a).await,
             Command::B5(a) => scenarios::b5(a).await,
+            Command::B6(a) => lecture::b6(a).await,
             Command::Soak(a) => soak::soak(a).await,
         }
     })

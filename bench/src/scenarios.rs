@@ -37,7 +37,7 @@ pub struct ClientArgs {
     pub drain_secs: u64,
 }
 
-fn header(name: &str) -> u64 {
+pub fn header(name: &str) -> u64 {
     let fds = sys::raise_fd_limit();
     println!(
         "== {name} | {} | fd limit {fds} | unix time {}",
@@ -49,7 +49,7 @@ fn header(name: &str) -> u64 {
     fds
 }
 
-fn nonce() -> u32 {
+pub fn nonce() -> u32 {
     (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

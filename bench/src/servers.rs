@@ -258,6 +258,11 @@ impl Server {
         self.redis_url.clone()
     }
 
+    /// The pid of the redis-server this server started for itself.
+    pub fn redis_pid(&self) -> Option<u32> {
+        self.redis.as_ref().map(Child::id)
+    }
+
     pub fn rss_kib(&self) -> u64 {
         self.pid.and_then(sys::rss_kib).unwrap_or(0)
     }

@@ -14,6 +14,9 @@ pub struct Tracker {
     sent_ns: Vec<AtomicU64>,
     /// How many subscribers received `seq`.
     receipts: Vec<AtomicU32>,
+    /// Nanoseconds since `base` + 1 of the latest receipt of `seq` (when
+    /// its last subscriber got it; 0 = none yet).
+    last_ns: Vec<AtomicU64>,
     /// First sequence number of each phase (ascending); a receipt's latency
     /// goes to its phase's histogram.
     phase_starts: Vec<u64>,
@@ -21,6 +24,13 @@ pub struct Tracker {
     pub received: AtomicU64,
     /// Marked frames whose seq was never stamped (should stay 0).
     pub unknown: AtomicU64,
+    /// Text bytes (WebSocket payloads) every subscriber read, any event.
+    pub bytes: AtomicU64,
+    /// Subscriber sockets that ended while still listening (the server
+    /// closed them, or the connection broke), and of those the ones closed
+    /// with 4100 (the server's slow-consumer close).
+    pub ended: AtomicU64,
+    pub closed_4100: AtomicU64,
 }
 
 impl Tracker {
@@ -34,10 +44,14 @@ impl Tracker {
             base: Instant::now(),
             sent_ns: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             receipts: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            last_ns: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             phases: phase_starts.iter().map(|_| Latencies::new()).collect(),
             phase_starts,
             received: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            closed_4100: AtomicU64::new(0),
         }
     }
 
@@ -65,6 +79,8 @@ impl Tracker {
         match self.sent_at(seq) {
             Some(sent) => {
                 self.receipts[seq as usize].fetch_add(1, Ordering::Relaxed);
+                let at = now.saturating_duration_since(self.base).as_nanos() as u64 + 1;
+                self.last_ns[seq as usize].fetch_max(at, Ordering::Relaxed);
                 self.received.fetch_add(1, Ordering::Relaxed);
                 let phase = self.phase_starts.partition_point(|&s| s <= seq).max(1) - 1;
                 self.phases[phase].record(who, now.saturating_duration_since(sent));
@@ -73,6 +89,22 @@ impl Tracker {
                 self.unknown.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// How many subscribers received `seq` so far.
+    pub fn receipts(&self, seq: u64) -> u32 {
+        self.receipts
+            .get(seq as usize)
+            .map_or(0, |r| r.load(Ordering::Relaxed))
+    }
+
+    /// From sending `seq` to its latest receipt: once every subscriber has
+    /// it, how long the update took to reach all of them.
+    pub fn completion(&self, seq: u64) -> Option<Duration> {
+        let sent = self.sent_at(seq)?;
+        let last = self.last_ns.get(seq as usize)?.load(Ordering::Relaxed);
+        (last != 0)
+            .then(|| (self.base + Duration::from_nanos(last - 1)).saturating_duration_since(sent))
     }
 
     pub fn phase(&self, i: usize) -> &Latencies {
