@@ -27,8 +27,12 @@
 //!   channel is never left unsubscribed, nor reported ready while leaving.
 //! - Losing the connection empties `on_bus` before anything else; a new
 //!   connection is announced (the counter bumped, snapshots re-sent) only
-//!   after every channel with local subscribers is resubscribed.
-//! - A `ready` that gave up waiting (Redis slow or down) marks the channel
+//!   after every channel with local subscribers is resubscribed. While the
+//!   bus is down `ready` returns at once: the subscriber's channel is in
+//!   the hub, so it is resubscribed before that announcement re-sends its
+//!   snapshot.
+//! - A `ready` that gave up waiting (Redis slow, or the connection dead but
+//!   not yet known to be) marks the channel
 //!   late; its confirmation, if it comes on the same connection, bumps the
 //!   counter like a reconnection, since that subscriber's snapshot may
 //!   predate the subscription.
@@ -90,7 +94,7 @@ impl Drop for BusHandle {
 /// the hub's watcher calls and the subscribers waiting in `ready`.
 pub struct Feed {
     /// `None`: the delivery keeps no registry; the bus hears every channel
-    /// by pattern and `ready` has nothing to wait for once connected.
+    /// by pattern and `ready` has nothing to wait for.
     hub: Option<Hub>,
     state: Mutex<FeedState>,
     /// Wakes the bus task: channels were marked.
@@ -115,8 +119,7 @@ struct FeedState {
     /// Channels Redis confirmed a SUBSCRIBE of on the current connection,
     /// and not being unsubscribed.
     on_bus: HashSet<String>,
-    /// Whether the current connection is up and resubscribed (`hub: None`:
-    /// the pattern subscription is confirmed).
+    /// Whether the current connection is up and resubscribed (announced).
     connected: bool,
     /// Channels whose `ready` gave up before their confirmation.
     late: HashSet<String>,
@@ -133,51 +136,61 @@ impl OccupancyWatch for Feed {
 #[async_trait]
 impl BroadcastFeed for Feed {
     async fn ready(&self, channel: &str) {
+        if self.hub.is_none() {
+            // A bus without a registry hears every channel by pattern.
+            return;
+        }
         let mut changes = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + self.wait;
-        let mut marked = false;
+        {
+            let mut s = self.lock();
+            if s.covers(channel) {
+                return;
+            }
+            // The hub marked it already; marking again costs nothing and
+            // does not depend on that.
+            s.dirty.insert(channel.to_owned());
+        }
+        self.wake.notify_one();
         loop {
-            {
-                let mut s = self.lock();
-                let here = match self.hub {
-                    Some(_) => s.on_bus.contains(channel),
-                    None => s.connected,
-                };
-                if here {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) if self.lock().covers(channel) => return,
+                Ok(Ok(())) => continue,
+                // The feed is being dropped with the store.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let mut s = self.lock();
+                    if !s.covers(channel) {
+                        s.late.insert(channel.to_owned());
+                        tracing::warn!(
+                            channel,
+                            "the bus has not confirmed the channel's subscription; snapshot sent anyway, re-sent once it does"
+                        );
+                    }
                     return;
                 }
-                if !marked && self.hub.is_some() {
-                    // The hub marked it already; marking again costs
-                    // nothing and does not depend on that.
-                    s.dirty.insert(channel.to_owned());
-                    marked = true;
-                    drop(s);
-                    self.wake.notify_one();
-                }
-            }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
-                let mut s = self.lock();
-                let here = match self.hub {
-                    Some(_) => s.on_bus.contains(channel),
-                    None => s.connected,
-                };
-                if !here {
-                    s.late.insert(channel.to_owned());
-                    tracing::warn!(
-                        channel,
-                        "the bus has not confirmed the channel's subscription; snapshot sent anyway, re-sent once it does"
-                    );
-                }
-                return;
             }
         }
     }
 }
 
+impl FeedState {
+    /// Whether a subscriber registered in the hub may read its snapshot
+    /// now: the channel's SUBSCRIBE is confirmed, or the bus is down, in
+    /// which case the channel is resubscribed (it is in the hub) before the
+    /// reconnection is announced, and the announcement re-sends snapshots.
+    fn covers(&self, channel: &str) -> bool {
+        !self.connected || self.on_bus.contains(channel)
+    }
+}
+
 impl Feed {
+    /// Channels whose subscription Redis confirmed on the current
+    /// connection.
+    pub fn subscribed(&self) -> usize {
+        self.lock().on_bus.len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, FeedState> {
         // Nothing panics under this lock; a poisoned state is still sound.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -293,13 +306,23 @@ impl Feed {
             Some(hub) => {
                 let channels = hub.channel_names();
                 self.lock().dirty.extend(channels);
-                self.sync(&mut sink).await?;
             }
             None => {
                 self.bounded(sink.psubscribe(BUS_CHANNEL_PATTERN)).await?;
             }
         }
-        self.lock().connected = true;
+        // Connected only once nothing is left to subscribe, decided under
+        // the lock marks go in under: a subscriber whose `ready` saw the
+        // bus down registered (and marked its channel) before this, so its
+        // channel is confirmed before the announcement re-sends snapshots.
+        loop {
+            self.sync(&mut sink).await?;
+            let mut s = self.lock();
+            if s.dirty.is_empty() {
+                s.connected = true;
+                break;
+            }
+        }
         self.changes.send_modify(|n| *n += 1);
         *backoff = BACKOFF_START;
         self.metrics

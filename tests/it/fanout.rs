@@ -13,7 +13,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollcall::store::{RedisOptions, RedisStore};
+use rollcall::pusher::service::BroadcastFeed;
+use rollcall::pusher::{ChannelName, Hub, SocketHandle, SocketId};
+use rollcall::store::{Broadcast, Broker, RedisOptions, RedisStore};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::helpers::*;
 use crate::redis_server::RedisServer;
@@ -143,6 +146,62 @@ async fn a_node_hears_a_channel_only_while_it_has_subscribers_of_it() {
     assert_eq!(received(&b).await, 4, "after its last subscriber left");
     // A heard its own channel's twelve updates and none of the markers.
     assert_eq!(received(&a).await, 12);
+}
+
+/// Waits (guarded) until `socket` has `n` frames queued.
+async fn queued(socket: &SocketHandle, n: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while socket.outbox().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The bus at its narrowest: once `ready` returns for a socket registered
+/// in the hub, a broadcast published by another node right after reaches
+/// it, also when the channel's last subscriber just left and its
+/// UNSUBSCRIBE races the new subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_means_the_very_next_broadcast_arrives_even_across_an_unsubscribe() {
+    let redis = RedisServer::start().await;
+    let hub = Hub::new();
+    let store = RedisStore::connect(&redis.url(), Arc::new(hub.clone()), RedisOptions::default())
+        .await
+        .expect("a store connects");
+    let other = RedisStore::connect(&redis.url(), Recorder::new(), RedisOptions::default())
+        .await
+        .expect("a store connects");
+    let feed = store.feed();
+    let publish = async |channel: &ChannelName, text: String| {
+        let frame = Utf8Bytes::from(text);
+        let broadcast = Broadcast::new(channel.as_str(), frame);
+        other.publish(vec![broadcast]).await.expect("published");
+    };
+    for i in 0..80 {
+        let channel = ChannelName::parse(&format!("ready-{i}")).unwrap();
+        let first = SocketHandle::new(SocketId::random(), 16);
+        hub.register(first.clone());
+        hub.subscribe(&channel, &first);
+        feed.ready(channel.as_str()).await;
+        publish(&channel, format!("{i} first")).await;
+        queued(&first, 1, &format!("channel {i}, first subscriber")).await;
+        // The last subscriber leaves and a new one arrives a moment later:
+        // from at once to about a round trip, so some arrive while the
+        // bus's UNSUBSCRIBE is in flight. (Blocking this worker on purpose;
+        // the bus runs on the other.)
+        hub.remove_socket(&first.id, [&channel]);
+        std::thread::sleep(Duration::from_micros(25 * (i % 12)));
+        let second = SocketHandle::new(SocketId::random(), 16);
+        hub.register(second.clone());
+        hub.subscribe(&channel, &second);
+        feed.ready(channel.as_str()).await;
+        publish(&channel, format!("{i} second")).await;
+        queued(&second, 1, &format!("channel {i}, second subscriber")).await;
+    }
+    assert_eq!(store.feed().subscribed(), 80);
 }
 
 /// Subscribers arrive at a node while other nodes commit to their rooms
