@@ -2,6 +2,7 @@
 //! Plain atomics: incrementing one costs a relaxed add on the hot path.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What happened to a webhook; one counter each.
@@ -240,6 +241,47 @@ pub struct Metrics {
     reconcile_errors: [AtomicU64; 7],
     /// Requests by route: latency histograms and status classes.
     pub http: crate::http_metrics::HttpMetrics,
+    /// The Redis bus (`store/bus.rs`), shared with it.
+    pub bus: Arc<BusMetrics>,
+}
+
+/// What this node's Redis bus hears: the figure subscribe-on-demand keeps
+/// proportional to what the node serves.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    /// Broadcasts the bus received (frames and halts, before local
+    /// delivery; channel queries not included).
+    pub received: AtomicU64,
+    /// Per-channel subscriptions Redis confirmed on the current connection.
+    pub subscriptions: AtomicU64,
+    /// Times the bus connected and resubscribed (the first included).
+    pub connections: AtomicU64,
+}
+
+impl BusMetrics {
+    fn render(&self, out: &mut String) {
+        let name = "rollcall_bus_broadcasts_received_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Broadcasts this node's Redis bus received (only channels it has subscribers of)."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", self.received.load(Ordering::Relaxed));
+        let name = "rollcall_bus_connections_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Times this node's Redis bus connected and resubscribed (a reconnection re-sends snapshots)."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", self.connections.load(Ordering::Relaxed));
+        let name = "rollcall_bus_subscriptions";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Channels this node's Redis bus is subscribed to."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {}", self.subscriptions.load(Ordering::Relaxed));
+    }
 }
 
 /// Kinds of failed RoomService calls (`rollcall_livekit_errors_total{kind}`);
@@ -489,6 +531,7 @@ impl Metrics {
             let _ = writeln!(out, "{name} {value}");
         }
         self.ws.render(&mut out);
+        self.bus.render(&mut out);
         self.render_connections(&mut out);
         self.http.render(&mut out);
         out

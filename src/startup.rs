@@ -22,7 +22,7 @@ use crate::livekit::RoomService;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::pusher::hub::Hub;
-use crate::pusher::service::{ConnectionQuota, Services};
+use crate::pusher::service::{BroadcastFeed, ConnectionQuota, LocalFeed, Services};
 use crate::pusher::{self, PusherConfig, PusherState};
 use crate::pusher::{Halt, SocketId};
 use crate::reconcile::Reconciler;
@@ -81,6 +81,10 @@ impl LocalDelivery for Hub {
                 .collect(),
         }
     }
+
+    fn hub(&self) -> Option<&Hub> {
+        Some(self)
+    }
 }
 
 impl Application {
@@ -90,6 +94,9 @@ impl Application {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut bus_connections = None;
+        // Which channels' broadcasts reach this node: on Redis, those its
+        // sockets are subscribed to (the bus subscribes on demand).
+        let mut feed: Arc<dyn BroadcastFeed> = Arc::new(LocalFeed);
         let presence_store: Arc<dyn PresenceStore>;
         let registry: Arc<dyn NodeRegistry>;
         // Cache channels' last events: in Redis beside the rooms, or here.
@@ -97,7 +104,9 @@ impl Application {
         let store: Arc<dyn Store> = match &settings.redis_url {
             Some(url) => {
                 let delivery: Arc<dyn LocalDelivery> = Arc::new(hub.clone());
-                let redis = RedisStore::connect(url, delivery, settings.redis.clone())
+                let mut options = settings.redis.clone();
+                options.bus_metrics = Arc::clone(&metrics.bus);
+                let redis = RedisStore::connect(url, delivery, options)
                     .await
                     .context("invalid ROLLCALL_REDIS_URL")?;
                 if let Err(e) = redis.ping().await {
@@ -110,6 +119,7 @@ impl Application {
                 // that comes later (Redis was down) still counts as a gap.
                 connections.borrow_and_update();
                 bus_connections = Some(connections);
+                feed = redis.feed();
                 let presence = Arc::new(redis.presence());
                 presence_store = presence.clone();
                 registry = presence;
@@ -306,6 +316,7 @@ impl Application {
             presence: presence.clone(),
             quota,
             channel_events,
+            feed,
         });
         pusher_state.metrics = Arc::clone(&metrics);
         let budget = server::budget_for(&settings.http, Arc::clone(&metrics));

@@ -11,7 +11,7 @@
 //!   socket's bounded [`Outbox`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 
 use dashmap::DashMap;
@@ -225,7 +225,9 @@ impl SocketHandle {
 /// shard lock is released), so it must only record the channel and wake
 /// someone: no I/O, no blocking. It is a hint, not a state: the watcher
 /// reads [`Hub::subscription_count`] when it gets to the channel, so hints
-/// that arrive late or coalesce still converge (level-triggered).
+/// that arrive late or coalesce still converge (level-triggered). Every
+/// installed watcher is told (the bus's subscriptions, the app webhooks'
+/// occupancy record).
 pub trait OccupancyWatch: Send + Sync + 'static {
     fn changed(&self, channel: &str);
 }
@@ -237,9 +239,9 @@ struct HubInner {
     channels: DashMap<String, HashMap<SocketId, SocketHandle>>,
     /// Every connected local socket, subscribed or not.
     sockets: DashMap<SocketId, SocketHandle>,
-    /// Set once at startup when app webhooks are on; unset, occupancy
-    /// changes cost nothing.
-    occupancy: OnceLock<Arc<dyn OccupancyWatch>>,
+    /// Installed at startup (the Redis bus; app webhooks when on); with
+    /// none, occupancy changes cost one uncontended read lock.
+    watchers: RwLock<Vec<Arc<dyn OccupancyWatch>>>,
 }
 
 impl std::fmt::Debug for HubInner {
@@ -268,13 +270,25 @@ impl Hub {
         self.inner.sockets.insert(socket.id.clone(), socket);
     }
 
-    /// Installs the occupancy watcher (once; later calls are ignored).
+    /// Adds an occupancy watcher; it is told of every later first/last
+    /// subscriber (install before sockets subscribe, or mark what exists).
     pub fn watch_occupancy(&self, watch: Arc<dyn OccupancyWatch>) {
-        let _ = self.inner.occupancy.set(watch);
+        self.inner
+            .watchers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(watch);
     }
 
     fn occupancy_changed(&self, channel: &str) {
-        if let Some(watch) = self.inner.occupancy.get() {
+        // Watchers only record and wake (no I/O, no hub calls), so the read
+        // lock is held for a few operations.
+        let watchers = self
+            .inner
+            .watchers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for watch in watchers.iter() {
             watch.changed(channel);
         }
     }

@@ -197,6 +197,30 @@ pub trait PresenceService: Send + Sync + 'static {
     async fn leave(&self, channel: &ChannelName, socket: &SocketId);
 }
 
+/// This node's subscription to other nodes' broadcasts of a channel. With a
+/// shared store a node hears a channel's broadcasts only while it has local
+/// subscribers of it; the subscribe path asks for it after registering the
+/// socket in the hub and before reading the snapshot (or presence members),
+/// so no update committed after that read can pass this node by.
+#[async_trait]
+pub trait BroadcastFeed: Send + Sync + 'static {
+    /// Returns once broadcasts of `channel` published from now on reach
+    /// this node's hub (the caller's socket is already registered there).
+    /// Bounded: when the store is down it returns after a while anyway, and
+    /// the feed then treats the confirmation, whenever it comes, as a gap
+    /// (local subscribers are re-sent snapshots), as after a reconnection.
+    async fn ready(&self, channel: &str);
+}
+
+/// One node on its own: every broadcast is already local.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalFeed;
+
+#[async_trait]
+impl BroadcastFeed for LocalFeed {
+    async fn ready(&self, _channel: &str) {}
+}
+
 /// This node's subscribers only: for a single node without a store.
 #[async_trait]
 impl ClientEventRelay for Hub {
@@ -253,6 +277,9 @@ pub struct Services {
     /// Where channel events go for the app's webhooks (`AppWebhooks` when
     /// `ROLLCALL_APP_WEBHOOK_URL` is set, else nowhere).
     pub channel_events: Arc<dyn ChannelEvents>,
+    /// This node's subscription to channels' broadcasts (the Redis bus;
+    /// `LocalFeed` on one node).
+    pub feed: Arc<dyn BroadcastFeed>,
 }
 
 impl Services {
@@ -272,6 +299,7 @@ impl Services {
             )),
             quota: Arc::new(ConnectionQuota::default()),
             channel_events: Arc::new(NoChannelEvents),
+            feed: Arc::new(LocalFeed),
         }
     }
 }

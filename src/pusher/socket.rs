@@ -632,7 +632,11 @@ impl Connection {
             self.channels.remove(&old);
             self.state.hub.unsubscribe(old.as_str(), &self.handle.id);
         }
-        self.state.hub.subscribe(&user_channel, &self.handle);
+        if self.state.hub.subscribe(&user_channel, &self.handle) {
+            // Confirmed before `signin_success`: an event the app sends the
+            // user once it learns of the sign-in reaches this socket.
+            self.state.services.feed.ready(user_channel.as_str()).await;
+        }
         self.channels.insert(user_channel, Subscribed::new(None));
         // Signed in: the sign-in timeout no longer applies (the timer, if
         // armed for it, finds nothing due and re-arms for the keepalive).
@@ -846,6 +850,14 @@ impl Connection {
             }
             Some(_) => (false, false),
         };
+        if joining {
+            // This node must hear the channel's broadcasts before anything
+            // of its state is read (presence members below, the snapshot in
+            // the hook): an update committed after that read is then either
+            // in it or delivered to the queue after it. Concurrent
+            // subscribers of a channel share one confirmation.
+            self.state.services.feed.ready(channel.as_str()).await;
+        }
         let mut data = String::from("{}");
         if let Some(member) = &member {
             // A repeat joins again (a no-op in the store) for the current list.

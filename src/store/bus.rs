@@ -1,37 +1,86 @@
 //! The cross-node bus: one dedicated pub/sub connection per node (not from
 //! the command pool, which a subscribed connection would poison) that
-//! hands every broadcast to this node's sockets. Reconnects with capped
+//! hands broadcasts to this node's sockets. Reconnects with capped
 //! exponential backoff and resubscribes; each (re)connection bumps a
 //! counter so the node can re-send snapshots for what it may have missed.
 //!
-//! The same connection receives channel queries from any node and answers
-//! each with this node's subscription counts (see `redis.rs`).
+//! **Subscribe on demand.** Each Pusher channel's broadcasts travel on
+//! their own pub/sub channel (`redis::bus_channel`), and the bus is
+//! subscribed to exactly the channels the hub has local subscribers of, so
+//! a node hears only what it serves. The hub tells [`Feed`] (an
+//! `OccupancyWatch`) when a channel gains its first or loses its last local
+//! socket; the bus task, level-triggered like the app webhooks' occupancy
+//! task, reads the hub's count for each marked channel and makes Redis
+//! match: SUBSCRIBE (batched; concurrent subscribers of a channel share
+//! one) or UNSUBSCRIBE. `Feed::ready` (the pusher module's
+//! `BroadcastFeed`) waits until Redis confirmed a channel's SUBSCRIBE; the
+//! socket's subscribe path awaits it before the snapshot is read.
+//!
+//! Invariants:
+//! - `on_bus` holds only channels whose SUBSCRIBE Redis confirmed on the
+//!   current connection. A channel leaves it *before* its UNSUBSCRIBE is
+//!   sent, and the hub count that decided the UNSUBSCRIBE is read under
+//!   the same lock `ready` checks `on_bus` under. A socket registers in the
+//!   hub before calling `ready`, so either the task saw its subscriber (no
+//!   UNSUBSCRIBE) or `ready` finds the channel gone from `on_bus` and waits
+//!   for the re-SUBSCRIBE that the hub's mark causes: a locally subscribed
+//!   channel is never left unsubscribed, nor reported ready while leaving.
+//! - Losing the connection empties `on_bus` before anything else; a new
+//!   connection is announced (the counter bumped, snapshots re-sent) only
+//!   after every channel with local subscribers is resubscribed. While the
+//!   bus is down `ready` returns at once: the subscriber's channel is in
+//!   the hub, so it is resubscribed before that announcement re-sends its
+//!   snapshot.
+//! - A `ready` that gave up waiting (Redis slow, or the connection dead but
+//!   not yet known to be) marks the channel
+//!   late; its confirmation, if it comes on the same connection, bumps the
+//!   counter like a reconnection, since that subscriber's snapshot may
+//!   predate the subscription.
+//!
+//! The same connection receives channel queries from any node on a fixed
+//! channel and answers each with this node's subscription counts (see
+//! `redis.rs`).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::LocalDelivery;
 use super::redis::{
-    BROADCAST_CHANNEL, CHANNELS_ANSWER_TTL_MS, CHANNELS_QUERY_CHANNEL, decode_channel_query,
-    parse_halt,
+    BUS_CHANNEL_PATTERN, CHANNELS_ANSWER_TTL_MS, CHANNELS_QUERY_CHANNEL, bus_channel,
+    decode_channel_query, parse_halt,
 };
+use crate::metrics::BusMetrics;
 use crate::pusher::SocketId;
+use crate::pusher::hub::{Hub, OccupancyWatch};
+use crate::pusher::service::BroadcastFeed;
 
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// Channels per SUBSCRIBE/UNSUBSCRIBE command: a resubscription of many
+/// channels goes in a few commands, not one huge one or thousands.
+const BATCH: usize = 256;
+
 pub struct BusHandle {
-    connections: watch::Receiver<u64>,
+    feed: Arc<Feed>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl BusHandle {
     pub fn connections(&self) -> watch::Receiver<u64> {
-        self.connections.clone()
+        self.feed.connections.subscribe()
+    }
+
+    /// What the subscribe path awaits (`Services::feed`).
+    pub fn feed(&self) -> Arc<Feed> {
+        Arc::clone(&self.feed)
     }
 }
 
@@ -41,52 +90,323 @@ impl Drop for BusHandle {
     }
 }
 
+/// Which channels the bus is (to be) subscribed to, shared by the bus task,
+/// the hub's watcher calls and the subscribers waiting in `ready`.
+pub struct Feed {
+    /// `None`: the delivery keeps no registry; the bus hears every channel
+    /// by pattern and `ready` has nothing to wait for.
+    hub: Option<Hub>,
+    state: Mutex<FeedState>,
+    /// Wakes the bus task: channels were marked.
+    wake: Notify,
+    /// Bumped whenever `on_bus` changes (waiters re-check).
+    changes: watch::Sender<u64>,
+    /// Bumped per (re)connection and per late confirmation: local
+    /// subscribers may have missed broadcasts.
+    connections: watch::Sender<u64>,
+    /// Longest wait in `ready`.
+    wait: Duration,
+    /// Longest wait for one command on the bus connection; past it the
+    /// connection is treated as lost.
+    command_timeout: Duration,
+    metrics: Arc<BusMetrics>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// Channels whose local occupancy may differ from `on_bus`.
+    dirty: HashSet<String>,
+    /// Channels Redis confirmed a SUBSCRIBE of on the current connection,
+    /// and not being unsubscribed.
+    on_bus: HashSet<String>,
+    /// Whether the current connection is up and resubscribed (announced).
+    connected: bool,
+    /// Channels whose `ready` gave up before their confirmation.
+    late: HashSet<String>,
+}
+
+impl OccupancyWatch for Feed {
+    fn changed(&self, channel: &str) {
+        self.lock().dirty.insert(channel.to_owned());
+        // A permit is stored if the task is busy: no mark is missed.
+        self.wake.notify_one();
+    }
+}
+
+#[async_trait]
+impl BroadcastFeed for Feed {
+    async fn ready(&self, channel: &str) {
+        if self.hub.is_none() {
+            // A bus without a registry hears every channel by pattern.
+            return;
+        }
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + self.wait;
+        {
+            let mut s = self.lock();
+            if s.covers(channel) {
+                return;
+            }
+            // The hub marked it already; marking again costs nothing and
+            // does not depend on that.
+            s.dirty.insert(channel.to_owned());
+        }
+        self.wake.notify_one();
+        loop {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) if self.lock().covers(channel) => return,
+                Ok(Ok(())) => continue,
+                // The feed is being dropped with the store.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let mut s = self.lock();
+                    if !s.covers(channel) {
+                        s.late.insert(channel.to_owned());
+                        tracing::warn!(
+                            channel,
+                            "the bus has not confirmed the channel's subscription; snapshot sent anyway, re-sent once it does"
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl FeedState {
+    /// Whether a subscriber registered in the hub may read its snapshot
+    /// now: the channel's SUBSCRIBE is confirmed, or the bus is down, in
+    /// which case the channel is resubscribed (it is in the hub) before the
+    /// reconnection is announced, and the announcement re-sends snapshots.
+    fn covers(&self, channel: &str) -> bool {
+        !self.connected || self.on_bus.contains(channel)
+    }
+}
+
+impl Feed {
+    /// Channels whose subscription Redis confirmed on the current
+    /// connection.
+    pub fn subscribed(&self) -> usize {
+        self.lock().on_bus.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FeedState> {
+        // Nothing panics under this lock; a poisoned state is still sound.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection is gone: nothing is confirmed any more.
+    fn disconnected(&self) {
+        {
+            let mut s = self.lock();
+            s.on_bus.clear();
+            s.connected = false;
+            // The next connection is announced anyway: it covers them.
+            s.late.clear();
+        }
+        self.metrics
+            .subscriptions
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// One reconciliation round: for every marked channel, makes Redis
+    /// match the hub's current count. An error means the connection is no
+    /// longer usable.
+    async fn sync(&self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
+        let Some(hub) = &self.hub else {
+            self.lock().dirty.clear();
+            return Ok(());
+        };
+        let (subscribe, unsubscribe) = {
+            let mut s = self.lock();
+            let mut subscribe = Vec::new();
+            let mut unsubscribe = Vec::new();
+            for channel in std::mem::take(&mut s.dirty) {
+                // Read under the lock `ready` checks under (see the module
+                // invariants).
+                let local = hub.subscription_count(&channel) > 0;
+                let on_bus = s.on_bus.contains(&channel);
+                if local && !on_bus {
+                    subscribe.push(channel);
+                } else if !local && on_bus {
+                    s.on_bus.remove(&channel);
+                    unsubscribe.push(channel);
+                }
+            }
+            (subscribe, unsubscribe)
+        };
+        if !unsubscribe.is_empty() {
+            self.count_subscriptions();
+        }
+        for batch in unsubscribe.chunks(BATCH) {
+            let names: Vec<String> = batch.iter().map(|c| bus_channel(c)).collect();
+            self.bounded(sink.unsubscribe(names)).await?;
+        }
+        for batch in subscribe.chunks(BATCH) {
+            let names: Vec<String> = batch.iter().map(|c| bus_channel(c)).collect();
+            self.bounded(sink.subscribe(names)).await?;
+            let late = {
+                let mut s = self.lock();
+                let mut late = false;
+                for channel in batch {
+                    late |= s.late.remove(channel);
+                    s.on_bus.insert(channel.clone());
+                }
+                late
+            };
+            self.count_subscriptions();
+            self.changes.send_modify(|n| *n += 1);
+            if late {
+                tracing::info!("late channel subscription confirmed: re-sending snapshots");
+                self.connections.send_modify(|n| *n += 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn count_subscriptions(&self) {
+        let n = self.lock().on_bus.len() as u64;
+        self.metrics
+            .subscriptions
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn bounded<T>(
+        &self,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        tokio::time::timeout(self.command_timeout, command)
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "bus command timed out")))?
+    }
+
+    /// Serves one connection until it is lost.
+    async fn serve(
+        self: &Arc<Self>,
+        client: &redis::Client,
+        delivery: &Arc<dyn LocalDelivery>,
+        pool: &deadpool_redis::Pool,
+        backoff: &mut Duration,
+    ) -> redis::RedisResult<()> {
+        let pubsub = self.bounded(client.get_async_pubsub()).await?;
+        let (mut sink, stream) = pubsub.split();
+        let reader = tokio::spawn(read(
+            stream,
+            Arc::clone(delivery),
+            pool.clone(),
+            Arc::clone(&self.metrics),
+        ));
+        // Dropping the guard (any return) stops the reader and with it the
+        // connection.
+        let mut reader = AbortOnDrop(reader);
+        self.bounded(sink.subscribe(CHANNELS_QUERY_CHANNEL)).await?;
+        match &self.hub {
+            Some(hub) => {
+                let channels = hub.channel_names();
+                self.lock().dirty.extend(channels);
+            }
+            None => {
+                self.bounded(sink.psubscribe(BUS_CHANNEL_PATTERN)).await?;
+            }
+        }
+        // Connected only once nothing is left to subscribe, decided under
+        // the lock marks go in under: a subscriber whose `ready` saw the
+        // bus down registered (and marked its channel) before this, so its
+        // channel is confirmed before the announcement re-sends snapshots.
+        loop {
+            self.sync(&mut sink).await?;
+            let mut s = self.lock();
+            if s.dirty.is_empty() {
+                s.connected = true;
+                break;
+            }
+        }
+        self.changes.send_modify(|n| *n += 1);
+        *backoff = BACKOFF_START;
+        self.metrics
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.connections.send_modify(|n| *n += 1);
+        tracing::info!("broadcast bus subscribed");
+        loop {
+            tokio::select! {
+                _ = &mut reader.0 => return Ok(()),
+                _ = self.wake.notified() => {}
+            }
+            self.sync(&mut sink).await?;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the connection's messages until it is lost.
+async fn read(
+    mut stream: PubSubStream,
+    delivery: Arc<dyn LocalDelivery>,
+    pool: deadpool_redis::Pool,
+    metrics: Arc<BusMetrics>,
+) {
+    while let Some(msg) = stream.next().await {
+        if msg.get_channel_name() == CHANNELS_QUERY_CHANNEL {
+            answer_query(&delivery, &pool, msg.get_payload_bytes());
+        } else {
+            metrics
+                .received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            deliver(&*delivery, msg.get_payload_bytes());
+        }
+    }
+}
+
 pub fn spawn(
     client: redis::Client,
     pool: deadpool_redis::Pool,
     delivery: Arc<dyn LocalDelivery>,
+    command_timeout: Duration,
+    metrics: Arc<BusMetrics>,
 ) -> BusHandle {
-    let (tx, rx) = watch::channel(0u64);
+    let hub = delivery.hub().cloned();
+    let feed = Arc::new(Feed {
+        hub: hub.clone(),
+        state: Mutex::new(FeedState::default()),
+        wake: Notify::new(),
+        changes: watch::channel(0).0,
+        connections: watch::channel(0).0,
+        // Longer than a round of the bus task behind another one, so a
+        // subscriber normally gets its confirmation; past it, see `late`.
+        wait: command_timeout * 3,
+        command_timeout,
+        metrics,
+    });
+    if let Some(hub) = &hub {
+        hub.watch_occupancy(Arc::clone(&feed) as Arc<dyn OccupancyWatch>);
+    }
+    let task_feed = Arc::clone(&feed);
     let task = tokio::spawn(async move {
+        let feed = task_feed;
         let mut backoff = BACKOFF_START;
         loop {
-            match subscribe(&client).await {
-                Ok(mut pubsub) => {
-                    backoff = BACKOFF_START;
-                    tx.send_modify(|n| *n += 1);
-                    tracing::info!("broadcast bus subscribed");
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        if msg.get_channel_name() == CHANNELS_QUERY_CHANNEL {
-                            answer_query(&delivery, &pool, msg.get_payload_bytes());
-                        } else {
-                            deliver(&*delivery, msg.get_payload_bytes());
-                        }
-                    }
-                    tracing::warn!("broadcast bus connection lost; reconnecting");
-                }
+            match feed.serve(&client, &delivery, &pool, &mut backoff).await {
+                Ok(()) => tracing::warn!("broadcast bus connection lost; reconnecting"),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "broadcast bus cannot subscribe");
+                    tracing::warn!(error = %e, retry_in = ?backoff, "broadcast bus cannot subscribe; reconnecting")
                 }
             }
+            feed.disconnected();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     });
-    BusHandle {
-        connections: rx,
-        task,
-    }
-}
-
-async fn subscribe(client: &redis::Client) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    pubsub
-        .subscribe(&[BROADCAST_CHANNEL, CHANNELS_QUERY_CHANNEL])
-        .await?;
-    Ok(pubsub)
+    BusHandle { feed, task }
 }
 
 fn deliver(delivery: &dyn LocalDelivery, payload: &[u8]) {

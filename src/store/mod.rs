@@ -212,6 +212,14 @@ pub trait LocalDelivery: Send + Sync + 'static {
 
     /// Local subscriptions of the channels `query` names.
     fn subscriptions(&self, query: &ChannelQuery) -> SubscriptionCounts;
+
+    /// The hub behind this delivery, whose first/last local subscribers
+    /// decide which channels the Redis bus subscribes to. `None` (a
+    /// delivery that keeps no channel registry, such as a test recorder):
+    /// the bus hears every channel.
+    fn hub(&self) -> Option<&crate::pusher::hub::Hub> {
+        None
+    }
 }
 
 /// Rooms: their state, the optimistic commit, their event log (rules 7,

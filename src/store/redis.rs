@@ -19,10 +19,14 @@
 //! | `rollcall:live` | sorted set | room → until when it is live: open cycles or inside its window (ms); what reconciliation checks |
 //! | `rollcall:lease:<job>` | string | a short lease for node-wide jobs (the sweep) |
 //!
-//! Broadcasts travel on the pub/sub channel `rollcall:broadcast` as
-//! `<channel>[ <excluded socket id>]\n<frame>`; every node (the committing
-//! one included) delivers them to its own sockets, so each socket gets each
-//! update exactly once.
+//! Broadcasts travel on one pub/sub channel per Pusher channel,
+//! `rollcall:c:{<channel>}` ([`bus_channel`]), as
+//! `<channel>[ <excluded socket id>]\n<frame>`; a node's bus is subscribed
+//! to exactly the channels its sockets are on (`bus.rs`), so a node hears
+//! only what it serves, and every node that serves a channel (the
+//! committing one included) delivers its broadcasts to its own sockets,
+//! each socket getting each update exactly once. The hash tag keeps the
+//! name ready for sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) on Cluster.
 //!
 //! Channel queries (how many sockets are subscribed, over all nodes) are a
 //! request/response on pub/sub: the asker PUBLISHes
@@ -60,8 +64,19 @@ use crate::domain::{EventId, ParticipantSid, RoomName, UnixMillis, UserId};
 use crate::engine::RoomState;
 use crate::pusher::Halt;
 
-/// The pub/sub channel every node listens on.
-pub const BROADCAST_CHANNEL: &str = "rollcall:broadcast";
+/// Prefix of the per-channel pub/sub channels ([`bus_channel`]).
+const BUS_CHANNEL_PREFIX: &str = "rollcall:c:";
+
+/// Every per-channel pub/sub channel, for a bus whose delivery keeps no
+/// channel registry (it hears everything, as every node did before
+/// subscribe-on-demand).
+pub(crate) const BUS_CHANNEL_PATTERN: &str = "rollcall:c:*";
+
+/// The pub/sub channel that carries `channel`'s broadcasts. Channel names
+/// contain no braces, so the hash tag is exactly the channel.
+pub fn bus_channel(channel: &str) -> String {
+    format!("{BUS_CHANNEL_PREFIX}{{{channel}}}")
+}
 
 /// The pub/sub channel on which every node answers channel queries.
 pub const CHANNELS_QUERY_CHANNEL: &str = "rollcall:channels:query";
@@ -95,6 +110,8 @@ pub struct RedisOptions {
     /// How long a commit waits for them before it fails (Unavailable: the
     /// webhook is answered 503, and its retry is a recognized duplicate).
     pub wait_timeout: Duration,
+    /// Where the bus counts what it hears (the application's `Metrics::bus`).
+    pub bus_metrics: Arc<crate::metrics::BusMetrics>,
 }
 
 impl Default for RedisOptions {
@@ -105,6 +122,7 @@ impl Default for RedisOptions {
             state_cache_rooms: 2048,
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(500),
+            bus_metrics: Arc::default(),
         }
     }
 }
@@ -148,8 +166,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 /// the whole hash, [9] the new tag, [10] how many field/value pairs to set,
 /// [11] how many fields to delete, [12] the log entry's kind ('' for a
 /// webhook, the common case, which stores no kind field), then the pairs,
-/// the fields, and the broadcasts to publish. Returns the new version, -1 for a duplicate, -2
-/// for a conflict.
+/// the fields, and the broadcasts to publish as (bus channel, message)
+/// pairs, published in order. Returns the new version, -1 for a duplicate,
+/// -2 for a conflict.
 const COMMIT_LUA: &str = r#"
 local has_event = ARGV[2] ~= ''
 if has_event and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
@@ -186,7 +205,7 @@ while i < dels_end do
   i = last + 1
 end
 for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
-for k = i, #ARGV do redis.call('PUBLISH', 'rollcall:broadcast', ARGV[k]) end
+for k = i, #ARGV - 1, 2 do redis.call('PUBLISH', ARGV[k], ARGV[k + 1]) end
 return v + 1
 "#;
 
@@ -296,7 +315,13 @@ impl RedisStore {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
-        let bus = bus::spawn(client.clone(), pool.clone(), delivery);
+        let bus = bus::spawn(
+            client.clone(),
+            pool.clone(),
+            delivery,
+            options.command_timeout,
+            Arc::clone(&options.bus_metrics),
+        );
         // Until the bus is subscribed, this node's sockets would miss
         // broadcasts, its own commits' included: wait for it, bounded, so
         // a node that starts while Redis is up never has that gap.
@@ -364,6 +389,12 @@ impl RedisStore {
     /// local subscribers should be re-sent snapshots.
     pub fn bus_connections(&self) -> tokio::sync::watch::Receiver<u64> {
         self.bus.connections()
+    }
+
+    /// What a new local subscriber awaits before its snapshot: this node's
+    /// subscription to the channel's broadcasts (`Services::feed`).
+    pub fn feed(&self) -> Arc<bus::Feed> {
+        self.bus.feed()
     }
 
     /// Parses a state hash just read and remembers it for later commits.
@@ -646,7 +677,7 @@ impl RoomStore for RedisStore {
             pipe.arg(field);
         }
         for b in &commit.broadcasts {
-            pipe.arg(encode_broadcast(b));
+            pipe.arg(bus_channel(&b.channel)).arg(encode_broadcast(b));
         }
         let script = &self.commit_script;
         let result = if self.options.wait_replicas == 0 {
@@ -838,7 +869,7 @@ impl Broker for RedisStore {
         self.run(|mut c| async move {
             let mut pipe = redis::pipe();
             for b in &broadcasts {
-                pipe.publish(BROADCAST_CHANNEL, encode_broadcast(b))
+                pipe.publish(bus_channel(&b.channel), encode_broadcast(b))
                     .ignore();
             }
             pipe.query_async::<()>(&mut c).await

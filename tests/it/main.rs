@@ -9,6 +9,7 @@ mod cache_channels;
 mod client_events;
 mod cross_origin;
 mod demo;
+mod fanout;
 mod helpers;
 mod http_hardening;
 mod lifecycle;

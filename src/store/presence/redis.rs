@@ -21,7 +21,7 @@ use deadpool_redis::Pool;
 
 use super::{JoinOutcome, Joining, Member, NodeRegistry, PresenceStore, Renewal};
 use crate::domain::UnixMillis;
-use crate::store::redis::{BROADCAST_CHANNEL, encode_broadcast};
+use crate::store::redis::{bus_channel, encode_broadcast};
 use crate::store::{Broadcast, StoreError};
 
 const NODES_KEY: &str = "rollcall:{nodes}";
@@ -187,7 +187,7 @@ impl RedisPresence {
             invocation.key(key);
         }
         invocation
-            .arg(BROADCAST_CHANNEL)
+            .arg(bus_channel(channel))
             .arg(channel)
             .arg(mode)
             .arg(which);
@@ -225,7 +225,7 @@ impl PresenceStore for RedisPresence {
             .arg(joining.user_id)
             .arg(joining.user_info)
             .arg(max_members)
-            .arg(BROADCAST_CHANNEL)
+            .arg(bus_channel(joining.channel))
             .arg(encode_broadcast(added));
         let reply: redis::Value = self
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
