@@ -9,12 +9,19 @@
 //! atomic per channel) at most `ttl + ttl / 4` after its last renewal, plus
 //! the store round trips.
 //!
-//! A node that was declared dead but is in fact alive (a partition longer
-//! than `ttl`) finds out at its next renewal: its members were removed and
-//! announced, so it closes every socket with 4200 and its clients
-//! reconnect and join again — it never resurrects anyone itself.
+//! A node that was declared dead but is in fact alive (a pause or a
+//! partition longer than `ttl`) finds out at its next renewal: the store
+//! never revives a lapsed lease. The node stops admitting connections
+//! (4100), closes every socket with 4200 (clients join again, here or
+//! elsewhere), removes its own members as any reaper would, and registers
+//! afresh once forgotten — it never resurrects anyone itself. Left open: a
+//! reaper on another node that listed it just before it re-registered may
+//! still remove a connection made right after (a window of one reaper
+//! pass); that member is then missing from lists, never a ghost, until it
+//! reconnects.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,6 +165,7 @@ impl Presence {
         let mut tick = tokio::time::interval(ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut registered = false;
+        let mut recovering = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -166,30 +174,71 @@ impl Presence {
             self.retry_pending().await;
             let now = now_millis();
             let local = hub.socket_count() as u64;
-            match self.registry.renew_node(&self.node, ttl, now, local).await {
-                Ok(renewal) => {
-                    quota.elsewhere.store(
-                        renewal.cluster_connections.saturating_sub(local),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    if registered && !renewal.was_registered {
-                        tracing::warn!(
-                            node = %self.node,
-                            "this node's lease lapsed and other nodes removed its presence members; closing every socket so clients join again"
-                        );
-                        hub.halt_all(Halt::Shutdown);
-                    }
-                    registered = true;
-                }
+            let renewal = match self.registry.renew_node(&self.node, ttl, now, local).await {
+                Ok(renewal) => renewal,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot renew this node's lease");
                     continue;
                 }
+            };
+            if renewal.lapsed {
+                // Other nodes may be removing this node's members now: stop
+                // taking connections, close every socket (clients join
+                // again, here or elsewhere), clean up after ourselves, and
+                // register afresh at a later tick.
+                if !recovering {
+                    tracing::warn!(
+                        node = %self.node,
+                        "this node's lease lapsed (paused or cut off); closing every socket, removing its presence members, then registering again"
+                    );
+                    recovering = true;
+                    quota.recovering.store(true, Ordering::Relaxed);
+                    hub.halt_all(Halt::Shutdown);
+                }
+                if let Err(e) = self.reap_one(&self.node, now).await {
+                    tracing::warn!(error = %e, "cannot clean up after this node's lapsed lease");
+                }
+                continue;
             }
+            if registered && !renewal.was_registered && !recovering {
+                tracing::warn!(
+                    node = %self.node,
+                    "this node was declared dead and its presence members removed; closing every socket so clients join again"
+                );
+                hub.halt_all(Halt::Shutdown);
+            }
+            if recovering {
+                tracing::info!(node = %self.node, "registered again after a lapsed lease");
+                recovering = false;
+                quota.recovering.store(false, Ordering::Relaxed);
+            }
+            registered = true;
+            quota.elsewhere.store(
+                renewal.cluster_connections.saturating_sub(local),
+                Ordering::Relaxed,
+            );
             if let Err(e) = self.reap(now).await {
                 tracing::warn!(error = %e, "cannot remove dead nodes' presence members");
             }
         }
+    }
+
+    /// Removes what `dead` left (its presence members, and through
+    /// `cleanup` its channels' occupancy), then forgets it if its lease is
+    /// still lapsed. Forgotten only once everything is cleaned up: a failure
+    /// is retried at the next tick.
+    async fn reap_one(
+        &self,
+        dead: &str,
+        now: crate::domain::UnixMillis,
+    ) -> Result<(), crate::store::StoreError> {
+        let removed = self.store.remove_node(dead).await?;
+        tracing::info!(node = %dead, members_removed = removed.len(), "removed a dead node's presence members");
+        self.removed(removed).await;
+        if let Some(cleanup) = &self.cleanup {
+            cleanup.node_dead(dead).await?;
+        }
+        self.registry.forget_node(dead, now).await
     }
 
     /// Removes the members of every node whose lease lapsed before `now`.
@@ -200,18 +249,11 @@ impl Presence {
         now: crate::domain::UnixMillis,
     ) -> Result<(), crate::store::StoreError> {
         for dead in self.registry.expired_nodes(now).await? {
-            if *dead == *self.node {
-                continue;
+            // This node's own lapsed lease is handled by `run`, after it
+            // has stopped taking connections.
+            if *dead != *self.node {
+                self.reap_one(&dead, now).await?;
             }
-            let removed = self.store.remove_node(&dead).await?;
-            tracing::info!(node = %dead, members_removed = removed.len(), "removed a dead node's presence members");
-            self.removed(removed).await;
-            // Forgotten only once everything it left is cleaned up: a
-            // failure here is retried at the next tick.
-            if let Some(cleanup) = &self.cleanup {
-                cleanup.node_dead(&dead).await?;
-            }
-            self.registry.forget_node(&dead, now).await?;
         }
         Ok(())
     }

@@ -150,6 +150,10 @@ pub struct ConnectionQuota {
     pub max: u64,
     /// Connections on other nodes, as of the last renewal.
     pub elsewhere: std::sync::atomic::AtomicU64,
+    /// This node's lease lapsed and it is cleaning up after itself: it
+    /// admits no connection until it is registered again (4100: clients
+    /// back off, maybe to another node).
+    pub recovering: std::sync::atomic::AtomicBool,
 }
 
 impl ConnectionQuota {
@@ -157,6 +161,7 @@ impl ConnectionQuota {
         Self {
             max,
             elsewhere: Default::default(),
+            recovering: Default::default(),
         }
     }
 
@@ -577,7 +582,9 @@ async fn upgrade(
     // The app's quota across nodes: 4004, after which pusher-js stops
     // retrying (a node's own capacity is 4100: try again, maybe elsewhere).
     let admitted = admitted.and_then(|slot| {
-        if state.services.quota.admits(state.connection_count()) {
+        if state.services.quota.recovering.load(Ordering::Relaxed) {
+            Err((code::OVER_CAPACITY, "node recovering; try again".to_owned()))
+        } else if state.services.quota.admits(state.connection_count()) {
             Ok(slot)
         } else {
             Err((

@@ -209,7 +209,7 @@ on_both!(
 );
 
 #[tokio::test]
-async fn the_registry_tells_lapsed_nodes_and_never_forgets_a_renewed_one() {
+async fn the_registry_tells_lapsed_nodes_and_never_revives_one() {
     let b = Backend::redis().await;
     let (_, rooms) = b._redis.as_ref().unwrap();
     let registry = rooms.presence();
@@ -237,25 +237,20 @@ async fn the_registry_tells_lapsed_nodes_and_never_forgets_a_renewed_one() {
             .cluster_connections,
         3
     );
-    // b renewed before it was forgotten: it stays.
-    registry.renew_node("b", ttl, 12_600, 4).await.unwrap();
+    // A lapsed lease is never revived by its node: it stays dead to the
+    // others until it is forgotten (its members removed), then registers
+    // afresh.
+    let late = registry.renew_node("b", ttl, 12_600, 4).await.unwrap();
+    assert!(late.lapsed && !late.was_registered);
+    assert_eq!(registry.expired_nodes(12_650).await.unwrap(), ["b"]);
     registry.forget_node("b", 12_700).await.unwrap();
-    assert!(
-        registry
-            .renew_node("b", ttl, 12_800, 4)
-            .await
-            .unwrap()
-            .was_registered
-    );
-    // Forgotten for real: its next renewal learns it was declared dead.
-    registry.forget_node("b", 30_000).await.unwrap();
-    assert!(
-        !registry
-            .renew_node("b", ttl, 30_001, 4)
-            .await
-            .unwrap()
-            .was_registered
-    );
+    assert!(registry.expired_nodes(12_750).await.unwrap().is_empty());
+    let fresh = registry.renew_node("b", ttl, 12_800, 4).await.unwrap();
+    assert!(!fresh.lapsed && !fresh.was_registered);
+    // A live lease is never forgotten.
+    registry.forget_node("b", 12_900).await.unwrap();
+    let again = registry.renew_node("b", ttl, 13_000, 4).await.unwrap();
+    assert!(again.was_registered);
 }
 
 // ---- two real nodes --------------------------------------------------------

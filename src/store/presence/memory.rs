@@ -181,6 +181,7 @@ impl NodeRegistry for MemoryPresence {
     ) -> Result<Renewal, StoreError> {
         Ok(Renewal {
             was_registered: true,
+            lapsed: false,
             cluster_connections: connections,
         })
     }

@@ -61,6 +61,10 @@ pub struct Renewal {
     /// Whether the node was still registered: `false` on the first renewal,
     /// and after another node declared it dead and removed its members.
     pub was_registered: bool,
+    /// The lease had already lapsed: other nodes may be removing this
+    /// node's members right now. Nothing was renewed; the node must stop,
+    /// clean up after itself, and register afresh.
+    pub lapsed: bool,
     /// Open connections reported by every live node, this one included.
     pub cluster_connections: u64,
 }
@@ -109,7 +113,8 @@ pub trait PresenceStore: Send + Sync + 'static {
 #[async_trait]
 pub trait NodeRegistry: Send + Sync + 'static {
     /// Extends `node`'s lease to `now + ttl` and records its open
-    /// connection count.
+    /// connection count — unless the lease already lapsed (`lapsed`), which
+    /// it never revives: the node is dead to the others until forgotten.
     async fn renew_node(
         &self,
         node: &str,

@@ -90,9 +90,11 @@ end
 "#;
 
 /// KEYS: nodes, node connections. ARGV: node, expiry, connections, now.
-/// Returns {was registered, connections of live nodes}.
+/// Returns {1 registered, 0 new, 2 lapsed (nothing renewed), connections of
+/// live nodes}.
 const RENEW_LUA: &str = r#"
 local was = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if was and tonumber(was) < tonumber(ARGV[4]) then return {2, 0} end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], '+inf')
@@ -320,6 +322,7 @@ impl NodeRegistry for RedisPresence {
             .await?;
         Ok(Renewal {
             was_registered: was == 1,
+            lapsed: was == 2,
             cluster_connections: total,
         })
     }
