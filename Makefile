@@ -10,7 +10,7 @@ E2E := tests/e2e
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run build demo redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
+.PHONY: run build demo redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-wait bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
 
 run:
 	$(CARGO) run --release -- serve
@@ -103,6 +103,11 @@ bench: bench-build
 	$(call BENCH_RUN,b5) --store redis --attendees 5000 --secs 5 --heartbeat-timeout 10s --idle-secs 3
 	$(call BENCH_RUN,b6) --attendees 500 --join-secs 10 --reloads 50 --heartbeats 500
 	$(call BENCH_RUN,b6) --store redis --attendees 500 --join-secs 10 --reloads 50 --heartbeats 500
+
+# The cost of acknowledging on a replica (ROLLCALL_REDIS_WAIT_REPLICAS): B4
+# on a Redis master + replica, without and with WAIT 1.
+bench-wait: bench-build
+	ROLLCALL_BIN=$(ROLLCALL_BIN) BENCH=$(BENCH) scripts/bench_wait.sh
 
 bench-full: bench-build
 	$(call BENCH_RUN,b1) $(PEERS) --rooms 100 --subscribers 30 --rate 1000 --secs 30
