@@ -8,11 +8,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, test } from 'node:test';
 import Pusher from 'pusher-js';
-import PusherServer from 'pusher';
-import { APP, EventQueue, echoOptions, startServer } from './harness.mjs';
+import { APP, EventQueue, echoOptions, pusherServer, startServer } from './harness.mjs';
 
 const HOLD_MS = 1000;
-const signer = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1' });
+const signer = pusherServer();
 const events = new EventQueue();
 const invalid = [];
 let receiver;

@@ -9,8 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import Pusher from 'pusher-js';
-import PusherServer from 'pusher';
-import { APP, EventQueue, startServer } from './harness.mjs';
+import { APP, EventQueue, pusherServer, startServer } from './harness.mjs';
 
 let server;
 let rest;
@@ -20,15 +19,7 @@ const encryptionMasterKeyBase64 = randomBytes(32).toString('base64');
 
 before(async () => {
   server = await startServer();
-  rest = new PusherServer({
-    appId: APP.id,
-    key: APP.key,
-    secret: APP.secret,
-    host: '127.0.0.1',
-    port: String(server.port),
-    useTLS: false,
-    encryptionMasterKeyBase64,
-  });
+  rest = pusherServer(server.port, { encryptionMasterKeyBase64 });
 });
 
 after(async () => {

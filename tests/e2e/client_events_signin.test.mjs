@@ -8,12 +8,11 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import Echo from 'laravel-echo';
 import Pusher from 'pusher-js';
-import PusherServer from 'pusher';
-import { APP, EventQueue, echoOptions, startServer } from './harness.mjs';
+import { APP, EventQueue, echoOptions, pusherServer, startServer } from './harness.mjs';
 
 let server;
 const clients = [];
-const signer = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1' });
+const signer = pusherServer();
 
 before(async () => {
   server = await startServer({ ROLLCALL_CLIENT_EVENTS: 'on' });
@@ -81,7 +80,7 @@ test('pusher-js signs in and gets what the server library sends to its user', as
   client.signin();
   await Promise.race([signedIn, new Promise((_, reject) => setTimeout(() => reject(new Error('no signin_success')), 5000))]);
   // Pusher's own server library: `sendToUser` → `#server-to-user-12`.
-  const rest = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1', port: String(server.port), useTLS: false });
+  const rest = pusherServer(server.port);
   await rest.sendToUser('12', 'note', { text: 'your lesson starts in 5 minutes' });
   assert.deepEqual(await notes.next(5000, 'a user event'), { text: 'your lesson starts in 5 minutes' });
 });

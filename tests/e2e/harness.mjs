@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AccessToken } from 'livekit-server-sdk';
+import PusherServer from 'pusher';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -308,3 +309,12 @@ export function echoOptions(port) {
 
 /** `ms` as the ISO instant the contract writes (`2025-11-14T23:06:18.456Z`). */
 export const iso = (ms) => new Date(ms).toISOString();
+
+/** The app's own Pusher server library (the npm `pusher`), as a Laravel app
+ *  holds it: pointed at a rollcall on loopback `port` for the HTTP API, or,
+ *  without a port, only signing channel and user auth. `extra` overrides
+ *  options (a wrong secret, an encryption master key). */
+export function pusherServer(port, extra = {}) {
+  const target = port ? { port: String(port), useTLS: false } : {};
+  return new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1', ...target, ...extra });
+}

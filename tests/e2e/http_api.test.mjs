@@ -4,9 +4,8 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import PusherServer from 'pusher';
 import Pusher from 'pusher-js';
-import { APP, EventQueue, startServer } from './harness.mjs';
+import { APP, EventQueue, pusherServer, startServer } from './harness.mjs';
 
 let server;
 let api;
@@ -14,14 +13,7 @@ const clients = [];
 
 before(async () => {
   server = await startServer();
-  api = new PusherServer({
-    appId: APP.id,
-    key: APP.key,
-    secret: APP.secret,
-    host: '127.0.0.1',
-    port: String(server.port),
-    useTLS: false,
-  });
+  api = pusherServer(server.port);
 });
 
 after(async () => {
@@ -113,14 +105,7 @@ test('channel queries through the library', async () => {
 });
 
 test('a client with the wrong secret is refused with 401', async () => {
-  const wrong = new PusherServer({
-    appId: APP.id,
-    key: APP.key,
-    secret: 'not-the-secret',
-    host: '127.0.0.1',
-    port: String(server.port),
-    useTLS: false,
-  });
+  const wrong = pusherServer(server.port, { secret: 'not-the-secret' });
   await assert.rejects(wrong.trigger('orders', 'nope', {}), (err) => {
     assert.equal(err.status, 401);
     assert.equal(JSON.parse(err.body).error, 'invalid_signature');

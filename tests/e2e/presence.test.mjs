@@ -8,10 +8,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import Echo from 'laravel-echo';
 import Pusher from 'pusher-js';
-import PusherServer from 'pusher';
-import { APP, EventQueue, echoOptions, startServer } from './harness.mjs';
+import { APP, EventQueue, echoOptions, pusherServer, startServer } from './harness.mjs';
 
-const signer = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1' });
+const signer = pusherServer();
 const servers = [];
 const clients = [];
 let server;
