@@ -315,3 +315,86 @@ impl PresenceService for Presence {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use crate::store::presence::{Member, Renewal};
+
+    /// A store that is down: every call fails.
+    struct Down;
+
+    fn down<T>() -> Result<T, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+
+    #[async_trait]
+    impl PresenceStore for Down {
+        async fn join(
+            &self,
+            _: Joining<'_>,
+            _: usize,
+            _: &Broadcast,
+        ) -> Result<JoinOutcome, StoreError> {
+            down()
+        }
+        async fn leave(&self, _: &str, _: &str, _: &str) -> Result<Option<String>, StoreError> {
+            down()
+        }
+        async fn members(&self, _: &str) -> Result<Vec<Member>, StoreError> {
+            down()
+        }
+        async fn user_counts(&self, _: &[String]) -> Result<Vec<usize>, StoreError> {
+            down()
+        }
+        async fn remove_node(&self, _: &str) -> Result<Vec<(String, String)>, StoreError> {
+            down()
+        }
+    }
+
+    #[async_trait]
+    impl NodeRegistry for Down {
+        async fn renew_node(
+            &self,
+            _: &str,
+            _: Duration,
+            _: crate::domain::UnixMillis,
+            _: u64,
+        ) -> Result<Renewal, StoreError> {
+            down()
+        }
+        async fn expired_nodes(
+            &self,
+            _: crate::domain::UnixMillis,
+        ) -> Result<Vec<String>, StoreError> {
+            down()
+        }
+        async fn forget_node(
+            &self,
+            _: &str,
+            _: crate::domain::UnixMillis,
+        ) -> Result<(), StoreError> {
+            down()
+        }
+    }
+
+    #[tokio::test]
+    async fn leaves_the_store_refuses_wait_in_a_bounded_queue_oldest_dropped_first() {
+        let presence = Presence::new(Arc::new(Down), Arc::new(Down), Arc::from("n"), 100);
+        let channel = ChannelName::parse("presence-x").unwrap();
+        let extra = 5;
+        for i in 0..MAX_PENDING_LEAVES + extra {
+            let socket = SocketId::parse(&format!("{i}.1")).unwrap();
+            presence.leave(&channel, &socket).await;
+        }
+        {
+            let pending = presence.pending();
+            assert_eq!(pending.len(), MAX_PENDING_LEAVES);
+            assert_eq!(pending.front().unwrap().1.as_str(), format!("{extra}.1"));
+        }
+        // A retry while the store is still down keeps them all, in order.
+        presence.retry_pending().await;
+        assert_eq!(presence.pending().len(), MAX_PENDING_LEAVES);
+    }
+}

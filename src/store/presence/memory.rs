@@ -82,12 +82,12 @@ impl PresenceStore for MemoryPresence {
         &self,
         joining: Joining<'_>,
         max_members: usize,
-        frame: &Broadcast,
+        added: &Broadcast,
     ) -> Result<JoinOutcome, StoreError> {
         let mut channels = self.lock();
         let entry = channels.entry(joining.channel.to_owned()).or_default();
         let conn = connection(joining.node, joining.socket);
-        let mut added = false;
+        let mut new_member = false;
         if !entry.connections.contains_key(&conn) {
             let known = entry.users.contains_key(joining.user_id);
             if !known && entry.users.len() >= max_members {
@@ -103,9 +103,9 @@ impl PresenceStore for MemoryPresence {
                 .or_insert_with(|| (joining.user_info.to_owned(), 0))
                 .1 += 1;
             if !known {
-                added = true;
+                new_member = true;
                 self.delivery
-                    .deliver(&frame.channel, frame.frame.clone(), frame.except.as_ref());
+                    .deliver(&added.channel, added.frame.clone(), added.except.as_ref());
             }
         }
         let members = entry
@@ -113,7 +113,10 @@ impl PresenceStore for MemoryPresence {
             .iter()
             .map(|(id, (info, _))| (id.clone(), info.clone()))
             .collect();
-        Ok(JoinOutcome::Joined { members, added })
+        Ok(JoinOutcome::Joined {
+            members,
+            added: new_member,
+        })
     }
 
     async fn leave(
