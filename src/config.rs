@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// Redis URL; unset keeps state in this process's memory.
     #[arg(long, env = "ROLLCALL_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Comma-separated seed URLs of a Redis Cluster (Redis 7+, instead of
+    /// ROLLCALL_REDIS_URL): rooms spread over its slots, broadcasts by
+    /// sharded pub/sub.
+    #[arg(long, env = "ROLLCALL_REDIS_CLUSTER")]
+    pub redis_cluster: Option<String>,
     /// The LiveKit API key (with --livekit-api-secret).
     #[arg(long, env = "LIVEKIT_API_KEY")]
     pub livekit_api_key: Option<String>,
@@ -120,9 +125,11 @@ pub struct ServeArgs {
     pub redis_timeout: Duration,
     /// Replicas that must have a commit before its webhook is acknowledged
     /// (Redis `WAIT`), so an acknowledged webhook survives the master's loss
-    /// and a failover; `0`: the master's own fsync is enough (one Redis).
-    #[arg(long, env = "ROLLCALL_REDIS_WAIT_REPLICAS", value_parser = parse_count, default_value_t = 0)]
-    pub redis_wait_replicas: usize,
+    /// and a failover; `0`: the master's own fsync is enough. Default: 1 on
+    /// a Redis Cluster (set 0 for a cluster without replicas), 0 on one
+    /// Redis.
+    #[arg(long, env = "ROLLCALL_REDIS_WAIT_REPLICAS", value_parser = parse_count)]
+    pub redis_wait_replicas: Option<usize>,
     /// How long a commit waits for those replicas; past it the webhook gets
     /// 503 (LiveKit retries, and the retry is recognized). Less than
     /// ROLLCALL_REDIS_TIMEOUT.
@@ -350,6 +357,14 @@ pub enum ConfigError {
         "ROLLCALL_REDIS_WAIT_TIMEOUT (--redis-wait-timeout) must be shorter than ROLLCALL_REDIS_TIMEOUT (--redis-timeout), which bounds the commit and its wait together"
     )]
     WaitTimeout,
+    #[error(
+        "ROLLCALL_REDIS_URL (--redis-url) and ROLLCALL_REDIS_CLUSTER (--redis-cluster) are both set; set one: a single Redis or a cluster's seeds"
+    )]
+    TwoRedis,
+    #[error(
+        "invalid value '{0}' for ROLLCALL_REDIS_CLUSTER (--redis-cluster): expected comma-separated redis:// URLs"
+    )]
+    ClusterSeeds(String),
     #[error("invalid value '0s' for {}: must be greater than zero", Setting(.0))]
     ZeroDuration(&'static str),
     /// The message names `LIVEKIT_URL` itself.
@@ -405,6 +420,8 @@ fn naming_error(args: &ServeArgs, source: crate::engine::naming::NamingError) ->
 pub struct Settings {
     pub listen: SocketAddr,
     pub redis_url: Option<String>,
+    /// Seed URLs of a Redis Cluster (never together with `redis_url`).
+    pub redis_cluster: Option<Vec<String>>,
     pub redis: RedisOptions,
     pub livekit_keys: KeyRing,
     pub app_id: String,
@@ -539,7 +556,32 @@ impl Settings {
                 return Err(ConfigError::ZeroDuration(name));
             }
         }
-        if args.redis_wait_replicas > 0 && args.redis_wait_timeout >= args.redis_timeout {
+        let redis_url = args.redis_url.filter(|u| !u.trim().is_empty());
+        let redis_cluster = match args.redis_cluster.filter(|u| !u.trim().is_empty()) {
+            Some(list) => {
+                let seeds: Vec<String> = list
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if seeds.is_empty()
+                    || seeds
+                        .iter()
+                        .any(|s| !(s.starts_with("redis://") || s.starts_with("rediss://")))
+                {
+                    return Err(ConfigError::ClusterSeeds(list));
+                }
+                Some(seeds)
+            }
+            None => None,
+        };
+        if redis_url.is_some() && redis_cluster.is_some() {
+            return Err(ConfigError::TwoRedis);
+        }
+        let wait_replicas = args
+            .redis_wait_replicas
+            .unwrap_or(if redis_cluster.is_some() { 1 } else { 0 });
+        if wait_replicas > 0 && args.redis_wait_timeout >= args.redis_timeout {
             return Err(ConfigError::WaitTimeout);
         }
         let report_webhook_url = http_url(args.report_webhook_url, ConfigError::ReportUrl)?;
@@ -569,11 +611,12 @@ impl Settings {
             finalize_delay: args.finalize_delay,
             report_webhook_url,
             listen: args.listen,
-            redis_url: args.redis_url.filter(|u| !u.is_empty()),
+            redis_url,
+            redis_cluster,
             redis: RedisOptions {
                 retention: args.redis_retention,
                 command_timeout: args.redis_timeout,
-                wait_replicas: args.redis_wait_replicas,
+                wait_replicas,
                 wait_timeout: args.redis_wait_timeout,
                 ..RedisOptions::default()
             },
@@ -629,6 +672,19 @@ impl Settings {
         let mut args = Wrapper::parse_from(["rollcall"]).args;
         args.listen = "127.0.0.1:0".parse().expect("valid address");
         Self::from_args(args).expect("dev settings are valid")
+    }
+}
+
+impl Settings {
+    /// Where the state lives: one Redis, a Redis Cluster, or (`None`) this
+    /// process's memory.
+    pub fn redis_target(&self) -> Option<crate::store::conn::RedisTarget> {
+        use crate::store::conn::RedisTarget;
+        match (&self.redis_cluster, &self.redis_url) {
+            (Some(seeds), _) => Some(RedisTarget::Cluster(seeds.clone())),
+            (None, Some(url)) => Some(RedisTarget::Single(url.clone())),
+            (None, None) => None,
+        }
     }
 }
 

@@ -30,7 +30,9 @@ use crate::report::Reporter;
 use crate::rooms::{Rooms, Timing};
 use crate::server::{self, ConnectionBudget};
 use crate::snapshot::Snapshots;
+use crate::store::conn::RedisTarget;
 use crate::store::presence::{MemoryPresence, NodeRegistry, PresenceStore};
+use crate::store::redis::RoomChannel;
 use crate::store::{
     ChannelQuery, EventCache, LocalDelivery, MemoryEventCache, MemoryStore, RedisStore, Store,
     SubscriptionCounts,
@@ -101,18 +103,33 @@ impl Application {
         let registry: Arc<dyn NodeRegistry>;
         // Cache channels' last events: in Redis beside the rooms, or here.
         let mut event_cache: Arc<dyn EventCache> = Arc::new(MemoryEventCache::default());
-        let store: Arc<dyn Store> = match &settings.redis_url {
-            Some(url) => {
+        // The Redis handle the app webhooks' store shares with the rooms.
+        let mut redis_handle = None;
+        let store: Arc<dyn Store> = match settings.redis_target() {
+            Some(target) => {
                 let delivery: Arc<dyn LocalDelivery> = Arc::new(hub.clone());
                 let mut options = settings.redis.clone();
                 options.bus_metrics = Arc::clone(&metrics.bus);
-                let redis = RedisStore::connect(url, delivery, options)
+                // On Cluster a room's keys carry its channel's hash tag, so
+                // its commit publishes in the same script (`store/redis.rs`).
+                let naming = settings.naming.clone();
+                options.room_channel =
+                    RoomChannel::new(move |room| naming.session(room.as_str()).map(|s| s.channel));
+                let redis = RedisStore::connect_to(&target, delivery, options)
                     .await
-                    .context("invalid ROLLCALL_REDIS_URL")?;
+                    .context("invalid ROLLCALL_REDIS_URL / ROLLCALL_REDIS_CLUSTER")?;
                 if let Err(e) = redis.ping().await {
                     tracing::warn!(error = %e, "Redis is not reachable yet; webhooks get 503 until it is");
                 }
-                tracing::info!(url = %redact(url), "state in Redis");
+                match &target {
+                    RedisTarget::Single(_) => {
+                        tracing::info!(url = %target.redacted(), "state in Redis")
+                    }
+                    RedisTarget::Cluster(_) => {
+                        tracing::info!(seeds = %target.redacted(), wait_replicas = settings.redis.wait_replicas, "state in a Redis Cluster")
+                    }
+                }
+                redis_handle = Some(redis.redis().clone());
                 let mut connections = redis.bus_connections();
                 // The subscription `connect` waited for came before any
                 // socket: nothing to re-send for it. A first subscription
@@ -129,7 +146,7 @@ impl Application {
             }
             None => {
                 tracing::warn!(
-                    "no ROLLCALL_REDIS_URL: using the embedded in-memory store — state is lost on restart and not shared between nodes; for trying rollcall and single-node development only"
+                    "no ROLLCALL_REDIS_URL or ROLLCALL_REDIS_CLUSTER: using the embedded in-memory store — state is lost on restart and not shared between nodes; for trying rollcall and single-node development only"
                 );
                 let presence = Arc::new(MemoryPresence::new(Arc::new(hub.clone())));
                 presence_store = presence.clone();
@@ -252,12 +269,7 @@ impl Application {
         }
         let app_webhooks = match &settings.app_webhook_url {
             Some(url) => {
-                let store = WebhookStore::connect(
-                    settings.redis_url.as_deref(),
-                    settings.redis.command_timeout,
-                    &settings.app_webhooks,
-                )
-                .context("invalid ROLLCALL_REDIS_URL")?;
+                let store = WebhookStore::connect(redis_handle.as_ref(), &settings.app_webhooks);
                 let webhooks = AppWebhooks::start(
                     url.clone(),
                     &settings.app_key,
@@ -441,15 +453,5 @@ async fn resync_after_bus_gaps(
                 hub.publish(&channel, frame, None);
             }
         }
-    }
-}
-
-/// A Redis URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
     }
 }

@@ -50,6 +50,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{self, OutboundError};
 use crate::pusher::hub::Hub;
 use crate::store::StoreError;
+use crate::store::conn::Redis;
 
 /// Everything about app webhooks but the URL and credentials.
 #[derive(Debug, Clone)]
@@ -107,19 +108,15 @@ impl WebhookStore {
 
     /// On Redis when the server has it (shared by every node), else in
     /// memory.
-    pub fn connect(
-        redis_url: Option<&str>,
-        command_timeout: Duration,
-        options: &AppWebhookOptions,
-    ) -> Result<Self, StoreError> {
+    pub fn connect(redis: Option<&Redis>, options: &AppWebhookOptions) -> Self {
         let queue = QueueOptions {
             hold: options.hold,
             max_len: options.max_queued,
         };
-        Ok(match redis_url {
-            Some(url) => Self::of(RedisWebhookStore::connect(url, command_timeout, queue)?),
+        match redis {
+            Some(redis) => Self::of(RedisWebhookStore::new(redis.clone(), queue)),
             None => Self::of(MemoryWebhookStore::new(queue)),
-        })
+        }
     }
 }
 

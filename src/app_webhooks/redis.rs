@@ -14,25 +14,26 @@
 //! | `rollcall:occupancy:node:{<node>}` | set | channels the node has subscribers of |
 //!
 //! The queue's keys share the hash tag `{webhooks}`: a claim must see every
-//! due event at once. The occupancy sets are tagged by channel and node, so
-//! a Redis Cluster port can spread them; but the scripts that change them
-//! also queue the resulting webhook in the same step (so a crash cannot
-//! separate the two), which on Cluster would cross slots. Redis Cluster is
-//! not supported by the store yet anyway (see `store/redis.rs`); porting
-//! means moving the queue's insert into a second step made idempotent by the
-//! occupancy set's own record. `vacate_node` also names channel keys it
-//! reads from the node's set, which Cluster forbids in one script.
-
-use std::time::Duration;
+//! due event at once. The occupancy sets are tagged by channel and node. On
+//! one server the scripts that change them also queue the resulting
+//! webhook in the same step, so a crash cannot separate the two. On Redis
+//! Cluster a script must stay in one slot, so there a transition is three
+//! steps, each one slot: the node's set, the channel's set (whose script
+//! alone decides "occupied"/"vacated", so concurrent nodes still agree on
+//! one transition), then the queue. Two consequences on Cluster, both
+//! documented for operators: a node that dies between the channel's step
+//! and the queue's loses that one webhook, and two nodes racing to occupy
+//! and vacate one channel may queue the two events in the other order (the
+//! events carry `time_ms`, as Pusher's do, for the app to order them).
 
 use async_trait::async_trait;
-use deadpool_redis::{Pool, Runtime};
 
 use super::event::{Hold, Queued};
 use super::queue::{Claim, Claimed, Occupancy, QueueOptions, WebhookQueue};
 use crate::channel_events::ChannelEvent;
 use crate::domain::UnixMillis;
 use crate::store::StoreError;
+use crate::store::conn::Redis;
 
 const QUEUE_KEYS: [&str; 6] = [
     "rollcall:{webhooks}:due",
@@ -201,14 +202,28 @@ redis.call('DEL', KEYS[7])
 return vacated
 "#;
 
+/// On Cluster, the channel's part of `occupy`: KEYS[1] the channel's node
+/// set; ARGV[1] the node. 1 when the channel became occupied.
+const OCCUPY_CHANNEL_LUA: &str = r#"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then return 1 end
+return 0
+"#;
+
+/// On Cluster, the channel's part of `vacate`: 1 when it became vacant.
+const VACATE_CHANNEL_LUA: &str = r#"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then return 1 end
+return 0
+"#;
+
 fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{PRELUDE_LUA}{body}"))
 }
 
 pub struct RedisWebhookStore {
-    pool: Pool,
+    redis: Redis,
     options: QueueOptions,
-    command_timeout: Duration,
+    occupy_channel: redis::Script,
+    vacate_channel: redis::Script,
     enqueue: redis::Script,
     claim: redis::Script,
     ack: redis::Script,
@@ -218,32 +233,15 @@ pub struct RedisWebhookStore {
     vacate_node: redis::Script,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 impl RedisWebhookStore {
-    /// A store on `url` with its own small pool (the webhook worker and the
-    /// occupancy task are one task each per node). Does not fail when Redis
-    /// is down: calls fail until it is back, and their callers retry.
-    pub fn connect(
-        url: &str,
-        command_timeout: Duration,
-        options: QueueOptions,
-    ) -> Result<Self, StoreError> {
-        let mut config = deadpool_redis::Config::from_url(url);
-        let mut pool_config = deadpool_redis::PoolConfig::new(8);
-        pool_config.timeouts.wait = Some(command_timeout);
-        pool_config.timeouts.create = Some(command_timeout);
-        pool_config.timeouts.recycle = Some(command_timeout);
-        config.pool = Some(pool_config);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
-        Ok(Self {
-            pool,
+    /// A store on `redis` (the rooms' handle). Does not fail when Redis is
+    /// down: calls fail until it is back, and their callers retry.
+    pub fn new(redis: Redis, options: QueueOptions) -> Self {
+        Self {
+            redis,
             options,
-            command_timeout,
+            occupy_channel: redis::Script::new(OCCUPY_CHANNEL_LUA),
+            vacate_channel: redis::Script::new(VACATE_CHANNEL_LUA),
             enqueue: script(ENQUEUE_LUA),
             claim: script(CLAIM_LUA),
             ack: script(ACK_LUA),
@@ -251,7 +249,17 @@ impl RedisWebhookStore {
             occupy: script(OCCUPY_LUA),
             vacate: script(VACATE_LUA),
             vacate_node: script(VACATE_NODE_LUA),
-        })
+        }
+    }
+
+    /// A store on one Redis at `url` (tests).
+    pub fn connect(
+        url: &str,
+        command_timeout: std::time::Duration,
+        options: QueueOptions,
+    ) -> Result<Self, StoreError> {
+        let target = crate::store::conn::RedisTarget::Single(url.to_string());
+        Ok(Self::new(Redis::open(&target, command_timeout)?, options))
     }
 
     /// Runs `script` with the queue's keys, then `keys`, and `args`, bounded
@@ -272,16 +280,68 @@ impl RedisWebhookStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
-            invocation
-                .invoke_async::<T>(&mut conn)
-                .await
-                .map_err(unavailable)
-        };
-        tokio::time::timeout(self.command_timeout, work)
+        self.redis
+            .run(|mut conn| async move { invocation.invoke_async::<T>(&mut conn).await })
             .await
-            .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
+    }
+
+    /// Runs a one-key script (Cluster's single-slot steps).
+    async fn run_on(
+        &self,
+        script: &redis::Script,
+        key: String,
+        arg: &str,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(key).arg(arg);
+        let changed: i64 = self
+            .redis
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// A node's own channel set, changed on its own (Cluster).
+    async fn node_set(&self, node: &str, channel: &str, add: bool) -> Result<(), StoreError> {
+        let (key, channel) = (node_key(node), channel.to_string());
+        let command = if add { "SADD" } else { "SREM" };
+        self.redis
+            .run(|mut conn| async move {
+                redis::cmd(command)
+                    .arg(key)
+                    .arg(channel)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// An occupancy transition in single-slot steps (Cluster; see the
+    /// module documentation): the node's set first when joining (so a dead
+    /// node's cleanup finds the channel) and last when leaving.
+    async fn transition_in_steps(
+        &self,
+        event: ChannelEvent,
+        channel: &str,
+        node: &str,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let occupied = matches!(event, ChannelEvent::Occupied { .. });
+        let changed = if occupied {
+            self.node_set(node, channel, true).await?;
+            self.run_on(&self.occupy_channel, channel_key(channel), node)
+                .await?
+        } else {
+            let vacated = self
+                .run_on(&self.vacate_channel, channel_key(channel), node)
+                .await?;
+            self.node_set(node, channel, false).await?;
+            vacated
+        };
+        if changed {
+            self.enqueue(vec![Queued::of(&event)], now).await?;
+        }
+        Ok(changed)
     }
 
     /// now, hold ms, max length: the first arguments of every writing script.
@@ -301,6 +361,9 @@ impl RedisWebhookStore {
         node: &str,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
+        if self.redis.is_cluster() {
+            return self.transition_in_steps(event, channel, node, now).await;
+        }
         let q = Queued::of(&event);
         let (Hold::Cancels(key) | Hold::Held(key)) = q.hold else {
             unreachable!("occupancy events are held or cancel a hold")
@@ -422,9 +485,59 @@ impl Occupancy for RedisWebhookStore {
     }
 
     async fn vacate_node(&self, node: &str, now: UnixMillis) -> Result<Vec<String>, StoreError> {
+        if self.redis.is_cluster() {
+            return self.vacate_node_in_steps(node, now).await;
+        }
         let mut args = self.head(now);
         args.push(arg(node));
         let mut vacated: Vec<String> = self.run(&self.vacate_node, &[node_key(node)], args).await?;
+        vacated.sort();
+        Ok(vacated)
+    }
+}
+
+impl RedisWebhookStore {
+    /// `vacate_node` in single-slot steps (Cluster): each channel of the
+    /// node's set, then the vacated events in one enqueue, then the set.
+    async fn vacate_node_in_steps(
+        &self,
+        node: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<String>, StoreError> {
+        let key = node_key(node);
+        let channels: Vec<String> = self
+            .redis
+            .run(|mut conn| {
+                let key = key.clone();
+                async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await }
+            })
+            .await?;
+        let mut vacated = Vec::new();
+        for channel in channels {
+            if self
+                .run_on(&self.vacate_channel, channel_key(&channel), node)
+                .await?
+            {
+                vacated.push(channel);
+            }
+        }
+        let events = vacated
+            .iter()
+            .map(|channel| {
+                Queued::of(&ChannelEvent::Vacated {
+                    channel: channel.clone(),
+                })
+            })
+            .collect();
+        self.enqueue(events, now).await?;
+        self.redis
+            .run(|mut conn| async move {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
         vacated.sort();
         Ok(vacated)
     }

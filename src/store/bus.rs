@@ -48,10 +48,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::LocalDelivery;
+use super::conn::{Redis, cluster_client};
 use super::redis::{
     BUS_CHANNEL_PATTERN, CHANNELS_ANSWER_TTL_MS, CHANNELS_QUERY_CHANNEL, bus_channel,
     decode_channel_query, parse_halt,
@@ -197,7 +199,7 @@ impl Feed {
     }
 
     /// The connection is gone: nothing is confirmed any more.
-    fn disconnected(&self) {
+    pub(crate) fn disconnected(&self) {
         {
             let mut s = self.lock();
             s.on_bus.clear();
@@ -214,7 +216,7 @@ impl Feed {
     /// One reconciliation round: for every marked channel, makes Redis
     /// match the hub's current count. An error means the connection is no
     /// longer usable.
-    async fn sync(&self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
+    async fn sync(&self, sink: &mut Subscriber) -> redis::RedisResult<()> {
         let Some(hub) = &self.hub else {
             self.lock().dirty.clear();
             return Ok(());
@@ -285,31 +287,61 @@ impl Feed {
     /// Serves one connection until it is lost.
     async fn serve(
         self: &Arc<Self>,
-        client: &redis::Client,
+        redis: &Redis,
         delivery: &Arc<dyn LocalDelivery>,
-        pool: &deadpool_redis::Pool,
         backoff: &mut Duration,
     ) -> redis::RedisResult<()> {
-        let pubsub = self.bounded(client.get_async_pubsub()).await?;
-        let (mut sink, stream) = pubsub.split();
-        let reader = tokio::spawn(read(
-            stream,
-            Arc::clone(delivery),
-            pool.clone(),
-            Arc::clone(&self.metrics),
-        ));
+        let (mut sink, reader) = match redis.single_client() {
+            Some(client) => {
+                let pubsub = self.bounded(client.get_async_pubsub()).await?;
+                let (sink, stream) = pubsub.split();
+                let reader = tokio::spawn(read(
+                    stream,
+                    Arc::clone(delivery),
+                    redis.clone(),
+                    Arc::clone(&self.metrics),
+                ));
+                (Subscriber::Single(sink), reader)
+            }
+            None => {
+                let seeds = redis.cluster_seeds().unwrap_or_default();
+                let (push, pushes) = tokio::sync::mpsc::unbounded_channel();
+                let client =
+                    cluster_client(&seeds, self.command_timeout, Some(push)).map_err(|e| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "cluster client",
+                            e.to_string(),
+                        ))
+                    })?;
+                let conn = self.bounded(client.get_async_connection()).await?;
+                let reader = tokio::spawn(read_sharded(
+                    pushes,
+                    Arc::clone(self),
+                    Arc::clone(delivery),
+                    redis.clone(),
+                ));
+                (Subscriber::Cluster(conn), reader)
+            }
+        };
         // Dropping the guard (any return) stops the reader and with it the
         // connection.
         let mut reader = AbortOnDrop(reader);
-        self.bounded(sink.subscribe(CHANNELS_QUERY_CHANNEL)).await?;
+        self.bounded(sink.subscribe(vec![CHANNELS_QUERY_CHANNEL.to_string()]))
+            .await?;
         match &self.hub {
             Some(hub) => {
                 let channels = hub.channel_names();
                 self.lock().dirty.extend(channels);
             }
-            None => {
-                self.bounded(sink.psubscribe(BUS_CHANNEL_PATTERN)).await?;
-            }
+            None => match delivery.fixed_channels() {
+                Some(channels) if !channels.is_empty() => {
+                    let names = channels.iter().map(|c| bus_channel(c)).collect();
+                    self.bounded(sink.subscribe(names)).await?;
+                }
+                Some(_) => {}
+                None => self.bounded(sink.subscribe_all()).await?,
+            },
         }
         // Connected only once nothing is left to subscribe, decided under
         // the lock marks go in under: a subscriber whose `ready` saw the
@@ -338,6 +370,75 @@ impl Feed {
             self.sync(&mut sink).await?;
         }
     }
+
+    /// Whether Redis may have dropped this subscription on its own (a
+    /// sharded subscription whose slot moved): it is one this node holds.
+    fn holds(&self, bus_channel_name: &str) -> bool {
+        match channel_of(bus_channel_name) {
+            Some(channel) => self.lock().on_bus.contains(channel),
+            None => bus_channel_name == CHANNELS_QUERY_CHANNEL,
+        }
+    }
+}
+
+/// The Pusher channel a bus channel (`rollcall:c:{<channel>}`) carries.
+fn channel_of(bus_channel_name: &str) -> Option<&str> {
+    bus_channel_name
+        .strip_prefix("rollcall:c:{")?
+        .strip_suffix('}')
+}
+
+/// The bus's subscribing side: a pub/sub connection to one server, or a
+/// RESP3 cluster connection whose subscriptions are sharded
+/// (`SSUBSCRIBE`), each on the master that owns its channel's slot.
+enum Subscriber {
+    Single(PubSubSink),
+    Cluster(ClusterConnection),
+}
+
+impl Subscriber {
+    async fn subscribe(&mut self, names: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.subscribe(names).await,
+            // One SSUBSCRIBE names channels of one slot only: one each,
+            // sent together.
+            Self::Cluster(conn) => {
+                let all = names.into_iter().map(|name| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(name).await }
+                });
+                futures_util::future::try_join_all(all).await.map(drop)
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, names: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(names).await,
+            Self::Cluster(conn) => {
+                let all = names.into_iter().map(|name| {
+                    let mut conn = conn.clone();
+                    async move { conn.sunsubscribe(name).await }
+                });
+                futures_util::future::try_join_all(all).await.map(drop)
+            }
+        }
+    }
+
+    /// Every channel, for a delivery that keeps no registry and names no
+    /// channels: a pattern on one server. Sharded pub/sub has no patterns,
+    /// so on Cluster such a bus hears no broadcasts.
+    async fn subscribe_all(&mut self) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.psubscribe(BUS_CHANNEL_PATTERN).await,
+            Self::Cluster(_) => {
+                tracing::warn!(
+                    "a bus without a channel registry or fixed channels hears no broadcasts on Cluster"
+                );
+                Ok(())
+            }
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -352,24 +453,89 @@ impl Drop for AbortOnDrop {
 async fn read(
     mut stream: PubSubStream,
     delivery: Arc<dyn LocalDelivery>,
-    pool: deadpool_redis::Pool,
+    redis: Redis,
     metrics: Arc<BusMetrics>,
 ) {
     while let Some(msg) = stream.next().await {
-        if msg.get_channel_name() == CHANNELS_QUERY_CHANNEL {
-            answer_query(&delivery, &pool, msg.get_payload_bytes());
-        } else {
-            metrics
-                .received
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            deliver(&*delivery, msg.get_payload_bytes());
+        receive(
+            msg.get_channel_name(),
+            msg.get_payload_bytes(),
+            &delivery,
+            &redis,
+            &metrics,
+        );
+    }
+}
+
+/// Reads a cluster connection's pushes until a node's connection is lost
+/// or Redis drops a subscription on its own (its slot moved): either may
+/// have lost broadcasts, so the whole connection is made anew, resubscribed
+/// and announced (snapshots re-sent).
+async fn read_sharded(
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    feed: Arc<Feed>,
+    delivery: Arc<dyn LocalDelivery>,
+    redis: Redis,
+) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            redis::PushKind::SMessage | redis::PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                    continue;
+                };
+                let (Ok(channel), Ok(payload)) = (
+                    redis::from_redis_value::<String>(channel),
+                    redis::from_redis_value::<Vec<u8>>(payload),
+                ) else {
+                    tracing::warn!("malformed sharded message on the bus; dropped");
+                    continue;
+                };
+                receive(&channel, &payload, &delivery, &redis, &feed.metrics);
+            }
+            redis::PushKind::Disconnection => {
+                tracing::warn!("a cluster node's bus connection was lost");
+                return;
+            }
+            redis::PushKind::SUnsubscribe => {
+                let name = push
+                    .data
+                    .into_iter()
+                    .next()
+                    .and_then(|v| redis::from_redis_value::<String>(v).ok());
+                if name.as_deref().is_some_and(|n| feed.holds(n)) {
+                    tracing::warn!(
+                        channel = name.as_deref().unwrap_or_default(),
+                        "Redis dropped a sharded subscription (slot moved)"
+                    );
+                    return;
+                }
+            }
+            _ => {}
         }
     }
 }
 
+/// One message from the bus: a channel query or a broadcast.
+fn receive(
+    channel: &str,
+    payload: &[u8],
+    delivery: &Arc<dyn LocalDelivery>,
+    redis: &Redis,
+    metrics: &BusMetrics,
+) {
+    if channel == CHANNELS_QUERY_CHANNEL {
+        answer_query(delivery, redis, payload);
+    } else {
+        metrics
+            .received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        deliver(&**delivery, payload);
+    }
+}
+
 pub fn spawn(
-    client: redis::Client,
-    pool: deadpool_redis::Pool,
+    redis: Redis,
     delivery: Arc<dyn LocalDelivery>,
     command_timeout: Duration,
     metrics: Arc<BusMetrics>,
@@ -395,7 +561,7 @@ pub fn spawn(
         let feed = task_feed;
         let mut backoff = BACKOFF_START;
         loop {
-            match feed.serve(&client, &delivery, &pool, &mut backoff).await {
+            match feed.serve(&redis, &delivery, &mut backoff).await {
                 Ok(()) => tracing::warn!("broadcast bus connection lost; reconnecting"),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "broadcast bus cannot subscribe; reconnecting")
@@ -437,7 +603,7 @@ fn deliver(delivery: &dyn LocalDelivery, payload: &[u8]) {
 
 /// Pushes this node's counts for the query to its reply key, off the bus
 /// loop (broadcasts keep flowing while the answer is written).
-fn answer_query(delivery: &Arc<dyn LocalDelivery>, pool: &deadpool_redis::Pool, payload: &[u8]) {
+fn answer_query(delivery: &Arc<dyn LocalDelivery>, redis: &Redis, payload: &[u8]) {
     let Some((reply_key, query)) = std::str::from_utf8(payload)
         .ok()
         .and_then(decode_channel_query)
@@ -449,23 +615,21 @@ fn answer_query(delivery: &Arc<dyn LocalDelivery>, pool: &deadpool_redis::Pool, 
         Ok(answer) => answer,
         Err(e) => return tracing::warn!(error = %e, "cannot encode a channel query answer"),
     };
-    let (reply_key, pool) = (reply_key.to_string(), pool.clone());
+    let (reply_key, redis) = (reply_key.to_string(), redis.clone());
     tokio::spawn(async move {
-        let reply = async {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            redis::pipe()
-                .rpush(&reply_key, answer)
-                .ignore()
-                .pexpire(&reply_key, CHANNELS_ANSWER_TTL_MS as i64)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        match tokio::time::timeout(Duration::from_secs(2), reply).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot answer a channel query"),
-            Err(_) => tracing::warn!("answering a channel query timed out"),
+        let reply = redis
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .rpush(&reply_key, answer)
+                    .ignore()
+                    .pexpire(&reply_key, CHANNELS_ANSWER_TTL_MS as i64)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(e) = reply {
+            tracing::warn!(error = %e, "cannot answer a channel query");
         }
     });
 }

@@ -18,6 +18,7 @@
 
 pub mod bus;
 mod cache;
+pub mod conn;
 pub mod event_cache;
 pub mod memory;
 pub mod presence;
@@ -218,6 +219,13 @@ pub trait LocalDelivery: Send + Sync + 'static {
     /// delivery that keeps no channel registry, such as a test recorder):
     /// the bus hears every channel.
     fn hub(&self) -> Option<&crate::pusher::hub::Hub> {
+        None
+    }
+
+    /// For a delivery without a hub: the channels it hears. `None`: every
+    /// channel, by pattern, on one Redis. Sharded pub/sub (Redis Cluster)
+    /// has no patterns, so there such a delivery must name its channels.
+    fn fixed_channels(&self) -> Option<Vec<String>> {
         None
     }
 }

@@ -52,10 +52,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
+use redis::cluster_routing::Slot;
 
 use super::cache::{Cached, StateCache};
+use super::conn::{Redis, RedisTarget};
 use super::{
     Broadcast, Broker, ChannelQuery, Commit, CommitOutcome, Jobs, LocalDelivery, LogKind,
     LoggedEvent, RoomRecord, RoomStore, Signals, Store, StoreError, SubscriptionCounts, bus,
@@ -112,6 +113,36 @@ pub struct RedisOptions {
     pub wait_timeout: Duration,
     /// Where the bus counts what it hears (the application's `Metrics::bus`).
     pub bus_metrics: Arc<crate::metrics::BusMetrics>,
+    /// On Cluster, the channel a room's updates go to: its keys carry that
+    /// channel's hash tag, so the commit script can `SPUBLISH` them in the
+    /// same step (see "Cluster" above). Unused on one server.
+    pub room_channel: RoomChannel,
+}
+
+/// The channel a room's updates go to, if any (the naming's template).
+#[derive(Clone, Default)]
+pub struct RoomChannel(Option<Arc<ChannelOf>>);
+
+type ChannelOf = dyn Fn(&RoomName) -> Option<String> + Send + Sync;
+
+impl RoomChannel {
+    pub fn new(f: impl Fn(&RoomName) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    fn of(&self, room: &RoomName) -> Option<String> {
+        self.0.as_ref().and_then(|f| f(room))
+    }
+}
+
+impl std::fmt::Debug for RoomChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "RoomChannel(..)"
+        } else {
+            "RoomChannel(none)"
+        })
+    }
 }
 
 impl Default for RedisOptions {
@@ -123,27 +154,27 @@ impl Default for RedisOptions {
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(500),
             bus_metrics: Arc::default(),
+            room_channel: RoomChannel::default(),
         }
     }
 }
 
 pub struct RedisStore {
-    pool: Pool,
+    /// Commits and the heartbeat's small repeatable commands ride the
+    /// shared multiplexed connection (`Redis::run_shared`): concurrent
+    /// commits leave in one write and their replies come back in one read,
+    /// where a pooled connection each costs a write, a read and a Redis
+    /// event-loop turn per commit (and deadpool's check-out PING: another
+    /// round trip). Long replies (a room's whole event log) and blocking
+    /// commands use connections of their own, so they never hold commits up.
+    redis: Redis,
     options: RedisOptions,
+    indexes: Indexes,
     commit_script: redis::Script,
     keep_latest_script: redis::Script,
     release_script: redis::Script,
     bus: bus::BusHandle,
     cache: StateCache,
-    client: redis::Client,
-    /// One multiplexed connection every commit shares (made on first use,
-    /// dropped after any error): concurrent commits leave in one write and
-    /// their replies come back in one read, where a pooled connection each
-    /// costs a write, a read and a Redis event-loop turn per commit (and
-    /// deadpool's check-out PING: another round trip). The heartbeat's
-    /// small repeatable commands ride it too. Other commands use the pool,
-    /// so a long reply (a room's whole event log) never holds commits up.
-    shared: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 /// Keeps the latest instant per field: a delayed, older heartbeat or
@@ -222,8 +253,15 @@ const LEGACY_STATE_FIELD: &str = "state";
 /// against a runaway sender.
 const LOG_CAP: usize = 100_000;
 
+/// A room's key on one server: `rollcall:{<room>}:<what>`.
 fn room_key(room: &RoomName, what: &str) -> String {
     format!("rollcall:{{{room}}}:{what}")
+}
+
+/// A room's key on Cluster: `rollcall:{<tag>}:room:<room>:<what>`, the tag
+/// being the room's channel (or the room, when it has none).
+fn cluster_room_key(tag: &str, room: &RoomName, what: &str) -> String {
+    format!("rollcall:{{{tag}}}:room:{room}:{what}")
 }
 
 fn channel_key(channel: &str) -> String {
@@ -293,31 +331,26 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 impl RedisStore {
-    /// A store on `url`. Does not fail when Redis is down: commands fail
-    /// (503) until it is back, `ping` says so, and the bus reconnects.
+    /// A store on one Redis at `url` (see [`RedisStore::connect_to`]).
     pub async fn connect(
         url: &str,
         delivery: Arc<dyn LocalDelivery>,
         options: RedisOptions,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let mut config = deadpool_redis::Config::from_url(url);
-        let mut pool_config = deadpool_redis::PoolConfig::new(64);
-        pool_config.timeouts.wait = Some(options.command_timeout);
-        pool_config.timeouts.create = Some(options.command_timeout);
-        pool_config.timeouts.recycle = Some(options.command_timeout);
-        config.pool = Some(pool_config);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
+        Self::connect_to(&RedisTarget::Single(url.to_string()), delivery, options).await
+    }
+
+    /// A store on `target`. Does not fail when Redis is down: commands fail
+    /// (503) until it is back, `ping` says so, and the bus reconnects.
+    pub async fn connect_to(
+        target: &RedisTarget,
+        delivery: Arc<dyn LocalDelivery>,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let redis = Redis::open(target, options.command_timeout)?;
         let bus = bus::spawn(
-            client.clone(),
-            pool.clone(),
+            redis.clone(),
             delivery,
             options.command_timeout,
             Arc::clone(&options.bus_metrics),
@@ -333,16 +366,65 @@ impl RedisStore {
             tracing::warn!("the broadcast bus is not subscribed yet; continuing (Redis down?)");
         }
         Ok(Self {
-            pool,
-            commit_script: redis::Script::new(COMMIT_LUA),
-            keep_latest_script: redis::Script::new(KEEP_LATEST_LUA),
-            release_script: redis::Script::new(RELEASE_LUA),
+            commit_script: redis.script(COMMIT_LUA),
+            keep_latest_script: redis.script(KEEP_LATEST_LUA),
+            release_script: redis.script(RELEASE_LUA),
+            indexes: Indexes {
+                buckets: if redis.is_cluster() { INDEX_BUCKETS } else { 1 },
+            },
+            redis,
             bus,
             cache: StateCache::new(options.state_cache_rooms),
             options,
-            client,
-            shared: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The Redis handle this store runs on (the other Redis-backed stores
+    /// share it).
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// The index updates a commit makes (before it: see `commit`).
+    fn index_hints(&self, pipe: &mut redis::Pipeline, room: &RoomName, commit: &Commit) {
+        let bucket = self.indexes.bucket(room);
+        if let Some(due) = commit.due {
+            pipe.cmd("ZADD")
+                .arg(self.indexes.due(bucket))
+                .arg("LT")
+                .arg(due)
+                .arg(room.as_str())
+                .ignore();
+        }
+        if let Some(until) = commit.live_until {
+            pipe.cmd("ZADD")
+                .arg(self.indexes.live(bucket))
+                .arg("GT")
+                .arg(until)
+                .arg(room.as_str())
+                .ignore();
+        }
+        if commit.state.is_some() {
+            pipe.cmd("ZADD")
+                .arg(self.indexes.rooms(bucket))
+                .arg(crate::domain::now_millis())
+                .arg(room.as_str())
+                .ignore();
+        }
+        if commit.state.is_some() || commit.live_until.is_some() {
+            self.indexes.prune(pipe, bucket, self.options.retention);
+        }
+    }
+
+    /// The key `what` of `room` (see the key layouts above).
+    fn room_key(&self, room: &RoomName, what: &str) -> String {
+        if !self.redis.is_cluster() {
+            return room_key(room, what);
+        }
+        match self.options.room_channel.of(room) {
+            Some(channel) => cluster_room_key(&channel, room, what),
+            None => cluster_room_key(room.as_str(), room, what),
+        }
     }
 
     /// With `wait_replicas`, a duplicate is acknowledged like a commit:
@@ -355,11 +437,12 @@ impl RedisStore {
         if wanted == 0 {
             return Ok(());
         }
-        let key = room_key(room, "applied");
+        let key = self.room_key(room, "applied");
         let ttl = self.options.retention.as_millis() as i64;
         let wait = self.options.wait_timeout.as_millis() as u64;
         let (acked,): (i64,) = self
-            .run(|mut c| async move {
+            .redis
+            .run_blocking(|mut c| async move {
                 redis::pipe()
                     .pexpire(&key, ttl)
                     .ignore()
@@ -381,7 +464,7 @@ impl RedisStore {
 
     /// Presence and the node registry on the same Redis and pool.
     pub fn presence(&self) -> super::presence::RedisPresence {
-        super::presence::RedisPresence::new(self.pool.clone(), self.options.command_timeout)
+        super::presence::RedisPresence::new(self.redis.clone())
     }
 
     /// Counts (re)connections of the pub/sub subscriber. A change after the
@@ -416,78 +499,22 @@ impl RedisStore {
         Ok(Some(record))
     }
 
-    /// Runs `f` on the shared connection (see `shared`), bounded by the
-    /// command timeout. A connection that turns out broken (Redis restarted
-    /// since it was made) is dropped and `f` runs once more on a fresh one,
-    /// as a pooled connection would have been checked before use; `f` must
-    /// therefore be safe to repeat (a commit is: a repeat that finds the
-    /// first one applied answers `Duplicate` or `Conflict`). After any other
-    /// error or a timeout the connection is dropped too.
     async fn run_shared<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: Fn(redis::aio::MultiplexedConnection) -> Fut,
+        F: Fn(super::conn::Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let work = async {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let current = self.lock_shared().clone();
-                let conn = match current {
-                    Some(conn) => conn,
-                    None => {
-                        let conn = self.client.get_multiplexed_async_connection().await?;
-                        // Racing connects: the last one stays, the others
-                        // serve their own caller once and are dropped.
-                        *self.lock_shared() = Some(conn.clone());
-                        conn
-                    }
-                };
-                match f(conn).await {
-                    Err(e) => {
-                        *self.lock_shared() = None;
-                        let broken = e.is_io_error() || e.is_connection_dropped();
-                        if !broken || attempt > 1 {
-                            return Err(e);
-                        }
-                    }
-                    ok => return ok,
-                }
-            }
-        };
-        match tokio::time::timeout(self.options.command_timeout, work).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => {
-                *self.lock_shared() = None;
-                Err(StoreError::Unavailable(
-                    "Redis did not answer in time".into(),
-                ))
-            }
-        }
+        self.redis.run_shared(f).await
     }
 
-    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
-        // Holds an `Option` that is replaced whole: never inconsistent.
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool.get().await.map_err(unavailable)
-    }
-
-    /// Runs `f` on a pooled connection, bounded by the command timeout.
+    /// Runs `f` on a connection for ordinary commands, bounded by the
+    /// command timeout.
     pub(super) async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(super::conn::Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let work = async {
-            let conn = self.conn().await?;
-            f(conn).await.map_err(unavailable)
-        };
-        tokio::time::timeout(self.options.command_timeout, work)
-            .await
-            .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
+        self.redis.run(f).await
     }
 }
 
@@ -506,7 +533,7 @@ impl Store for RedisStore {
 #[async_trait]
 impl RoomStore for RedisStore {
     async fn load_room(&self, room: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
-        let key = room_key(room, "state");
+        let key = self.room_key(room, "state");
         let fields: HashMap<String, String> = self
             .run(|mut c| async move { c.hgetall(&key).await })
             .await?;
@@ -527,7 +554,7 @@ impl RoomStore for RedisStore {
         room: &RoomName,
         user: &UserId,
     ) -> Result<Option<Arc<RoomState>>, StoreError> {
-        let key = room_key(room, "state");
+        let key = self.room_key(room, "state");
         let person_field = format!("{PERSON_PREFIX}{user}");
         let (version, room_json, person_json, legacy): (
             Option<u64>,
@@ -568,7 +595,8 @@ impl RoomStore for RedisStore {
         room: &RoomName,
         id: &EventId,
     ) -> Result<(Option<RoomRecord>, bool), StoreError> {
-        let (state_key, applied_key) = (room_key(room, "state"), room_key(room, "applied"));
+        let (state_key, applied_key) =
+            (self.room_key(room, "state"), self.room_key(room, "applied"));
         let id = id.to_string();
         let (fields, applied): (HashMap<String, String>, bool) = self
             .run(|mut c| async move {
@@ -586,7 +614,7 @@ impl RoomStore for RedisStore {
     }
 
     async fn is_applied(&self, room: &RoomName, id: &EventId) -> Result<bool, StoreError> {
-        let key = room_key(room, "applied");
+        let key = self.room_key(room, "applied");
         let id = id.to_string();
         self.run(|mut c| async move { c.sismember(&key, &id).await })
             .await
@@ -620,44 +648,39 @@ impl RoomStore for RedisStore {
             ),
             None => ("", 0, "", ""),
         };
-        // One round trip: the due-index update (first, so the index never
-        // lags a commit) and the commit script, by hash.
-        let mut pipe = redis::pipe();
-        if let Some(due) = commit.due {
-            pipe.cmd("ZADD")
-                .arg(DUE_KEY)
-                .arg("LT")
-                .arg(due)
-                .arg(room.as_str())
-                .ignore();
-        }
-        if let Some(until) = commit.live_until {
-            pipe.cmd("ZADD")
-                .arg(LIVE_KEY)
-                .arg("GT")
-                .arg(until)
-                .arg(room.as_str())
-                .ignore();
-        }
-        if commit.state.is_some() {
-            // Before the commit, like the other hints: a commit that then
-            // loses its race only makes the room look written a little early.
-            pipe.cmd("ZADD")
-                .arg(ROOMS_KEY)
-                .arg(crate::domain::now_millis())
-                .arg(room.as_str())
-                .ignore();
-        }
-        if commit.state.is_some() || commit.live_until.is_some() {
-            prune_indexes(&mut pipe, self.options.retention);
-        }
+        // The index hints go first, so an index never lags a commit: a
+        // commit that then loses its race only makes the room look due or
+        // written a little early. On one server they share the commit's
+        // round trip; on Cluster they live in another slot (an index
+        // bucket), so they are their own round trip before it.
+        let mut hints = redis::pipe();
+        self.index_hints(&mut hints, room, &commit);
+        let mut pipe = if self.redis.is_cluster() {
+            if !hints.is_empty() {
+                let hints = &hints;
+                self.run_shared(|mut c| async move { hints.query_async::<()>(&mut c).await })
+                    .await?;
+            }
+            redis::pipe()
+        } else {
+            hints
+        };
+        let state_key = self.room_key(room, "state");
+        // On Cluster a script may only publish on its own slot: the room's
+        // channel shares it (its hash tag); a broadcast to another channel
+        // (none today) is published right after the commit instead.
+        let (in_script, after): (Vec<&Broadcast>, Vec<&Broadcast>) =
+            commit.broadcasts.iter().partition(|b| {
+                !self.redis.is_cluster()
+                    || Slot::for_key(bus_channel(&b.channel)) == Slot::for_key(&state_key)
+            });
         pipe.cmd("EVALSHA")
             .arg(self.commit_script.get_hash())
             .arg(4)
-            .arg(room_key(room, "state"))
-            .arg(room_key(room, "applied"))
-            .arg(room_key(room, "log"))
-            .arg(room_key(room, "heartbeats"))
+            .arg(&state_key)
+            .arg(self.room_key(room, "applied"))
+            .arg(self.room_key(room, "log"))
+            .arg(self.room_key(room, "heartbeats"))
             .arg(commit.expected_version)
             .arg(event_id)
             .arg(received_at)
@@ -676,9 +699,10 @@ impl RoomStore for RedisStore {
         for field in &write.deletes {
             pipe.arg(field);
         }
-        for b in &commit.broadcasts {
+        for b in in_script {
             pipe.arg(bus_channel(&b.channel)).arg(encode_broadcast(b));
         }
+        let after: Vec<Broadcast> = after.into_iter().cloned().collect();
         let script = &self.commit_script;
         let result = if self.options.wait_replicas == 0 {
             let pipe = &pipe;
@@ -704,17 +728,18 @@ impl RoomStore for RedisStore {
                 .arg(self.options.wait_replicas)
                 .arg(self.options.wait_timeout.as_millis() as u64);
             let pipe = &pipe;
-            self.run(|mut c| async move {
-                match pipe.query_async::<(i64, i64)>(&mut c).await {
-                    Err(e) if is_noscript(&e) => {
-                        script.prepare_invoke().load_async(&mut c).await?;
-                        pipe.query_async(&mut c).await
+            self.redis
+                .run_blocking(|mut c| async move {
+                    match pipe.query_async::<(i64, i64)>(&mut c).await {
+                        Err(e) if is_noscript(&e) => {
+                            script.prepare_invoke().load_async(&mut c).await?;
+                            pipe.query_async(&mut c).await
+                        }
+                        other => other,
                     }
-                    other => other,
-                }
-            })
-            .await
-            .map(|(result, acked)| (result, Some(acked)))
+                })
+                .await
+                .map(|(result, acked)| (result, Some(acked)))
         };
         let (result, acked) = match result {
             Ok(result) => result,
@@ -751,6 +776,14 @@ impl RoomStore for RedisStore {
                 CommitOutcome::Committed { version }
             }
         };
+        if matches!(outcome, CommitOutcome::Committed { .. })
+            && !after.is_empty()
+            && let Err(e) = Broker::publish(self, after).await
+        {
+            // Committed: a retry would be a duplicate and publish nothing,
+            // so the commit stands; subscribers catch up at the next update.
+            tracing::warn!(room = %room, error = %e, "a broadcast outside the room's slot was not published");
+        }
         if unconfirmed && outcome != CommitOutcome::Conflict {
             return Err(StoreError::Unavailable(format!(
                 "the commit was not confirmed by {} replica(s) within {:?}",
@@ -786,7 +819,7 @@ impl RoomStore for RedisStore {
     }
 
     async fn event_log(&self, room: &RoomName) -> Result<Vec<LoggedEvent>, StoreError> {
-        let key = room_key(room, "log");
+        let key = self.room_key(room, "log");
         let entries: Vec<(String, Vec<(String, String)>)> = self
             .run(|mut c| async move {
                 redis::cmd("XRANGE")
@@ -831,31 +864,32 @@ impl RoomStore for RedisStore {
     async fn recent_rooms(&self, limit: usize) -> Result<Vec<(RoomName, UnixMillis)>, StoreError> {
         // Rooms older than the retention have expired: drop their entries.
         let oldest = crate::domain::now_millis() - self.options.retention.as_millis() as i64;
-        let rooms: Vec<(String, UnixMillis)> = self
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("ZREMRANGEBYSCORE")
-                    .arg(ROOMS_KEY)
-                    .arg("-inf")
-                    .arg(format!("({oldest}"))
-                    .ignore()
-                    .cmd("ZRANGE")
-                    .arg(ROOMS_KEY)
-                    .arg("+inf")
-                    .arg("-inf")
-                    .arg("BYSCORE")
-                    .arg("REV")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .arg("WITHSCORES");
-                let (rooms,): (Vec<(String, UnixMillis)>,) = pipe.query_async(&mut c).await?;
-                Ok(rooms)
-            })
-            .await?;
+        let expired = self.indexes.each(|b| {
+            let mut cmd = redis::cmd("ZREMRANGEBYSCORE");
+            cmd.arg(self.indexes.rooms(b))
+                .arg("-inf")
+                .arg(format!("({oldest}"));
+            cmd
+        });
+        self.redis.query_each::<()>(expired).await?;
+        let ranges = self.indexes.each(|b| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(self.indexes.rooms(b))
+                .arg("+inf")
+                .arg("-inf")
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .arg("WITHSCORES");
+            cmd
+        });
+        // The newest first, over every bucket.
+        let rooms = merge_ranges(self.redis.query_each(ranges).await?, limit, true);
         Ok(rooms
             .into_iter()
-            .map(|(room, at)| (RoomName::new(room), at))
+            .map(|(room, at)| (RoomName::new(room), at as UnixMillis))
             .collect())
     }
 }
@@ -866,13 +900,40 @@ impl Broker for RedisStore {
         if broadcasts.is_empty() {
             return Ok(());
         }
+        let publish = self.redis.publish_command();
+        // In order: one pipeline on one server; on Cluster one per slot
+        // (a pipeline may not span slots), in order within each, so one
+        // channel's broadcasts still leave in the order given.
+        let mut by_slot: Vec<(Slot, redis::Pipeline)> = Vec::new();
+        for b in &broadcasts {
+            let name = bus_channel(&b.channel);
+            let slot = if self.redis.is_cluster() {
+                Slot::for_key(&name)
+            } else {
+                Slot::for_key("")
+            };
+            let pipe = match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, pipe)) => pipe,
+                None => {
+                    by_slot.push((slot, redis::pipe()));
+                    &mut by_slot.last_mut().expect("just pushed").1
+                }
+            };
+            pipe.cmd(publish)
+                .arg(name)
+                .arg(encode_broadcast(b))
+                .ignore();
+        }
         self.run(|mut c| async move {
-            let mut pipe = redis::pipe();
-            for b in &broadcasts {
-                pipe.publish(bus_channel(&b.channel), encode_broadcast(b))
-                    .ignore();
+            if let [(_, pipe)] = by_slot.as_slice() {
+                return pipe.query_async::<()>(&mut c).await;
             }
-            pipe.query_async::<()>(&mut c).await
+            // Several slots: on Cluster, whose shared connection clones.
+            let sends = by_slot.iter().map(|(_, pipe)| {
+                let mut c = c.clone();
+                async move { pipe.query_async::<()>(&mut c).await }
+            });
+            futures_util::future::try_join_all(sends).await.map(drop)
         })
         .await
     }
@@ -883,8 +944,19 @@ impl Broker for RedisStore {
     ) -> Result<SubscriptionCounts, StoreError> {
         let reply_key = format!("rollcall:channels:reply:{:016x}", rand::random::<u64>());
         let message = encode_channel_query(&reply_key, query);
+        // On Cluster a sharded publish: every node's bus subscribes the
+        // query channel on the one shard that owns its slot, so the count
+        // SPUBLISH answers is every node (a plain PUBLISH counts only the
+        // subscribers of the cluster node it reached).
+        let publish = self.redis.publish_command();
         let nodes: usize = self
-            .run(|mut c| async move { c.publish(CHANNELS_QUERY_CHANNEL, message).await })
+            .run(|mut c| async move {
+                redis::cmd(publish)
+                    .arg(CHANNELS_QUERY_CHANNEL)
+                    .arg(message)
+                    .query_async(&mut c)
+                    .await
+            })
             .await?;
         let mut counts = SubscriptionCounts::new();
         let mut answered = 0;
@@ -898,7 +970,8 @@ impl Broker for RedisStore {
             let wait = left.min(slice).as_secs_f64().max(0.01);
             let key = reply_key.clone();
             let popped: Option<(String, String)> = self
-                .run(|mut c| async move {
+                .redis
+                .run_blocking(|mut c| async move {
                     redis::cmd("BLPOP")
                         .arg(&key)
                         .arg(wait)
@@ -936,7 +1009,7 @@ impl Signals for RedisStore {
         user: &UserId,
         at: UnixMillis,
     ) -> Result<(), StoreError> {
-        let key = room_key(room, "heartbeats");
+        let key = self.room_key(room, "heartbeats");
         let retention = self.options.retention.as_millis() as u64;
         // Repeatable (the script keeps the later heartbeat), so it may ride
         // the shared connection.
@@ -956,7 +1029,7 @@ impl Signals for RedisStore {
         &self,
         room: &RoomName,
     ) -> Result<BTreeMap<UserId, UnixMillis>, StoreError> {
-        let key = room_key(room, "heartbeats");
+        let key = self.room_key(room, "heartbeats");
         let beats: BTreeMap<String, UnixMillis> = self
             .run(|mut c| async move { c.hgetall(&key).await })
             .await?;
@@ -974,7 +1047,7 @@ impl Signals for RedisStore {
         if sightings.is_empty() {
             return Ok(());
         }
-        let key = room_key(room, "seen");
+        let key = self.room_key(room, "seen");
         let retention = self.options.retention.as_millis() as u64;
         // Repeatable (the script keeps the later instant).
         self.run_shared(|mut c| {
@@ -992,7 +1065,7 @@ impl Signals for RedisStore {
         &self,
         room: &RoomName,
     ) -> Result<BTreeMap<ParticipantSid, UnixMillis>, StoreError> {
-        let key = room_key(room, "seen");
+        let key = self.room_key(room, "seen");
         let seen: BTreeMap<String, UnixMillis> = self
             .run(|mut c| async move { c.hgetall(&key).await })
             .await?;
@@ -1006,85 +1079,96 @@ impl Signals for RedisStore {
 #[async_trait]
 impl Jobs for RedisStore {
     async fn due_no_later_than(&self, room: &RoomName, at: UnixMillis) -> Result<(), StoreError> {
+        let key = self.indexes.due(self.indexes.bucket(room));
         let room = room.to_string();
         // Repeatable (ZADD LT only ever lowers), so on the shared connection.
         self.run_shared(|mut c| {
             let mut cmd = redis::cmd("ZADD");
-            cmd.arg(DUE_KEY).arg("LT").arg(at).arg(&room);
+            cmd.arg(&key).arg("LT").arg(at).arg(&room);
             async move { cmd.query_async::<()>(&mut c).await }
         })
         .await
     }
 
     async fn set_due(&self, room: &RoomName, at: Option<UnixMillis>) -> Result<(), StoreError> {
+        let key = self.indexes.due(self.indexes.bucket(room));
         let room = room.to_string();
         self.run(|mut c| async move {
             match at {
-                Some(at) => c.zadd::<_, _, _, ()>(DUE_KEY, &room, at).await,
-                None => c.zrem::<_, _, ()>(DUE_KEY, &room).await,
+                Some(at) => c.zadd::<_, _, _, ()>(&key, &room, at).await,
+                None => c.zrem::<_, _, ()>(&key, &room).await,
             }
         })
         .await
     }
 
     async fn live_until(&self, room: &RoomName, until: UnixMillis) -> Result<(), StoreError> {
+        let bucket = self.indexes.bucket(room);
+        let key = self.indexes.live(bucket);
         let room = room.to_string();
         // Repeatable (ZADD GT only ever raises), so on the shared connection.
-        let retention = self.options.retention;
+        let (indexes, retention) = (&self.indexes, self.options.retention);
         self.run_shared(|mut c| {
             let mut pipe = redis::pipe();
             pipe.cmd("ZADD")
-                .arg(LIVE_KEY)
+                .arg(&key)
                 .arg("GT")
                 .arg(until)
                 .arg(&room)
                 .ignore();
-            prune_indexes(&mut pipe, retention);
+            indexes.prune(&mut pipe, bucket, retention);
             async move { pipe.query_async::<()>(&mut c).await }
         })
         .await
     }
 
     async fn live_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
-        let rooms: Vec<String> = self
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("ZREMRANGEBYSCORE")
-                    .arg(LIVE_KEY)
-                    .arg("-inf")
-                    .arg(format!("({now}"))
-                    .ignore()
-                    .cmd("ZRANGE")
-                    .arg(LIVE_KEY)
-                    .arg(now)
-                    .arg("+inf")
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit);
-                let (rooms,): (Vec<String>,) = pipe.query_async(&mut c).await?;
-                Ok(rooms)
-            })
-            .await?;
-        Ok(rooms.into_iter().map(RoomName::new).collect())
+        let lapsed = self.indexes.each(|b| {
+            let mut cmd = redis::cmd("ZREMRANGEBYSCORE");
+            cmd.arg(self.indexes.live(b))
+                .arg("-inf")
+                .arg(format!("({now}"));
+            cmd
+        });
+        self.redis.query_each::<()>(lapsed).await?;
+        let ranges = self.indexes.each(|b| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(self.indexes.live(b))
+                .arg(now)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .arg("WITHSCORES");
+            cmd
+        });
+        let rooms = merge_ranges(self.redis.query_each(ranges).await?, limit, false);
+        Ok(rooms
+            .into_iter()
+            .map(|(room, _)| RoomName::new(room))
+            .collect())
     }
 
     async fn due_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
-        let rooms: Vec<String> = self
-            .run(|mut c| async move {
-                redis::cmd("ZRANGE")
-                    .arg(DUE_KEY)
-                    .arg("-inf")
-                    .arg(now)
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(rooms.into_iter().map(RoomName::new).collect())
+        let ranges = self.indexes.each(|b| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(self.indexes.due(b))
+                .arg("-inf")
+                .arg(now)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .arg("WITHSCORES");
+            cmd
+        });
+        // The earliest due first, over every bucket.
+        let rooms = merge_ranges(self.redis.query_each(ranges).await?, limit, false);
+        Ok(rooms
+            .into_iter()
+            .map(|(room, _)| RoomName::new(room))
+            .collect())
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -1253,32 +1337,107 @@ fn room_part(state: &RoomState) -> RoomState {
     }
 }
 
-/// The sweeper's index (see `Store::due_rooms`).
-const DUE_KEY: &str = "rollcall:due";
-/// Room → until when it is live (open cycles, or inside its window):
-/// the rooms reconciliation asks LiveKit about (rule 23).
-const LIVE_KEY: &str = "rollcall:live";
-/// Room → its last commit instant (ms): `GET /api/sessions`.
-const ROOMS_KEY: &str = "rollcall:rooms";
+/// Buckets of each global room index on Cluster: enough to spread them
+/// over that many masters, few enough that a sweep (one command per bucket)
+/// stays cheap.
+const INDEX_BUCKETS: usize = 32;
 
-/// Keeps the two global room indexes bounded whoever reads them: a room's
-/// entry goes once it has lapsed (live) or outlived the retention (rooms),
-/// and each key expires after the retention like every room key. Cheap
-/// enough to ride every commit: `O(log n)` when there is nothing to remove.
-fn prune_indexes(pipe: &mut redis::Pipeline, retention: Duration) {
-    let now = crate::domain::now_millis();
-    let retention = retention.as_millis() as i64;
-    pipe.cmd("ZREMRANGEBYSCORE")
-        .arg(LIVE_KEY)
-        .arg("-inf")
-        .arg(format!("({now}"))
-        .ignore()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(ROOMS_KEY)
-        .arg("-inf")
-        .arg(format!("({}", now - retention))
-        .ignore();
-    for key in [LIVE_KEY, ROOMS_KEY] {
-        pipe.cmd("PEXPIRE").arg(key).arg(retention).ignore();
+/// The global room indexes, each a sorted set of room names:
+///
+/// - `due`: room → when the sweeper next has work there (ms)
+///   (`Store::due_rooms`);
+/// - `live`: room → until when it is live (open cycles, or inside its
+///   window): the rooms reconciliation asks LiveKit about (rule 23);
+/// - `rooms`: room → its last commit (ms): `GET /api/sessions`.
+///
+/// On one server each is one key (`rollcall:due`, `rollcall:live`,
+/// `rollcall:rooms`). On Cluster one key would be one slot that every
+/// commit and heartbeat of the whole deployment writes: each index is split
+/// into [`INDEX_BUCKETS`] buckets (`rollcall:{ix<n>}:due`, …; a bucket's
+/// three keys share a slot), a room always in the bucket its name hashes
+/// to, and readers query every bucket and merge.
+struct Indexes {
+    buckets: usize,
+}
+
+impl Indexes {
+    /// The bucket `room` lives in: FNV-1a of its name, stable across
+    /// processes and versions (a room must not move between buckets).
+    fn bucket(&self, room: &RoomName) -> usize {
+        if self.buckets == 1 {
+            return 0;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in room.as_str().bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % self.buckets as u64) as usize
     }
+
+    fn key(&self, bucket: usize, index: &str) -> String {
+        if self.buckets == 1 {
+            format!("rollcall:{index}")
+        } else {
+            format!("rollcall:{{ix{bucket}}}:{index}")
+        }
+    }
+
+    fn due(&self, bucket: usize) -> String {
+        self.key(bucket, "due")
+    }
+
+    fn live(&self, bucket: usize) -> String {
+        self.key(bucket, "live")
+    }
+
+    fn rooms(&self, bucket: usize) -> String {
+        self.key(bucket, "rooms")
+    }
+
+    /// One command per bucket.
+    fn each(&self, command: impl Fn(usize) -> redis::Cmd) -> Vec<redis::Cmd> {
+        (0..self.buckets).map(command).collect()
+    }
+
+    /// Keeps a bucket's `live` and `rooms` bounded whoever reads them: a
+    /// room's entry goes once it has lapsed (live) or outlived the
+    /// retention (rooms), and each key expires after the retention like
+    /// every room key. Cheap enough to ride every commit: `O(log n)` when
+    /// there is nothing to remove.
+    fn prune(&self, pipe: &mut redis::Pipeline, bucket: usize, retention: Duration) {
+        let now = crate::domain::now_millis();
+        let retention = retention.as_millis() as i64;
+        let (live, rooms) = (self.live(bucket), self.rooms(bucket));
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&live)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&rooms)
+            .arg("-inf")
+            .arg(format!("({}", now - retention))
+            .ignore();
+        for key in [live, rooms] {
+            pipe.cmd("PEXPIRE").arg(key).arg(retention).ignore();
+        }
+    }
+}
+
+/// The first `limit` of several ranges (`ZRANGE … WITHSCORES` of each
+/// bucket), by score: ascending, or descending with `newest_first`.
+fn merge_ranges(
+    ranges: Vec<Vec<(String, f64)>>,
+    limit: usize,
+    newest_first: bool,
+) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, f64)> = ranges.into_iter().flatten().collect();
+    if newest_first {
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+    } else {
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+    }
+    all.truncate(limit);
+    all
 }

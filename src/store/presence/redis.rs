@@ -17,10 +17,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
 
 use super::{JoinOutcome, Joining, Member, NodeRegistry, PresenceStore, Renewal};
 use crate::domain::UnixMillis;
+use crate::store::conn::{Conn, Redis, unavailable};
 use crate::store::redis::{bus_channel, encode_broadcast};
 use crate::store::{Broadcast, StoreError};
 
@@ -118,8 +118,7 @@ return 0
 "#;
 
 pub struct RedisPresence {
-    pool: Pool,
-    timeout: Duration,
+    redis: Redis,
     join: redis::Script,
     leave: redis::Script,
     node_index: redis::Script,
@@ -139,36 +138,29 @@ fn node_index_key(node: &str) -> String {
     format!("rollcall:node:{{{node}}}:presence")
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 impl RedisPresence {
-    pub fn new(pool: Pool, timeout: Duration) -> Self {
+    /// Presence on `redis`. On Cluster the join and leave scripts
+    /// `SPUBLISH` on the channel's bus channel, which shares the slot of
+    /// the channel's presence keys (both carry the `{channel}` tag).
+    pub fn new(redis: Redis) -> Self {
         Self {
-            pool,
-            timeout,
-            join: redis::Script::new(JOIN_LUA),
-            leave: redis::Script::new(LEAVE_LUA),
-            node_index: redis::Script::new(NODE_INDEX_LUA),
-            renew: redis::Script::new(RENEW_LUA),
-            forget: redis::Script::new(FORGET_LUA),
+            join: redis.script(JOIN_LUA),
+            leave: redis.script(LEAVE_LUA),
+            node_index: redis.script(NODE_INDEX_LUA),
+            renew: redis.script(RENEW_LUA),
+            forget: redis.script(FORGET_LUA),
+            redis,
         }
     }
 
-    /// Runs `f` on a pooled connection, bounded by the command timeout.
+    /// Runs `f` on a connection for ordinary commands, bounded by the
+    /// command timeout.
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let work = async {
-            let conn = self.pool.get().await.map_err(unavailable)?;
-            f(conn).await.map_err(unavailable)
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
+        self.redis.run(f).await
     }
 
     async fn index(&self, node: &str, channel: &str, delta: i64) -> Result<(), StoreError> {
@@ -276,13 +268,16 @@ impl PresenceStore for RedisPresence {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for channel in channels {
-            let [_, users, _] = channel_keys(channel);
-            pipe.hlen(users);
-        }
-        self.run(|mut c| async move { pipe.query_async(&mut c).await })
-            .await
+        let lengths = channels
+            .iter()
+            .map(|channel| {
+                let [_, users, _] = channel_keys(channel);
+                let mut cmd = redis::cmd("HLEN");
+                cmd.arg(users);
+                cmd
+            })
+            .collect();
+        self.redis.query_each(lengths).await
     }
 
     async fn remove_node(&self, node: &str) -> Result<Vec<(String, String)>, StoreError> {
