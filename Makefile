@@ -10,7 +10,7 @@ E2E := tests/e2e
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run build demo redis test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-wait bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
+.PHONY: run build demo redis redis-cluster redis-cluster-stop test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-wait bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
 
 run:
 	$(CARGO) run --release -- serve
@@ -33,6 +33,16 @@ redis:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	mkdir -p .redis-data
 	redis-server redis.conf --dir $(CURDIR)/.redis-data --daemonize no
+
+# A local Redis Cluster (3 masters + 3 replicas from redis.conf on
+# 127.0.0.1:7000-7005, data in ./.redis-cluster/), in the background; it
+# prints the ROLLCALL_REDIS_CLUSTER line to use. `make redis-cluster-stop`.
+redis-cluster:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; }
+	scripts/redis_cluster.sh
+
+redis-cluster-stop:
+	scripts/redis_cluster.sh stop
 
 test: deps lint test-rust test-e2e
 

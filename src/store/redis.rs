@@ -19,6 +19,22 @@
 //! | `rollcall:live` | sorted set | room → until when it is live: open cycles or inside its window (ms); what reconciliation checks |
 //! | `rollcall:lease:<job>` | string | a short lease for node-wide jobs (the sweep) |
 //!
+//! **On Redis Cluster** (`ROLLCALL_REDIS_CLUSTER`) the same keys are laid
+//! out so that every script stays in one slot and nothing global is one
+//! slot that the whole deployment writes:
+//!
+//! | key | instead of |
+//! |---|---|
+//! | `rollcall:{<channel>}:room:<room>:<what>` | `rollcall:{<room>}:<what>`: a room's keys carry its *channel's* tag (`RoomChannel`, from the naming template; the room itself when it has none), so the commit script can `SPUBLISH` on `rollcall:c:{<channel>}` — the same slot — in the same step, and a room's broadcasts leave in commit order as on one server |
+//! | `rollcall:{ix<n>}:due`, `…:live`, `…:rooms`, n < 32 | the three global indexes, split into buckets by a stable hash of the room name ([`Indexes`]); readers query every bucket and merge |
+//!
+//! Leases (`rollcall:lease:<job>`), channel links and the event cache are
+//! single keys already; the channel-query reply keys are random. A commit's
+//! index hints are their own round trip there (another slot), still before
+//! the commit. The bus subscribes with `SSUBSCRIBE` (`bus.rs`), and the
+//! channel query is `SPUBLISH`ed, so its receiver count is every node (all
+//! of them subscribe it on the shard that owns its slot).
+//!
 //! Broadcasts travel on one pub/sub channel per Pusher channel,
 //! `rollcall:c:{<channel>}` ([`bus_channel`]), as
 //! `<channel>[ <excluded socket id>]\n<frame>`; a node's bus is subscribed
