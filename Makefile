@@ -61,12 +61,15 @@ deps: deps-system deps-node
 
 # Debian packages the tests use: Chromium for the dashboard test, Node.js
 # for the real pusher-js / Laravel Echo / LiveKit SDK clients, redis-server
-# for the Redis store and multi-node tests (they start their own).
+# for the Redis store and multi-node tests (they start their own), redis-cli
+# (redis-tools; redis-server depends on it, checked anyway) for the Redis
+# Cluster tests, which create their cluster with `redis-cli --cluster create`.
 deps-system:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, a real server per test on an
 //! ephemeral port (`helpers::spawn_app`). Tests that need Redis start their
-//! own `redis-server` (`redis_server::RedisServer`).
+//! own `redis-server` (`redis_server::RedisServer`), or a six-node Redis
+//! Cluster (`redis_cluster::RedisCluster`).
 
 mod app_webhook_store;
 mod app_webhooks;
@@ -23,6 +24,7 @@ mod pusher_api;
 mod quota;
 mod rate_limits;
 mod reconcile;
+mod redis_cluster;
 mod redis_server;
 mod refusals;
 mod replica_ack;

@@ -22,7 +22,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
 /// How long Redis may take to start answering or to exit.
-const STARTUP_GUARD: Duration = Duration::from_secs(10);
+pub const STARTUP_GUARD: Duration = Duration::from_secs(10);
 const LOG_FILE: &str = "redis.log";
 
 pub struct RedisServer {
@@ -182,7 +182,7 @@ impl Drop for RedisServer {
 }
 
 /// `redis-server` from PATH, or a failure that says how to get it.
-fn redis_server_binary() -> PathBuf {
+pub fn redis_server_binary() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join("redis-server"))
@@ -203,23 +203,29 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn url(port: u16) -> String {
+pub fn url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}")
 }
 
-async fn connection(port: u16) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+pub async fn connection(port: u16) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     redis::Client::open(url(port))?
         .get_multiplexed_async_connection()
         .await
 }
 
-fn read_log(dir: &Path) -> String {
+pub fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default()
 }
 
-/// Runs `redis-server <repo>/redis.conf --port <port> --dir <dir>` and waits
-/// until it answers PING; its output goes to `<dir>/redis.log`.
-async fn spawn(binary: &Path, port: u16, dir: &Path, extra: &[String]) -> Result<Child, String> {
+/// Runs `redis-server <repo>/redis.conf --port <port> --dir <dir> <extra>`
+/// and waits until it answers PING; its output goes to `<dir>/redis.log`.
+/// (`redis_cluster.rs` starts its nodes through this too.)
+pub async fn spawn(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    extra: &[String],
+) -> Result<Child, String> {
     let log = File::options()
         .create(true)
         .append(true)
