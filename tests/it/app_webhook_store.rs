@@ -13,7 +13,9 @@ use rollcall::app_webhooks::{
 };
 use rollcall::channel_events::ChannelEvent;
 
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
+use rollcall::store::conn::{Redis, RedisTarget};
 
 const T: i64 = 1_763_719_200_000;
 const HOLD: i64 = 3_000;
@@ -29,6 +31,7 @@ fn options() -> QueueOptions {
 pub struct Backend {
     store: WebhookStore,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 impl Backend {
@@ -36,6 +39,7 @@ impl Backend {
         Self {
             store: WebhookStore::of(MemoryWebhookStore::new(options())),
             _redis: None,
+            _cluster: None,
         }
     }
 
@@ -45,6 +49,19 @@ impl Backend {
         Self {
             store,
             _redis: Some(server),
+            _cluster: None,
+        }
+    }
+
+    /// On a Redis Cluster: occupancy transitions in single-slot steps.
+    async fn cluster() -> Self {
+        let cluster = RedisCluster::start().await;
+        let target = RedisTarget::Cluster(cluster.seeds());
+        let redis = Redis::open(&target, Duration::from_secs(2)).expect("a cluster handle");
+        Self {
+            store: WebhookStore::of(RedisWebhookStore::new(redis, options())),
+            _redis: None,
+            _cluster: Some(cluster),
         }
     }
 }
@@ -71,6 +88,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(super::Backend::redis().await).await;
+                }
+            )*
+        }
+        mod on_cluster {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::cluster().await).await;
                 }
             )*
         }

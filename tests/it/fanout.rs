@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::helpers::*;
 use crate::redis_server::RedisServer;
+use crate::shared_redis::Shared;
 use crate::store_suite::Recorder;
+use rollcall::store::redis::bus_channel;
 
 async fn node(redis: &RedisServer) -> TestApp {
     spawn_app_with(|s| {
@@ -28,6 +30,31 @@ async fn node(redis: &RedisServer) -> TestApp {
         s.redis.command_timeout = Duration::from_millis(500);
     })
     .await
+}
+
+async fn node_on(shared: &Shared) -> TestApp {
+    spawn_app_with(|s| {
+        shared.configure(s);
+        s.redis.command_timeout = Duration::from_millis(1_000);
+    })
+    .await
+}
+
+/// The room whose channel carries the markers. On one Redis any other
+/// channel: one bus connection receives in publish order. On a cluster the
+/// marker must travel through the same shard as the watched channel
+/// (`session.1`) to come after its broadcasts: a channel of the same slot.
+fn marker_room(shared: &Shared) -> u32 {
+    use redis::cluster_routing::Slot;
+    match shared {
+        Shared::One(_) => 900,
+        Shared::Cluster(_) => {
+            let slot = |n: u32| Slot::for_key(bus_channel(&channel(n)));
+            (2..)
+                .find(|n| slot(*n) == slot(1))
+                .expect("a channel of that slot")
+        }
+    }
 }
 
 /// The room whose updates go to `session.<n>` (the default template).
@@ -97,20 +124,31 @@ async fn until_update_of(client: &mut PusherClient, identity: &str) {
     }
 }
 
-/// A marker update on `session.900`, posted via `via`, awaited on B.
-async fn marker(marker_on_b: &mut PusherClient, via: &TestApp, markers: &mut u32) {
+/// A marker update on `session.<room>`, posted via `via`, awaited on B.
+async fn marker(marker_on_b: &mut PusherClient, via: &TestApp, room: u32, markers: &mut u32) {
     *markers += 1;
     let p = *markers;
-    post_ok(via, &join(900, p)).await;
+    post_ok(via, &join(room, p)).await;
     until_update_of(marker_on_b, &format!("{p}_Person_{p}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_hears_a_channel_only_while_it_has_subscribers_of_it() {
-    let redis = RedisServer::start().await;
-    let (a, b) = (node(&redis).await, node(&redis).await);
+    hears_only_while_subscribed(Shared::one().await).await;
+}
+
+/// The same on a Redis Cluster, where the bus subscribes by `SSUBSCRIBE`
+/// on the shard that owns each channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_node_hears_a_channel_only_while_it_has_subscribers_of_it() {
+    hears_only_while_subscribed(Shared::cluster().await).await;
+}
+
+async fn hears_only_while_subscribed(shared: Shared) {
+    let (a, b) = (node_on(&shared).await, node_on(&shared).await);
+    let m = marker_room(&shared);
     // B serves only the marker channel; A serves the watched one.
-    let mut marker_on_b = b.subscriber(&channel(900)).await;
+    let mut marker_on_b = b.subscriber(&channel(m)).await;
     let mut on_a = a.subscriber(&channel(1)).await;
     bus_subscriptions_are(&b, 1).await;
     let mut markers = 0;
@@ -119,7 +157,7 @@ async fn a_node_hears_a_channel_only_while_it_has_subscribers_of_it() {
         post_ok(if p % 2 == 0 { &a } else { &b }, &join(1, p)).await;
         until_update_of(&mut on_a, &format!("{p}_Person_{p}")).await;
     }
-    marker(&mut marker_on_b, &a, &mut markers).await;
+    marker(&mut marker_on_b, &a, m, &mut markers).await;
     assert_eq!(received(&b).await, 1, "B heard only its own channel");
 
     // A subscriber on B: B now hears the channel.
@@ -128,7 +166,7 @@ async fn a_node_hears_a_channel_only_while_it_has_subscribers_of_it() {
     post_ok(&a, &join(1, 7)).await;
     until_update_of(&mut on_b, "7_Person_7").await;
     until_update_of(&mut on_a, "7_Person_7").await;
-    marker(&mut marker_on_b, &a, &mut markers).await;
+    marker(&mut marker_on_b, &a, m, &mut markers).await;
     assert_eq!(
         received(&b).await,
         3,
@@ -142,7 +180,7 @@ async fn a_node_hears_a_channel_only_while_it_has_subscribers_of_it() {
         post_ok(&a, &join(1, p)).await;
         until_update_of(&mut on_a, &format!("{p}_Person_{p}")).await;
     }
-    marker(&mut marker_on_b, &b, &mut markers).await;
+    marker(&mut marker_on_b, &b, m, &mut markers).await;
     assert_eq!(received(&b).await, 4, "after its last subscriber left");
     // A heard its own channel's twelve updates and none of the markers.
     assert_eq!(received(&a).await, 12);

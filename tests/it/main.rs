@@ -31,6 +31,7 @@ mod replica_ack;
 mod room_service;
 mod scenarios;
 mod sessions_api;
+mod shared_redis;
 mod signin;
 mod store_suite;
 mod terminate;

@@ -21,15 +21,16 @@ use rollcall::store::{RedisOptions, RedisStore, RoomStore};
 use serde_json::Value;
 
 use crate::helpers::*;
-use crate::redis_server::RedisServer;
+use crate::shared_redis::Shared;
 use crate::store_suite::Recorder;
+use rollcall::store::redis::RoomChannel;
 
-/// Two nodes on `redis`, with a short command timeout so an outage is
+/// Two nodes on `shared`, with a short command timeout so an outage is
 /// answered 503 quickly.
-async fn two_nodes(redis: &RedisServer) -> (TestApp, TestApp) {
+async fn two_nodes(shared: &Shared) -> (TestApp, TestApp) {
     let node = || {
         spawn_app_with(|s| {
-            s.redis_url = Some(redis.url());
+            shared.configure(s);
             s.redis.command_timeout = COMMAND_TIMEOUT;
         })
     };
@@ -180,14 +181,22 @@ async fn reference_snapshot(hooks: &[Webhook]) -> Value {
     participants
 }
 
-/// A store handle on the nodes' Redis, for reading what they wrote.
-async fn reader(redis: &RedisServer) -> RedisStore {
-    RedisStore::connect(&redis.url(), Recorder::new(), RedisOptions::default())
+/// A store handle on the nodes' Redis, for reading what they wrote (laid
+/// out as the nodes lay it out).
+async fn reader(shared: &Shared) -> RedisStore {
+    let naming = rollcall::config::Settings::for_tests().naming;
+    let options = RedisOptions {
+        room_channel: RoomChannel::new(move |room| {
+            naming.session(room.as_str()).map(|s| s.channel)
+        }),
+        ..RedisOptions::default()
+    };
+    RedisStore::connect_to(&shared.target(), Recorder::hearing(&[]), options)
         .await
         .expect("RedisStore connects")
 }
 
-async fn logged_ids(redis: &RedisServer) -> Vec<String> {
+async fn logged_ids(redis: &Shared) -> Vec<String> {
     reader(redis)
         .await
         .event_log(&RoomName::new(ROOM))
@@ -214,7 +223,15 @@ async fn wait_for_update_of(client: &mut PusherClient, identity: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_to_one_node_reaches_sockets_on_every_node_exactly_once() {
-    let redis = RedisServer::start().await;
+    fan_out_exactly_once(Shared::one().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_webhook_to_one_node_reaches_sockets_on_every_node_exactly_once() {
+    fan_out_exactly_once(Shared::cluster().await).await;
+}
+
+async fn fan_out_exactly_once(redis: Shared) {
     let (a, b) = two_nodes(&redis).await;
     let mut on_a = a.subscriber(CHANNEL).await;
     let mut on_b = b.subscriber(CHANNEL).await;
@@ -268,6 +285,15 @@ fn without_durations(mut participants: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_webhooks_across_two_nodes_end_as_one_node_computes() {
+    a_thousand_concurrent_webhooks(Shared::one().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_thousand_concurrent_webhooks_across_two_nodes_end_as_one_node_computes() {
+    a_thousand_concurrent_webhooks(Shared::cluster().await).await;
+}
+
+async fn a_thousand_concurrent_webhooks(redis: Shared) {
     const UNIQUE: usize = 910;
     const DUPLICATES: usize = 90;
     let seed: u64 = rand::rng().random();
@@ -283,7 +309,6 @@ async fn a_thousand_concurrent_webhooks_across_two_nodes_end_as_one_node_compute
     stream.shuffle(&mut rng);
     let routes: Vec<usize> = (0..stream.len()).map(|_| rng.random_range(0..2)).collect();
 
-    let redis = RedisServer::start().await;
     let (a, b) = two_nodes(&redis).await;
     let answers = post_all(&[&a, &b], &stream, |i| routes[i], 32).await;
 
@@ -363,7 +388,7 @@ async fn redis_outage_mid_stream(outage: Outage) {
     let (before, rest) = hooks.split_at(80);
     let (during, after) = rest.split_at(80);
 
-    let mut redis = RedisServer::start().await;
+    let mut redis = Shared::one().await;
     let (a, b) = two_nodes(&redis).await;
     let a = Arc::new(a);
     let b = Arc::new(b);
@@ -405,8 +430,8 @@ async fn redis_outage_mid_stream(outage: Outage) {
         .expect("20 webhooks answered")
         .unwrap();
     match outage {
-        Outage::Graceful => redis.stop().await,
-        Outage::Crash => redis.kill().await,
+        Outage::Graceful => redis.server().stop().await,
+        Outage::Crash => redis.server().kill().await,
     }
     let during_answers = tokio::time::timeout(GUARD * 3, stream)
         .await
@@ -447,7 +472,7 @@ async fn redis_outage_mid_stream(outage: Outage) {
 
     // Redis is back on the same address: both nodes become ready again on
     // their own, and serve.
-    redis.restart().await;
+    redis.server().restart().await;
     for node in [&a, &b] {
         let deadline = Instant::now() + GUARD;
         loop {
@@ -522,7 +547,15 @@ async fn redis_killed_mid_stream_loses_no_acknowledged_webhook() {
 /// node's change is lost; duplicates stay duplicates with the cache warm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_stale_cached_state_never_loses_the_other_nodes_change() {
-    let redis = RedisServer::start().await;
+    stale_cached_state(Shared::one().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_node_with_a_stale_cached_state_never_loses_the_other_nodes_change() {
+    stale_cached_state(Shared::cluster().await).await;
+}
+
+async fn stale_cached_state(redis: Shared) {
     let (a, b) = two_nodes(&redis).await;
     let now = rollcall::domain::now_millis();
     let status = |res: reqwest::Response| async move {
@@ -574,4 +607,195 @@ async fn a_node_with_a_stale_cached_state_never_loses_the_other_nodes_change() {
     let on_a = without_durations(snapshot_participants(&a).await);
     assert_eq!(on_a.as_array().unwrap().len(), 2);
     assert_eq!(on_a, without_durations(snapshot_participants(&b).await));
+}
+
+/// What a subscriber shows: the last snapshot, with every later update
+/// applied (keyed by identity, durations left out).
+fn fold_view(view: &mut BTreeMap<String, Value>, frame: &Frame) {
+    match frame.event.as_str() {
+        "attendance.snapshot" => {
+            view.clear();
+            for p in without_durations(frame.data["participants"].clone())
+                .as_array()
+                .expect("participants")
+            {
+                view.insert(p["identity"].as_str().unwrap().to_string(), p.clone());
+            }
+        }
+        "attendance.updated" => {
+            let p = without_durations(Value::Array(vec![frame.data["attendance"].clone()]));
+            let p = p[0].clone();
+            view.insert(p["identity"].as_str().unwrap().to_string(), p);
+        }
+        _ => {}
+    }
+}
+
+/// Reads `client` until what it shows is `expected` (guarded).
+async fn converges(
+    client: &mut PusherClient,
+    view: &mut BTreeMap<String, Value>,
+    expected: &Value,
+) {
+    let expected: BTreeMap<String, Value> = without_durations(expected.clone())
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["identity"].as_str().unwrap().to_string(), p.clone()))
+        .collect();
+    let deadline = Instant::now() + GUARD * 3;
+    while *view != expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the subscriber never converged: {view:#?}");
+        if let Some(frame) = client.frame_within(left).await {
+            fold_view(view, &frame);
+        }
+    }
+}
+
+/// Issue 13's failover: the master that holds the room is killed (SIGKILL)
+/// while 1,000 webhooks (10% duplicates) stream into two nodes. Cluster
+/// replication is asynchronous, so a 200 is only given once the replica
+/// has the commit (`WAIT 1`): every webhook is answered 200 or 503, every
+/// 200 is in the final state on the promoted replica, re-posting the 503s
+/// (as LiveKit retries) completes it, and subscribers on both nodes end
+/// showing exactly what one node computes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_master_killed_under_a_thousand_webhooks_loses_no_acknowledged_one() {
+    const UNIQUE: usize = 910;
+    const DUPLICATES: usize = 90;
+    let seed: u64 = rand::rng().random();
+    println!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let hooks = meeting(&mut rng, 20, 3, UNIQUE);
+    let mut stream = hooks.clone();
+    for _ in 0..DUPLICATES {
+        stream.push(hooks[rng.random_range(0..hooks.len())].clone());
+    }
+    stream.shuffle(&mut rng);
+
+    let mut shared = Shared::cluster().await;
+    let (a, b) = two_nodes(&shared).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut on_a = a.subscriber(CHANNEL).await;
+    let mut on_b = b.subscriber(CHANNEL).await;
+    // The room's keys (and its channel's broadcasts) carry the channel's
+    // hash tag: the master that owns that slot holds the room.
+    let victim = match &shared {
+        Shared::Cluster(cluster) => cluster.master_of_key(&format!("{{{CHANNEL}}}")).await,
+        Shared::One(_) => unreachable!("a cluster"),
+    };
+
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let progress_tx = Arc::new(progress_tx);
+    let posts: Vec<_> = stream
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, hook)| {
+            let node = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            let progress = Arc::clone(&progress_tx);
+            async move {
+                let started = Instant::now();
+                let res = node.post_webhook(&hook.body).await;
+                let answer = Answer {
+                    id: hook.id,
+                    status: res.status().as_u16(),
+                    body: res.json::<Value>().await.unwrap_or(Value::Null),
+                    took: started.elapsed(),
+                };
+                progress.send_modify(|n| *n += 1);
+                answer
+            }
+        })
+        .collect();
+    let posting = tokio::spawn(
+        futures_util::stream::iter(posts)
+            .buffered(32)
+            .collect::<Vec<Answer>>(),
+    );
+    tokio::time::timeout(GUARD, progress.wait_for(|n| *n >= 300))
+        .await
+        .expect("300 webhooks answered before the master is killed")
+        .unwrap();
+    let Shared::Cluster(cluster) = &mut shared else {
+        unreachable!()
+    };
+    let killed_at = Instant::now();
+    cluster.kill(victim).await;
+    let promoted = cluster.wait_for_failover(victim).await;
+    println!(
+        "killed node {victim}; node {promoted} took over after {:?}",
+        killed_at.elapsed()
+    );
+    // Restarted as a supervisor would: it rejoins as the new master's
+    // replica, and `WAIT 1` there can be answered again (until then the
+    // shard refuses webhooks: no replica would have them).
+    cluster.restart(victim, promoted).await;
+    println!(
+        "node {victim} is a replica again after {:?}",
+        killed_at.elapsed()
+    );
+    let answers = tokio::time::timeout(GUARD * 6, posting)
+        .await
+        .unwrap_or_else(|_| panic!("the stream ends; {} answered", *progress.borrow()))
+        .unwrap();
+
+    let mut acknowledged = BTreeSet::new();
+    let mut refused: Vec<Webhook> = Vec::new();
+    for (answer, hook) in answers.iter().zip(&stream) {
+        match answer.status {
+            200 => {
+                acknowledged.insert(answer.id.clone());
+            }
+            503 => {
+                assert_eq!(answer.body["error"], "store_unavailable", "{answer:?}");
+                refused.push(hook.clone());
+            }
+            _ => panic!("seed {seed}: neither 200 nor 503 during a failover: {answer:?}"),
+        }
+    }
+    println!(
+        "{} answered 200, {} answered 503 while the master was down",
+        answers.len() - refused.len(),
+        refused.len()
+    );
+    assert!(!refused.is_empty(), "the failover was noticed");
+
+    // Every acknowledged webhook is on the promoted replica.
+    let logged: BTreeSet<String> = logged_ids(&shared).await.into_iter().collect();
+    let lost: Vec<&String> = acknowledged.difference(&logged).collect();
+    assert!(
+        lost.is_empty(),
+        "seed {seed}: {} webhooks were answered 200 but lost in the failover: {lost:?}",
+        lost.len()
+    );
+
+    // LiveKit retries what got 503 until it is acknowledged.
+    let deadline = Instant::now() + GUARD * 3;
+    while !refused.is_empty() {
+        assert!(Instant::now() < deadline, "retries never all acknowledged");
+        let retried = post_all(&[&b, &a], &refused, |i| i % 2, 16).await;
+        refused = retried
+            .iter()
+            .zip(&refused)
+            .filter(|(answer, _)| answer.status != 200)
+            .map(|(_, hook)| hook.clone())
+            .collect();
+    }
+    let ids = logged_ids(&shared).await;
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        (ids.len(), distinct.len()),
+        (UNIQUE, UNIQUE),
+        "seed {seed}: each event logged exactly once"
+    );
+
+    // Both nodes serve, and both subscribers show, what one node computes.
+    let reference = reference_snapshot(&hooks).await;
+    assert_eq!(snapshot_participants(&a).await, reference, "seed {seed}");
+    assert_eq!(snapshot_participants(&b).await, reference, "seed {seed}");
+    for client in [&mut on_a, &mut on_b] {
+        converges(client, &mut BTreeMap::new(), &reference).await;
+    }
 }

@@ -22,8 +22,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::helpers::*;
 use crate::process::ServerProcess;
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
 use crate::store_suite::Recorder;
+use rollcall::store::conn::RedisTarget;
 
 pub(crate) const CH: &str = "presence-class";
 
@@ -32,6 +34,7 @@ struct Backend {
     store: Arc<dyn PresenceStore>,
     delivered: Arc<Recorder>,
     _redis: Option<(RedisServer, RedisStore)>,
+    _cluster: Option<(RedisCluster, RedisStore)>,
 }
 
 impl Backend {
@@ -41,6 +44,28 @@ impl Backend {
             store: Arc::new(MemoryPresence::new(delivered.clone())),
             delivered,
             _redis: None,
+            _cluster: None,
+        }
+    }
+
+    /// On a Redis Cluster: the scripts `SPUBLISH` on the channel's shard.
+    async fn cluster() -> Self {
+        let cluster = RedisCluster::start().await;
+        let delivered = Recorder::hearing(&[CH]);
+        let target = RedisTarget::Cluster(cluster.seeds());
+        let rooms = RedisStore::connect_to(&target, delivered.clone(), RedisOptions::default())
+            .await
+            .expect("RedisStore connects");
+        let mut bus = rooms.bus_connections();
+        tokio::time::timeout(GUARD, bus.wait_for(|n| *n >= 1))
+            .await
+            .expect("bus subscribed")
+            .unwrap();
+        Self {
+            store: Arc::new(rooms.presence()),
+            delivered,
+            _redis: None,
+            _cluster: Some((cluster, rooms)),
         }
     }
 
@@ -59,6 +84,7 @@ impl Backend {
             store: Arc::new(rooms.presence()),
             delivered,
             _redis: Some((server, rooms)),
+            _cluster: None,
         }
     }
 
@@ -198,6 +224,9 @@ macro_rules! on_both {
         }
         mod on_redis {
             $(#[tokio::test] async fn $test() { super::$test(super::Backend::redis().await).await })*
+        }
+        mod on_cluster {
+            $(#[tokio::test] async fn $test() { super::$test(super::Backend::cluster().await).await })*
         }
     };
 }

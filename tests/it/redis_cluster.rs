@@ -165,6 +165,46 @@ impl RedisCluster {
         child.kill().await.expect("SIGKILL redis-server");
     }
 
+    /// Starts a killed node again on its port, from its own directory (its
+    /// AOF and `nodes.conf`), as a supervisor restarts a crashed Redis. A
+    /// former master learns of its failover and rejoins as a replica of
+    /// the node that took over; this waits until that node counts it as an
+    /// online replica (so a `WAIT 1` there can be answered again).
+    pub async fn restart(&mut self, node: usize, new_master: usize) {
+        assert!(self.nodes[node].child.is_none(), "node {node} is running");
+        let binary = redis_server_binary();
+        let (port, dir) = (
+            self.nodes[node].port,
+            self.nodes[node].dir.path().to_owned(),
+        );
+        let child = spawn(&binary, port, &dir, &cluster_args(&dir))
+            .await
+            .unwrap_or_else(|why| panic!("node {node} does not restart: {why}"));
+        self.nodes[node].child = Some(child);
+        let deadline = Instant::now() + FAILOVER_GUARD;
+        loop {
+            let info: Result<String, _> = self
+                .query(new_master, redis::cmd("INFO").arg("replication"))
+                .await;
+            let online = info.is_ok_and(|info| {
+                info.lines().any(|l| {
+                    l.starts_with("slave")
+                        && l.contains(&format!("port={port},"))
+                        && l.contains("state=online")
+                })
+            });
+            if online {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} did not rejoin as a replica of node {new_master}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// After `kill(dead)` of a master: waits until one of its former
     /// replicas is a master, and every live node says `cluster_state:ok`
     /// and sees every slot served by a healthy live master. Returns the

@@ -17,6 +17,8 @@ use rand::seq::SliceRandom;
 use rollcall::domain::{EventId, Identity, ParticipantSid, RoomName, RoomSid, UserId};
 use rollcall::engine::{Fact, Observation, Participant, RoomState};
 use rollcall::pusher::{Halt, SocketId};
+use rollcall::store::conn::RedisTarget;
+use rollcall::store::redis::RoomChannel;
 use rollcall::store::{
     Broadcast, Broker, ChannelQuery, Commit, CommitOutcome, Jobs, LocalDelivery, LogKind,
     LoggedEvent, MemoryStore, RedisOptions, RedisStore, RoomRecord, RoomStore, Signals, Store,
@@ -26,12 +28,16 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::helpers::{CHANNEL, GUARD, ROOM, fixture};
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
 
 /// A `LocalDelivery` that records what it is given, in order.
 pub struct Recorder {
     frames: Mutex<Vec<(String, String)>>,
     count: watch::Sender<usize>,
+    /// The channels it hears on Redis Cluster (sharded pub/sub has no
+    /// patterns); `None`: every channel, by pattern, on one Redis.
+    channels: Option<Vec<String>>,
 }
 
 impl Recorder {
@@ -39,6 +45,16 @@ impl Recorder {
         Arc::new(Self {
             frames: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
+            channels: None,
+        })
+    }
+
+    /// A recorder that hears `channels` (what a cluster test must name).
+    pub fn hearing(channels: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            frames: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+            channels: Some(channels.iter().map(|c| c.to_string()).collect()),
         })
     }
 
@@ -78,6 +94,34 @@ impl LocalDelivery for Recorder {
     fn subscriptions(&self, _query: &ChannelQuery) -> SubscriptionCounts {
         SubscriptionCounts::new()
     }
+
+    fn fixed_channels(&self) -> Option<Vec<String>> {
+        self.channels.clone()
+    }
+}
+
+/// Every channel the conformance suite broadcasts on.
+pub const SUITE_CHANNELS: &[&str] = &[
+    CHANNEL,
+    "session.other",
+    "session.7",
+    "session.8",
+    "private-admin",
+    "#server-to-user-12",
+];
+
+/// What a subscriber of each channel sees: `frames` split by channel, each
+/// in its order. On Redis Cluster different channels travel through
+/// different shards, so only each channel's own order is defined.
+fn per_channel(frames: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
+    let mut channels: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (channel, frame) in frames {
+        channels
+            .entry(channel.clone())
+            .or_default()
+            .push(frame.clone());
+    }
+    channels
 }
 
 /// A store under test and what it delivers to "this node".
@@ -85,8 +129,13 @@ pub struct Backend {
     pub store: Arc<dyn Store>,
     pub delivered: Arc<Recorder>,
     pub kind: &'static str,
+    /// On Redis Cluster: broadcasts of different channels arrive in no
+    /// defined order relative to each other.
+    pub sharded: bool,
     /// Keeps a Redis backend's server running for the test.
     _redis: Option<RedisServer>,
+    /// Keeps a cluster backend's nodes running for the test.
+    _cluster: Option<RedisCluster>,
 }
 
 impl Backend {
@@ -96,7 +145,42 @@ impl Backend {
             store: Arc::new(MemoryStore::new(delivered.clone())),
             delivered,
             kind: "memory",
+            sharded: false,
             _redis: None,
+            _cluster: None,
+        }
+    }
+
+    /// A fresh Redis Cluster (3 masters + 3 replicas) and a store on it,
+    /// acknowledging each commit once a replica has it, as on a cluster by
+    /// default.
+    pub async fn cluster() -> Self {
+        let cluster = RedisCluster::start().await;
+        let delivered = Recorder::hearing(SUITE_CHANNELS);
+        let options = RedisOptions {
+            wait_replicas: 1,
+            ..RedisOptions::default()
+        };
+        let target = RedisTarget::Cluster(cluster.seeds());
+        // As the server sets it: a room's keys carry its channel's tag.
+        let naming = rollcall::config::Settings::for_tests().naming;
+        let options = RedisOptions {
+            room_channel: RoomChannel::new(move |room| {
+                naming.session(room.as_str()).map(|s| s.channel)
+            }),
+            ..options
+        };
+        let store = RedisStore::connect_to(&target, delivered.clone(), options)
+            .await
+            .expect("RedisStore connects to the cluster");
+        bus_subscribed(&store, 1).await;
+        Self {
+            store: Arc::new(store),
+            delivered,
+            kind: "redis",
+            sharded: true,
+            _redis: None,
+            _cluster: Some(cluster),
         }
     }
 
@@ -112,7 +196,9 @@ impl Backend {
             store: Arc::new(store),
             delivered,
             kind: "redis",
+            sharded: false,
             _redis: Some(server),
+            _cluster: None,
         }
     }
 }
@@ -251,6 +337,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(super::Backend::redis().await).await;
+                }
+            )*
+        }
+        mod on_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::cluster().await).await;
                 }
             )*
         }
@@ -682,7 +776,12 @@ async fn broadcasts_are_delivered_in_commit_order(b: Backend) {
             CommitOutcome::Committed { version: i + 1 }
         );
     }
-    assert_eq!(b.delivered.wait_for(expected.len()).await, expected);
+    let got = b.delivered.wait_for(expected.len()).await;
+    if b.sharded {
+        assert_eq!(per_channel(&got), per_channel(&expected));
+    } else {
+        assert_eq!(got, expected);
+    }
 }
 
 async fn channels_link_rooms_idempotently(b: Backend) {
@@ -750,15 +849,18 @@ async fn publish_delivers_without_a_commit(b: Backend) {
         .publish(vec![broadcast(CHANNEL, "four")])
         .await
         .unwrap();
-    assert_eq!(
-        b.delivered.wait_for(4).await,
-        [
-            delivered(CHANNEL, "one"),
-            delivered("private-admin", "two"),
-            delivered(CHANNEL, "three"),
-            delivered(CHANNEL, "four"),
-        ]
-    );
+    let expected = [
+        delivered(CHANNEL, "one"),
+        delivered("private-admin", "two"),
+        delivered(CHANNEL, "three"),
+        delivered(CHANNEL, "four"),
+    ];
+    let got = b.delivered.wait_for(4).await;
+    if b.sharded {
+        assert_eq!(per_channel(&got), per_channel(&expected));
+    } else {
+        assert_eq!(got, expected);
+    }
     assert_eq!(b.store.load_room(&room(ROOM)).await.unwrap(), None);
 }
 
