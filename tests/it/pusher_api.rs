@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::redis_server::RedisServer;
+use crate::shared_redis::Shared;
 
 const APP_KEY: &str = "rollcall-key";
 
@@ -592,11 +593,22 @@ async fn another_app_id_is_404() {
 /// either node include the other's sockets.
 #[tokio::test]
 async fn on_redis_events_and_channel_counts_span_nodes() {
-    let redis = RedisServer::start().await;
+    events_and_channel_counts_span_nodes(Shared::one().await).await;
+}
+
+/// The same on a Redis Cluster: events travel by sharded pub/sub, and the
+/// counts stay exact (the channel query is `SPUBLISH`ed on the one shard
+/// every node's bus subscribes it on).
+#[tokio::test]
+async fn on_a_cluster_events_and_channel_counts_span_nodes() {
+    events_and_channel_counts_span_nodes(Shared::cluster().await).await;
+}
+
+async fn events_and_channel_counts_span_nodes(shared: Shared) {
     let node = || {
         spawn_app_with(|s| {
-            s.redis_url = Some(redis.url());
-            s.redis.command_timeout = Duration::from_millis(500);
+            shared.configure(s);
+            s.redis.command_timeout = Duration::from_millis(1_000);
         })
     };
     let (a, b) = (node().await, node().await);
