@@ -698,3 +698,44 @@ async fn on_redis_a_store_outage_is_503() {
         "channel while Redis is down",
     );
 }
+
+/// A resharding moves a channel's slot to another master: Redis drops the
+/// node's sharded subscription of it (`sunsubscribe`), and the bus must
+/// notice, reconnect and subscribe it on its new master, or the channel's
+/// sockets would hear nothing more.
+#[tokio::test]
+async fn on_a_cluster_a_channel_whose_slot_moves_keeps_its_subscribers() {
+    let shared = Shared::cluster().await;
+    let Shared::Cluster(cluster) = &shared else {
+        unreachable!("a cluster")
+    };
+    let (a, b) = (
+        spawn_app_with(|s| shared.configure(s)).await,
+        spawn_app_with(|s| shared.configure(s)).await,
+    );
+    let mut on_b = b.subscriber("room.9").await;
+    let first = json!({"name": "note", "channel": "room.9", "data": "before"});
+    assert_eq!(trigger(&a, &first).await.0, 200);
+    assert_eq!(on_b.next_event("note").await.data, json!("before"));
+
+    cluster
+        .move_slot_of(&rollcall::store::redis::bus_channel("room.9"))
+        .await;
+    // Sent until it arrives: the bus resubscribes on the slot's new
+    // master a moment after Redis dropped the old subscription.
+    let deadline = tokio::time::Instant::now() + GUARD;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let after = json!({"name": "note", "channel": "room.9", "data": format!("after {n}")});
+        assert_eq!(trigger(&a, &after).await.0, 200);
+        if let Some(frame) = on_b.frame_within(Duration::from_millis(200)).await {
+            assert_eq!(frame.event, "note");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's socket never heard the channel again after its slot moved"
+        );
+    }
+}

@@ -165,6 +165,62 @@ impl RedisCluster {
         child.kill().await.expect("SIGKILL redis-server");
     }
 
+    /// Moves the (key-less) slot of `key` from its master to another live
+    /// master, as a resharding does (`CLUSTER SETSLOT … IMPORTING` /
+    /// `MIGRATING`, then `NODE` on both), and waits until every live node
+    /// agrees. Returns the slot's new master. The slot must hold no keys
+    /// (nothing is `MIGRATE`d).
+    pub async fn move_slot_of(&self, key: &str) -> usize {
+        let from = self.master_of_key(key).await;
+        let to = *self
+            .masters()
+            .await
+            .iter()
+            .find(|&&m| m != from)
+            .expect("another master");
+        let slot: usize = self
+            .query(from, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let (from_id, to_id) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
+        let setslot = |state: &str, id: &str| {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
+            cmd
+        };
+        for (node, cmd) in [
+            (to, setslot("IMPORTING", &from_id)),
+            (from, setslot("MIGRATING", &to_id)),
+            (to, setslot("NODE", &to_id)),
+            (from, setslot("NODE", &to_id)),
+        ] {
+            self.query::<()>(node, &cmd)
+                .await
+                .unwrap_or_else(|why| panic!("moving slot {slot}: {why}"));
+        }
+        let deadline = Instant::now() + FAILOVER_GUARD;
+        loop {
+            let mut agreed = true;
+            for node in self.live() {
+                let owner = self
+                    .view(node)
+                    .await
+                    .ok()
+                    .and_then(|view| view.into_iter().find(|n| n.owns(slot)).map(|n| n.id));
+                agreed &= owner.as_deref() == Some(to_id.as_str());
+            }
+            if agreed {
+                return to;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slot {slot} never moved to node {to}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Starts a killed node again on its port, from its own directory (its
     /// AOF and `nodes.conf`), as a supervisor restarts a crashed Redis. A
     /// former master learns of its failover and rejoins as a replica of
