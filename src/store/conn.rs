@@ -81,7 +81,23 @@ struct Inner {
     timeout: Duration,
     /// The shared multiplexed connection (made on first use, dropped after
     /// an error so the next use makes a fresh one).
-    shared: Mutex<Option<Conn>>,
+    shared: Mutex<Option<Shared>>,
+}
+
+/// A multiplexed connection: cloning it shares the socket(s).
+#[derive(Clone)]
+enum Shared {
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl From<Shared> for Conn {
+    fn from(shared: Shared) -> Self {
+        match shared {
+            Shared::Multiplexed(c) => Conn::Multiplexed(c),
+            Shared::Cluster(c) => Conn::Cluster(c),
+        }
+    }
 }
 
 enum Backend {
@@ -103,19 +119,6 @@ pub enum Conn {
     Multiplexed(MultiplexedConnection),
     ClusterPooled(deadpool_redis::cluster::Connection),
     Cluster(ClusterConnection),
-}
-
-impl Clone for Conn {
-    /// Only the shared connections are ever cloned.
-    fn clone(&self) -> Self {
-        match self {
-            Self::Multiplexed(c) => Self::Multiplexed(c.clone()),
-            Self::Cluster(c) => Self::Cluster(c.clone()),
-            Self::Pooled(_) | Self::ClusterPooled(_) => {
-                unreachable!("pooled connections are never shared")
-            }
-        }
-    }
 }
 
 impl ConnectionLike for Conn {
@@ -258,7 +261,7 @@ impl Redis {
             Backend::Cluster { .. } => {
                 let work = async {
                     let conn = self.shared_conn().await.map_err(unavailable)?;
-                    let result = f(conn).await;
+                    let result = f(conn.into()).await;
                     if result.is_err() {
                         self.drop_shared_if_broken(&result);
                     }
@@ -310,7 +313,7 @@ impl Redis {
             loop {
                 attempt += 1;
                 let conn = self.shared_conn().await?;
-                let result = f(conn).await;
+                let result = f(conn.into()).await;
                 match &result {
                     Err(e) => {
                         *self.lock_shared() = None;
@@ -351,17 +354,59 @@ impl Redis {
                 .run(|mut c| async move { pipe.query_async(&mut c).await })
                 .await;
         }
-        self.run(|c| async move {
-            let replies = commands.iter().map(|cmd| {
-                let mut c = c.clone();
-                async move { cmd.query_async::<T>(&mut c).await }
-            });
-            futures_util::future::join_all(replies)
-                .await
-                .into_iter()
-                .collect()
+        self.each_on_cluster(commands, |cmd, mut c| async move {
+            cmd.query_async::<T>(&mut c).await
         })
         .await
+    }
+
+    /// Sends pipelines that may live in different slots, each in its own
+    /// order: one after the other on one connection on one server; on
+    /// Cluster all at once on the shared cluster connection.
+    pub async fn pipelines(&self, pipelines: Vec<Pipeline>) -> Result<(), StoreError> {
+        if !self.is_cluster() {
+            return self
+                .run(|mut c| async move {
+                    for pipe in &pipelines {
+                        pipe.query_async::<()>(&mut c).await?;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
+        self.each_on_cluster(pipelines, |pipe, mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `send` for every item at once, each on a clone of the shared cluster
+    /// connection, bounded by the command timeout; the replies in order.
+    async fn each_on_cluster<I, T, F, Fut>(
+        &self,
+        items: Vec<I>,
+        send: F,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(I, ClusterConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let Shared::Cluster(conn) = self.shared_conn().await.map_err(unavailable)? else {
+                unreachable!("each_on_cluster runs on a cluster")
+            };
+            let replies = items.into_iter().map(|item| send(item, conn.clone()));
+            let replies: redis::RedisResult<Vec<T>> = futures_util::future::join_all(replies)
+                .await
+                .into_iter()
+                .collect();
+            self.drop_shared_if_broken(&replies);
+            replies.map_err(unavailable)
+        };
+        tokio::time::timeout(self.inner.timeout, work)
+            .await
+            .map_err(|_| timed_out())?
     }
 
     fn drop_shared_if_broken<T>(&self, result: &redis::RedisResult<T>) {
@@ -372,15 +417,17 @@ impl Redis {
         }
     }
 
-    async fn shared_conn(&self) -> redis::RedisResult<Conn> {
+    async fn shared_conn(&self) -> redis::RedisResult<Shared> {
         if let Some(conn) = self.lock_shared().clone() {
             return Ok(conn);
         }
         let conn = match &self.inner.backend {
             Backend::Single { client, .. } => {
-                Conn::Multiplexed(client.get_multiplexed_async_connection().await?)
+                Shared::Multiplexed(client.get_multiplexed_async_connection().await?)
             }
-            Backend::Cluster { client, .. } => Conn::Cluster(client.get_async_connection().await?),
+            Backend::Cluster { client, .. } => {
+                Shared::Cluster(client.get_async_connection().await?)
+            }
         };
         // Racing connects: the last one stays, the others serve their own
         // caller once and are dropped.
@@ -388,7 +435,7 @@ impl Redis {
         Ok(conn)
     }
 
-    fn lock_shared(&self) -> MutexGuard<'_, Option<Conn>> {
+    fn lock_shared(&self) -> MutexGuard<'_, Option<Shared>> {
         // Holds an `Option` that is replaced whole: never inconsistent.
         self.inner
             .shared

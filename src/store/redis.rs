@@ -940,18 +940,9 @@ impl Broker for RedisStore {
                 .arg(encode_broadcast(b))
                 .ignore();
         }
-        self.run(|mut c| async move {
-            if let [(_, pipe)] = by_slot.as_slice() {
-                return pipe.query_async::<()>(&mut c).await;
-            }
-            // Several slots: on Cluster, whose shared connection clones.
-            let sends = by_slot.iter().map(|(_, pipe)| {
-                let mut c = c.clone();
-                async move { pipe.query_async::<()>(&mut c).await }
-            });
-            futures_util::future::try_join_all(sends).await.map(drop)
-        })
-        .await
+        self.redis
+            .pipelines(by_slot.into_iter().map(|(_, pipe)| pipe).collect())
+            .await
     }
 
     async fn channel_subscriptions(
