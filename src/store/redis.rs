@@ -671,15 +671,14 @@ impl RoomStore for RedisStore {
         // bucket), so they are their own round trip before it.
         let mut hints = redis::pipe();
         self.index_hints(&mut hints, room, &commit);
-        let mut pipe = if self.redis.is_cluster() {
-            if !hints.is_empty() {
-                let hints = &hints;
-                self.run_shared(|mut c| async move { hints.query_async::<()>(&mut c).await })
-                    .await?;
-            }
-            redis::pipe()
+        // On Cluster: the hints, sent on their own first (None on one
+        // server, where they lead the commit's own pipeline).
+        let (mut pipe, hints) = if self.redis.is_cluster() && !hints.is_empty() {
+            (redis::pipe(), Some(hints))
+        } else if self.redis.is_cluster() {
+            (redis::pipe(), None)
         } else {
-            hints
+            (hints, None)
         };
         let state_key = self.room_key(room, "state");
         // On Cluster a script may only publish on its own slot: the room's
@@ -719,43 +718,40 @@ impl RoomStore for RedisStore {
             pipe.arg(bus_channel(&b.channel)).arg(encode_broadcast(b));
         }
         let after: Vec<Broadcast> = after.into_iter().cloned().collect();
-        let script = &self.commit_script;
-        let result = if self.options.wait_replicas == 0 {
-            let pipe = &pipe;
-            self.run_shared(|mut c| async move {
-                match pipe.query_async::<(i64,)>(&mut c).await {
-                    // Redis restarted and forgot the script: load it, redo
-                    // (the ZADD LT is idempotent, the script did not run).
-                    Err(e) if is_noscript(&e) => {
-                        script.prepare_invoke().load_async(&mut c).await?;
-                        pipe.query_async(&mut c).await
-                    }
-                    other => other,
-                }
-            })
-            .await
-            .map(|(result,)| (result, None))
-        } else {
-            // `WAIT` right after the script, on the same connection: it
-            // blocks that connection until replicas have every write made
-            // on it, so it runs on a pooled connection of its own (on the
-            // shared one it would hold every other commit up).
-            pipe.cmd("WAIT")
-                .arg(self.options.wait_replicas)
-                .arg(self.options.wait_timeout.as_millis() as u64);
-            let pipe = &pipe;
-            self.redis
-                .run_blocking(|mut c| async move {
-                    match pipe.query_async::<(i64, i64)>(&mut c).await {
-                        Err(e) if is_noscript(&e) => {
-                            script.prepare_invoke().load_async(&mut c).await?;
-                            pipe.query_async(&mut c).await
-                        }
-                        other => other,
-                    }
-                })
-                .await
-                .map(|(result, acked)| (result, Some(acked)))
+        let result = match &hints {
+            None => self.send_commit(&mut pipe).await,
+            // Applied before the commit, like the hints on one server. With
+            // `wait_replicas` they must reach a replica too before the
+            // webhook is acknowledged (a failover that lost them would
+            // leave an acknowledged room unswept): a `WAIT` on their
+            // connection, running while the commit does.
+            Some(hints) if self.options.wait_replicas > 0 => {
+                let (wanted, wait) = (
+                    self.options.wait_replicas,
+                    self.options.wait_timeout.as_millis() as u64,
+                );
+                let pipe = &mut pipe;
+                self.redis
+                    .run_blocking(|mut c| async move {
+                        hints.query_async::<()>(&mut c).await?;
+                        let mut confirm = redis::cmd("WAIT");
+                        confirm.arg(wanted).arg(wait);
+                        let (hints_acked, sent) = tokio::join!(
+                            confirm.query_async::<i64>(&mut c),
+                            self.send_commit(pipe)
+                        );
+                        Ok((hints_acked?, sent))
+                    })
+                    .await
+                    .and_then(|(hints_acked, sent)| {
+                        sent.map(|(result, acked)| (result, acked.map(|a| a.min(hints_acked))))
+                    })
+            }
+            Some(hints) => {
+                self.run_shared(|mut c| async move { hints.query_async::<()>(&mut c).await })
+                    .await?;
+                self.send_commit(&mut pipe).await
+            }
         };
         let (result, acked) = match result {
             Ok(result) => result,
@@ -765,48 +761,8 @@ impl RoomStore for RedisStore {
                 return Err(e);
             }
         };
-        // Applied on the master but not (yet) on enough replicas: a
-        // failover now could lose it, so it is not acknowledged. What the
-        // master holds is still what this node caches below.
-        let unconfirmed = acked.is_some_and(|n| n < self.options.wait_replicas as i64);
-        let outcome = match result {
-            -1 => CommitOutcome::Duplicate,
-            -2 => {
-                self.cache.remove(room);
-                CommitOutcome::Conflict
-            }
-            v => {
-                let version = v as u64;
-                match commit.state.or(base.map(|b| b.state)) {
-                    Some(state) => self.cache.put(
-                        room,
-                        Cached {
-                            tag: Some(new_tag),
-                            version,
-                            state,
-                        },
-                    ),
-                    // A version bump over a state this node does not know.
-                    None => self.cache.remove(room),
-                }
-                CommitOutcome::Committed { version }
-            }
-        };
-        if matches!(outcome, CommitOutcome::Committed { .. })
-            && !after.is_empty()
-            && let Err(e) = Broker::publish(self, after).await
-        {
-            // Committed: a retry would be a duplicate and publish nothing,
-            // so the commit stands; subscribers catch up at the next update.
-            tracing::warn!(room = %room, error = %e, "a broadcast outside the room's slot was not published");
-        }
-        if unconfirmed && outcome != CommitOutcome::Conflict {
-            return Err(StoreError::Unavailable(format!(
-                "the commit was not confirmed by {} replica(s) within {:?}",
-                self.options.wait_replicas, self.options.wait_timeout
-            )));
-        }
-        Ok(outcome)
+        self.settle(room, commit, base, new_tag, acked, result, after)
+            .await
     }
 
     async fn link_channel(&self, channel: &str, room: &RoomName) -> Result<(), StoreError> {
@@ -907,6 +863,112 @@ impl RoomStore for RedisStore {
             .into_iter()
             .map(|(room, at)| (RoomName::new(room), at as UnixMillis))
             .collect())
+    }
+}
+
+impl RedisStore {
+    /// Sends the commit's pipeline (the script, and `WAIT` when replicas
+    /// must confirm): the script's answer and how many replicas confirmed.
+    async fn send_commit(
+        &self,
+        pipe: &mut redis::Pipeline,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        let script = &self.commit_script;
+        if self.options.wait_replicas == 0 {
+            let pipe = &pipe;
+            self.run_shared(|mut c| async move {
+                match pipe.query_async::<(i64,)>(&mut c).await {
+                    // Redis restarted and forgot the script: load it, redo
+                    // (the ZADD LT is idempotent, the script did not run).
+                    Err(e) if is_noscript(&e) => {
+                        script.prepare_invoke().load_async(&mut c).await?;
+                        pipe.query_async(&mut c).await
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map(|(result,)| (result, None))
+        } else {
+            // `WAIT` right after the script, on the same connection: it
+            // blocks that connection until replicas have every write made
+            // on it, so it runs on a pooled connection of its own (on the
+            // shared one it would hold every other commit up).
+            pipe.cmd("WAIT")
+                .arg(self.options.wait_replicas)
+                .arg(self.options.wait_timeout.as_millis() as u64);
+            let pipe = &pipe;
+            self.redis
+                .run_blocking(|mut c| async move {
+                    match pipe.query_async::<(i64, i64)>(&mut c).await {
+                        Err(e) if is_noscript(&e) => {
+                            script.prepare_invoke().load_async(&mut c).await?;
+                            pipe.query_async(&mut c).await
+                        }
+                        other => other,
+                    }
+                })
+                .await
+                .map(|(result, acked)| (result, Some(acked)))
+        }
+    }
+
+    /// What a commit's answer means: the outcome, the cache updated, the
+    /// broadcasts outside the room's slot published, and an error when
+    /// replicas did not confirm it.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        room: &RoomName,
+        commit: Commit,
+        base: Option<Cached>,
+        new_tag: String,
+        acked: Option<i64>,
+        result: i64,
+        after: Vec<Broadcast>,
+    ) -> Result<CommitOutcome, StoreError> {
+        // Applied on the master but not (yet) on enough replicas: a
+        // failover now could lose it, so it is not acknowledged. What the
+        // master holds is still what this node caches below.
+        let unconfirmed = acked.is_some_and(|n| n < self.options.wait_replicas as i64);
+        let outcome = match result {
+            -1 => CommitOutcome::Duplicate,
+            -2 => {
+                self.cache.remove(room);
+                CommitOutcome::Conflict
+            }
+            v => {
+                let version = v as u64;
+                match commit.state.or(base.map(|b| b.state)) {
+                    Some(state) => self.cache.put(
+                        room,
+                        Cached {
+                            tag: Some(new_tag),
+                            version,
+                            state,
+                        },
+                    ),
+                    // A version bump over a state this node does not know.
+                    None => self.cache.remove(room),
+                }
+                CommitOutcome::Committed { version }
+            }
+        };
+        if matches!(outcome, CommitOutcome::Committed { .. })
+            && !after.is_empty()
+            && let Err(e) = Broker::publish(self, after).await
+        {
+            // Committed: a retry would be a duplicate and publish nothing,
+            // so the commit stands; subscribers catch up at the next update.
+            tracing::warn!(room = %room, error = %e, "a broadcast outside the room's slot was not published");
+        }
+        if unconfirmed && outcome != CommitOutcome::Conflict {
+            return Err(StoreError::Unavailable(format!(
+                "the commit was not confirmed by {} replica(s) within {:?}",
+                self.options.wait_replicas, self.options.wait_timeout
+            )));
+        }
+        Ok(outcome)
     }
 }
 
