@@ -116,6 +116,7 @@ bench: bench-build
 	$(call BENCH_RUN,b5) --store redis --attendees 5000 --secs 5 --heartbeat-timeout 10s --idle-secs 3
 	$(call BENCH_RUN,b6) --attendees 500 --join-secs 10 --reloads 50 --heartbeats 500
 	$(call BENCH_RUN,b6) --store redis --attendees 500 --join-secs 10 --reloads 50 --heartbeats 500
+	$(call BENCH_RUN,b7) --nodes 6 --rooms-per-node 4 --attendees 20 --dashboards 1 --updates-per-room 40 --rate 200
 
 # The cost of acknowledging on a replica (ROLLCALL_REDIS_WAIT_REPLICAS): B4
 # on a Redis master + replica, without and with WAIT 1.
@@ -133,6 +134,7 @@ bench-full: bench-build
 	$(call BENCH_RUN,b5) --store redis --attendees 50000 --secs 30 --heartbeat-timeout 30s --idle-secs 5
 	$(call BENCH_RUN,b6) --attendees 2000 --join-secs 60 --reloads 200 --heartbeats 2000
 	$(call BENCH_RUN,b6) --store redis --attendees 2000 --join-secs 60 --reloads 200 --heartbeats 2000
+	$(call BENCH_RUN,b7) --nodes 6 --rooms-per-node 50 --attendees 20 --dashboards 1 --updates-per-room 40 --rate 500
 
 # ---- soak (loopback only, bounded; see BENCHMARKS.md, "Soak") ----
 # `make soak`: 10 minutes of B1-like load with 10 %/min churn, heartbeats

@@ -475,7 +475,8 @@ pub async fn b6(a: B6Args) -> anyhow::Result<()> {
     // The reload wave: fresh subscribers at once, each sent the snapshot.
     if a.reloads > 0 {
         let url = server.ws_url();
-        let cpu0 = server.cpu();
+        let redis0 = redis.as_deref().map(RedisStats::read).transpose()?;
+        let (cpu0, rcpu0) = (server.cpu(), redis_cpu());
         let peak = PeakRss::start(server.pid);
         let gate = Arc::new(Semaphore::new(a.connect_parallel.max(1)));
         let lat = Latencies::new();
@@ -512,7 +513,18 @@ pub async fn b6(a: B6Args) -> anyhow::Result<()> {
             }
         }
         let elapsed = t0.elapsed();
-        let cpu = server.cpu().saturating_sub(cpu0);
+        let (cpu, rcpu) = (
+            server.cpu().saturating_sub(cpu0),
+            redis_cpu().saturating_sub(rcpu0),
+        );
+        let per_reload = match (&redis, &redis0) {
+            (Some(url), Some(before)) => Some(format!(
+                "; redis-server {:.1} us per reload; Redis per reload: {}",
+                secs(rcpu) * 1e6 / ok.max(1) as f64,
+                RedisStats::read(url)?.per_op(before, ok)
+            )),
+            _ => None,
+        };
         rows.push(
             Row {
                 scenario: "B6 reload snapshots".into(),
@@ -526,13 +538,14 @@ pub async fn b6(a: B6Args) -> anyhow::Result<()> {
                 server_cpu_ms: cpu.as_millis() as u64,
                 note: format!(
                     "{} fresh subscribers at once ({} handshakes in flight), all served in {:.2} s; snapshot of {n} people: {:.0} kB; \
-                     subscribers read {:.1} MB of snapshots; server CPU {:.1} ms per snapshot{}",
+                     subscribers read {:.1} MB of snapshots; server CPU {:.1} ms per snapshot (connect and subscribe included){}{}",
                     a.reloads,
                     a.connect_parallel,
                     secs(elapsed),
                     size as f64 / 1e3,
                     total as f64 / 1e6,
                     secs(cpu) * 1e3 / ok.max(1) as f64,
+                    per_reload.unwrap_or_default(),
                     first_error
                         .map(|e| format!("; first error {e}"))
                         .unwrap_or_default()

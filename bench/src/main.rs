@@ -4,6 +4,7 @@
 
 mod bare;
 mod client;
+mod fanout;
 mod hostile;
 mod lecture;
 mod publish;
@@ -42,6 +43,10 @@ enum Command {
     /// Large lecture: one room, N attendees all subscribed to its channel,
     /// N joins (N² deliveries), a reload wave and heartbeats (rollcall).
     B6(lecture::B6Args),
+    /// Fan-out per node: N nodes on one Redis, each channel's subscribers
+    /// on one node; broadcasts and bytes each node's bus receives, before
+    /// and after subscribe-on-demand (rollcall).
+    B7(fanout::B7Args),
     /// Soak: B1-like load with churn, heartbeats and hostile clients for
     /// minutes; RSS, fds and latency sampled (rollcall).
     Soak(soak::SoakArgs),
@@ -70,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             Command::B4(a) => scenarios::b4(a).await,
             Command::B5(a) => scenarios::b5(a).await,
             Command::B6(a) => lecture::b6(a).await,
+            Command::B7(a) => fanout::b7(a).await,
             Command::Soak(a) => soak::soak(a).await,
         }
     })

@@ -296,6 +296,35 @@ pub async fn at_rate(
     in_flight: usize,
     request_latency: Option<Arc<Latencies>>,
 ) -> Sent {
+    at_rate_spread(
+        std::slice::from_ref(publisher),
+        tracker,
+        from,
+        count,
+        rate,
+        in_flight,
+        request_latency,
+    )
+    .await
+}
+
+/// Which of `n` servers gets `seq`: a multiplicative hash, so the choice
+/// is independent of the room (`seq % rooms`), as a load balancer's is.
+pub fn spread(seq: u64, n: usize) -> usize {
+    ((seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % n.max(1) as u64) as usize
+}
+
+/// [`at_rate`] over several servers (nodes of one cluster): each seq goes
+/// to `publishers[spread(seq, len)]`.
+pub async fn at_rate_spread(
+    publishers: &[Publisher],
+    tracker: &Arc<Tracker>,
+    from: u64,
+    count: u64,
+    rate: f64,
+    in_flight: usize,
+    request_latency: Option<Arc<Latencies>>,
+) -> Sent {
     let gate = Arc::new(Semaphore::new(in_flight));
     let tally = Arc::new(Tally::default());
     let start = tokio::time::Instant::now();
@@ -308,7 +337,7 @@ pub async fn at_rate(
         max_lag = max_lag.max(tokio::time::Instant::now().saturating_duration_since(due));
         let seq = from + i;
         let (p, t, tally, lat) = (
-            publisher.clone(),
+            publishers[spread(seq, publishers.len())].clone(),
             tracker.clone(),
             tally.clone(),
             request_latency.clone(),

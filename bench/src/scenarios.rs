@@ -579,11 +579,31 @@ pub async fn b5(mut a: B5Args) -> anyhow::Result<()> {
     let idle_rate = server.cpu().saturating_sub(c0).as_secs_f64() / a.idle_secs as f64;
     let rss_base = server.rss_kib();
 
+    // redis-server's own CPU (with --store redis), per join and per
+    // heartbeat: the store's side of each operation's cost.
+    let redis_cpu = || {
+        server
+            .redis_pid()
+            .and_then(sys::cpu_time)
+            .unwrap_or_default()
+    };
+    let redis_note = |cpu: Duration, ops: u64| {
+        if server.redis_pid().is_some() {
+            format!(
+                "; redis-server CPU {:.1} us each",
+                cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
+            )
+        } else {
+            String::new()
+        }
+    };
+
     // Everyone joins (seqs below rooms x per_room are all joins).
     let publisher = Publisher::new(&server.base, Target::Rollcall, plan, 0);
     let joins: Arc<Vec<Request>> =
         Arc::new((0..a.attendees).map(|s| publisher.request(s)).collect());
     let jl = Arc::new(Latencies::new());
+    let (join_cpu0, join_rcpu0) = (server.cpu(), redis_cpu());
     let (joined, join_errors, join_err, join_time) = publish::closed_loop(
         &publisher,
         joins,
@@ -592,10 +612,16 @@ pub async fn b5(mut a: B5Args) -> anyhow::Result<()> {
         jl.clone(),
     )
     .await;
+    let (join_cpu, join_rcpu) = (
+        server.cpu().saturating_sub(join_cpu0),
+        redis_cpu().saturating_sub(join_rcpu0),
+    );
     println!(
-        "{label}: {joined} joined in {:.1} s ({join_errors} errors{})",
+        "{label}: {joined} joined in {:.1} s ({join_errors} errors{}); server CPU {:.1} us per join{}",
         join_time.as_secs_f64(),
-        join_err.map(|e| format!(", first {e}")).unwrap_or_default()
+        join_err.map(|e| format!(", first {e}")).unwrap_or_default(),
+        join_cpu.as_secs_f64() * 1e6 / joined.max(1) as f64,
+        redis_note(join_rcpu, joined)
     );
 
     // Heartbeats, each with the person's own LiveKit access token.
@@ -626,7 +652,7 @@ pub async fn b5(mut a: B5Args) -> anyhow::Result<()> {
         Arc::new(AtomicU64::new(0)),
     );
     let next = Arc::new(AtomicU64::new(0));
-    let cpu0 = server.cpu();
+    let (cpu0, rcpu0) = (server.cpu(), redis_cpu());
     let start = Instant::now();
     let deadline = Duration::from_secs(a.secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -668,6 +694,7 @@ pub async fn b5(mut a: B5Args) -> anyhow::Result<()> {
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed();
     let hb_cpu = server.cpu().saturating_sub(cpu0);
+    let hb_rcpu = redis_cpu().saturating_sub(rcpu0);
     let n = ok.load(Ordering::Relaxed);
     let rss_after = server.rss_kib();
 
@@ -691,9 +718,10 @@ pub async fn b5(mut a: B5Args) -> anyhow::Result<()> {
             rss_peak_kib: rss_after,
             server_cpu_ms: hb_cpu.as_millis() as u64,
             note: format!(
-                "{} attendees in {rooms} rooms; {:.1} us server CPU per heartbeat; received = answered in_meeting:true",
+                "{} attendees in {rooms} rooms; {:.1} us server CPU per heartbeat{}; received = answered in_meeting:true",
                 a.attendees,
-                hb_cpu.as_secs_f64() * 1e6 / n.max(1) as f64
+                hb_cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
+                redis_note(hb_rcpu, n)
             ),
             ..Row::default()
         }
