@@ -844,21 +844,10 @@ impl RoomStore for RedisStore {
             cmd
         });
         self.redis.query_each::<()>(expired).await?;
-        let ranges = self.indexes.each(|b| {
-            let mut cmd = redis::cmd("ZRANGE");
-            cmd.arg(self.indexes.rooms(b))
-                .arg("+inf")
-                .arg("-inf")
-                .arg("BYSCORE")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .arg("WITHSCORES");
-            cmd
-        });
         // The newest first, over every bucket.
-        let rooms = merge_ranges(self.redis.query_each(ranges).await?, limit, true);
+        let rooms = self
+            .by_score(|b| self.indexes.rooms(b), "+inf", "-inf", limit, true)
+            .await?;
         Ok(rooms
             .into_iter()
             .map(|(room, at)| (RoomName::new(room), at as UnixMillis))
@@ -867,6 +856,33 @@ impl RoomStore for RedisStore {
 }
 
 impl RedisStore {
+    /// The first `limit` members of an index, with scores from `from` to
+    /// `to` (`ZRANGE … BYSCORE`), over every bucket (`key` names bucket
+    /// `n`'s key): lowest score first, or highest with `rev`.
+    async fn by_score(
+        &self,
+        key: impl Fn(usize) -> String,
+        from: impl redis::ToRedisArgs + Copy,
+        to: impl redis::ToRedisArgs + Copy,
+        limit: usize,
+        rev: bool,
+    ) -> Result<Vec<(String, f64)>, StoreError> {
+        let ranges = self.indexes.each(|b| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(key(b)).arg(from).arg(to).arg("BYSCORE");
+            if rev {
+                cmd.arg("REV");
+            }
+            cmd.arg("LIMIT").arg(0).arg(limit).arg("WITHSCORES");
+            cmd
+        });
+        Ok(merge_ranges(
+            self.redis.query_each(ranges).await?,
+            limit,
+            rev,
+        ))
+    }
+
     /// Sends the commit's pipeline (the script, and `WAIT` when replicas
     /// must confirm): the script's answer and how many replicas confirmed.
     async fn send_commit(
@@ -1200,19 +1216,9 @@ impl Jobs for RedisStore {
             cmd
         });
         self.redis.query_each::<()>(lapsed).await?;
-        let ranges = self.indexes.each(|b| {
-            let mut cmd = redis::cmd("ZRANGE");
-            cmd.arg(self.indexes.live(b))
-                .arg(now)
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .arg("WITHSCORES");
-            cmd
-        });
-        let rooms = merge_ranges(self.redis.query_each(ranges).await?, limit, false);
+        let rooms = self
+            .by_score(|b| self.indexes.live(b), now, "+inf", limit, false)
+            .await?;
         Ok(rooms
             .into_iter()
             .map(|(room, _)| RoomName::new(room))
@@ -1220,20 +1226,10 @@ impl Jobs for RedisStore {
     }
 
     async fn due_rooms(&self, now: UnixMillis, limit: usize) -> Result<Vec<RoomName>, StoreError> {
-        let ranges = self.indexes.each(|b| {
-            let mut cmd = redis::cmd("ZRANGE");
-            cmd.arg(self.indexes.due(b))
-                .arg("-inf")
-                .arg(now)
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .arg("WITHSCORES");
-            cmd
-        });
         // The earliest due first, over every bucket.
-        let rooms = merge_ranges(self.redis.query_each(ranges).await?, limit, false);
+        let rooms = self
+            .by_score(|b| self.indexes.due(b), "-inf", now, limit, false)
+            .await?;
         Ok(rooms
             .into_iter()
             .map(|(room, _)| RoomName::new(room))

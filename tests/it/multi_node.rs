@@ -151,6 +151,49 @@ async fn post_all(
         .await
 }
 
+/// Posts `hooks` in a task, alternately to `a` and `b`, at most
+/// `in_flight` at once: the answers in order when it ends, and a count of
+/// the answered so far (to act mid-stream).
+fn post_in_background(
+    a: &Arc<TestApp>,
+    b: &Arc<TestApp>,
+    hooks: &[Webhook],
+    in_flight: usize,
+) -> (
+    tokio::task::JoinHandle<Vec<Answer>>,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let (progress_tx, progress) = tokio::sync::watch::channel(0usize);
+    let progress_tx = Arc::new(progress_tx);
+    let posts: Vec<_> = hooks
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, hook)| {
+            let node = Arc::clone(if i % 2 == 0 { a } else { b });
+            let progress = Arc::clone(&progress_tx);
+            async move {
+                let started = Instant::now();
+                let res = node.post_webhook(&hook.body).await;
+                let answer = Answer {
+                    id: hook.id,
+                    status: res.status().as_u16(),
+                    body: res.json::<Value>().await.unwrap_or(Value::Null),
+                    took: started.elapsed(),
+                };
+                progress.send_modify(|n| *n += 1);
+                answer
+            }
+        })
+        .collect();
+    let posting = tokio::spawn(
+        futures_util::stream::iter(posts)
+            .buffered(in_flight)
+            .collect::<Vec<Answer>>(),
+    );
+    (posting, progress)
+}
+
 /// The `participants` of the snapshot a new subscriber of `CHANNEL` gets.
 /// Updates of webhooks answered just before may still be on their way over
 /// the bus and arrive first; they are skipped.
@@ -397,34 +440,7 @@ async fn redis_outage_mid_stream(outage: Outage) {
     }
 
     // Mid-stream: Redis goes away once 20 of these were answered.
-    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
-    let progress_tx = Arc::new(progress_tx);
-    let posts: Vec<_> = during
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, hook)| {
-            let node = Arc::clone(if i % 2 == 0 { &a } else { &b });
-            let progress = Arc::clone(&progress_tx);
-            async move {
-                let started = Instant::now();
-                let res = node.post_webhook(&hook.body).await;
-                let answer = Answer {
-                    id: hook.id,
-                    status: res.status().as_u16(),
-                    body: res.json::<Value>().await.unwrap_or(Value::Null),
-                    took: started.elapsed(),
-                };
-                progress.send_modify(|n| *n += 1);
-                answer
-            }
-        })
-        .collect();
-    let stream = tokio::spawn(
-        futures_util::stream::iter(posts)
-            .buffered(4)
-            .collect::<Vec<Answer>>(),
-    );
+    let (stream, mut progress) = post_in_background(&a, &b, during, 4);
     tokio::time::timeout(GUARD, progress.wait_for(|n| *n >= 20))
         .await
         .expect("20 webhooks answered")
@@ -686,34 +702,7 @@ async fn on_a_cluster_a_master_killed_under_a_thousand_webhooks_loses_no_acknowl
         Shared::One(_) => unreachable!("a cluster"),
     };
 
-    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
-    let progress_tx = Arc::new(progress_tx);
-    let posts: Vec<_> = stream
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, hook)| {
-            let node = Arc::clone(if i % 2 == 0 { &a } else { &b });
-            let progress = Arc::clone(&progress_tx);
-            async move {
-                let started = Instant::now();
-                let res = node.post_webhook(&hook.body).await;
-                let answer = Answer {
-                    id: hook.id,
-                    status: res.status().as_u16(),
-                    body: res.json::<Value>().await.unwrap_or(Value::Null),
-                    took: started.elapsed(),
-                };
-                progress.send_modify(|n| *n += 1);
-                answer
-            }
-        })
-        .collect();
-    let posting = tokio::spawn(
-        futures_util::stream::iter(posts)
-            .buffered(32)
-            .collect::<Vec<Answer>>(),
-    );
+    let (posting, mut progress) = post_in_background(&a, &b, &stream, 32);
     tokio::time::timeout(GUARD, progress.wait_for(|n| *n >= 300))
         .await
         .expect("300 webhooks answered before the master is killed")

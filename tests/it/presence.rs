@@ -53,14 +53,7 @@ impl Backend {
         let cluster = RedisCluster::start().await;
         let delivered = Recorder::hearing(&[CH]);
         let target = RedisTarget::Cluster(cluster.seeds());
-        let rooms = RedisStore::connect_to(&target, delivered.clone(), RedisOptions::default())
-            .await
-            .expect("RedisStore connects");
-        let mut bus = rooms.bus_connections();
-        tokio::time::timeout(GUARD, bus.wait_for(|n| *n >= 1))
-            .await
-            .expect("bus subscribed")
-            .unwrap();
+        let rooms = subscribed_store(&target, &delivered).await;
         Self {
             store: Arc::new(rooms.presence()),
             delivered,
@@ -72,14 +65,8 @@ impl Backend {
     async fn redis() -> Self {
         let server = RedisServer::start().await;
         let delivered = Recorder::new();
-        let rooms = RedisStore::connect(&server.url(), delivered.clone(), RedisOptions::default())
-            .await
-            .expect("RedisStore connects");
-        let mut bus = rooms.bus_connections();
-        tokio::time::timeout(GUARD, bus.wait_for(|n| *n >= 1))
-            .await
-            .expect("bus subscribed")
-            .unwrap();
+        let target = RedisTarget::Single(server.url());
+        let rooms = subscribed_store(&target, &delivered).await;
         Self {
             store: Arc::new(rooms.presence()),
             delivered,
@@ -127,6 +114,19 @@ impl Backend {
             })
             .collect()
     }
+}
+
+/// A store on `target` delivering to `delivered`, once its bus is subscribed.
+async fn subscribed_store(target: &RedisTarget, delivered: &Arc<Recorder>) -> RedisStore {
+    let rooms = RedisStore::connect_to(target, delivered.clone(), RedisOptions::default())
+        .await
+        .expect("RedisStore connects");
+    let mut bus = rooms.bus_connections();
+    tokio::time::timeout(GUARD, bus.wait_for(|n| *n >= 1))
+        .await
+        .expect("bus subscribed")
+        .unwrap();
+    rooms
 }
 
 fn ids(outcome: &JoinOutcome) -> Vec<&str> {
