@@ -792,8 +792,11 @@ impl RoomStore for RedisStore {
 
     async fn event_log(&self, room: &RoomName) -> Result<Vec<LoggedEvent>, StoreError> {
         let key = self.room_key(room, "log");
+        // Up to the whole log (`LOG_CAP` entries): on a connection of its
+        // own, so a long reply holds up no commit sharing a connection.
         let entries: Vec<(String, Vec<(String, String)>)> = self
-            .run(|mut c| async move {
+            .redis
+            .run_blocking(|mut c| async move {
                 redis::cmd("XRANGE")
                     .arg(&key)
                     .arg("-")
