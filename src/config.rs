@@ -719,6 +719,57 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_is_seeds_instead_of_a_url_and_waits_for_a_replica_by_default() {
+        use crate::store::conn::RedisTarget;
+        let s = parse(&[
+            "--redis-cluster",
+            " redis://10.0.0.1:7000, redis://10.0.0.2:7000 ,",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.redis_target(),
+            Some(RedisTarget::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ]))
+        );
+        assert_eq!(s.redis.wait_replicas, 1, "acknowledged on a replica too");
+        let no_replicas = parse(&[
+            "--redis-cluster",
+            "redis://10.0.0.1:7000",
+            "--redis-wait-replicas",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(no_replicas.redis.wait_replicas, 0);
+        let single = parse(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(
+            single.redis_target(),
+            Some(RedisTarget::Single("redis://127.0.0.1:6379".into()))
+        );
+        assert_eq!(single.redis.wait_replicas, 0);
+        assert_eq!(parse(&[]).unwrap().redis_target(), None);
+        assert!(matches!(
+            parse(&[
+                "--redis-url",
+                "redis://127.0.0.1:6379",
+                "--redis-cluster",
+                "redis://127.0.0.1:7000"
+            ]),
+            Err(ConfigError::TwoRedis)
+        ));
+        for bad in [",", "127.0.0.1:7000", "redis://a:1,http://b:2"] {
+            assert!(
+                matches!(
+                    parse(&["--redis-cluster", bad]),
+                    Err(ConfigError::ClusterSeeds(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_a_public_address_with_default_secrets() {
         assert!(matches!(
             parse(&["--listen", "0.0.0.0:6001"]),

@@ -1509,3 +1509,63 @@ fn merge_ranges(
     all.truncate(limit);
     all
 }
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn one_server_keeps_one_key_per_index() {
+        let one = Indexes { buckets: 1 };
+        assert_eq!(one.bucket(&RoomName::new("any-quran-session-1")), 0);
+        assert_eq!(one.due(0), "rollcall:due");
+        assert_eq!(one.live(0), "rollcall:live");
+        assert_eq!(one.rooms(0), "rollcall:rooms");
+    }
+
+    #[test]
+    fn a_cluster_spreads_rooms_over_buckets_that_share_a_slot_each() {
+        let cluster = Indexes {
+            buckets: INDEX_BUCKETS,
+        };
+        let mut per_bucket = vec![0usize; INDEX_BUCKETS];
+        for n in 0..32_000 {
+            let room = RoomName::new(format!("academy-quran-session-{n}"));
+            let bucket = cluster.bucket(&room);
+            assert_eq!(bucket, cluster.bucket(&room), "stable");
+            per_bucket[bucket] += 1;
+        }
+        // 1,000 expected per bucket: none starved, none hot.
+        assert!(
+            per_bucket.iter().all(|&n| (800..1_200).contains(&n)),
+            "{per_bucket:?}"
+        );
+        // A bucket's three keys share a slot (one pipeline per bucket).
+        for b in 0..INDEX_BUCKETS {
+            let slot = Slot::for_key(cluster.due(b));
+            assert_eq!(slot, Slot::for_key(cluster.live(b)));
+            assert_eq!(slot, Slot::for_key(cluster.rooms(b)));
+        }
+        // FNV-1a of the name, fixed: a room never moves between buckets
+        // from one version or process to the next.
+        assert_eq!(
+            cluster.bucket(&RoomName::new("a")),
+            0xaf63_dc4c_8601_ec8c % 32
+        );
+    }
+
+    #[test]
+    fn merged_ranges_keep_the_first_by_score_over_every_bucket() {
+        let ranges = vec![
+            vec![("a".to_string(), 5.0), ("b".to_string(), 9.0)],
+            vec![],
+            vec![("c".to_string(), 1.0), ("d".to_string(), 7.0)],
+        ];
+        let names = |v: Vec<(String, f64)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(merge_ranges(ranges.clone(), 3, false)),
+            ["c", "a", "d"]
+        );
+        assert_eq!(names(merge_ranges(ranges, 2, true)), ["b", "d"]);
+    }
+}
