@@ -437,20 +437,53 @@ async fn resync_after_bus_gaps(
             "bus reconnected: re-sending snapshots"
         );
         for channel in channels {
-            if channel.starts_with("presence-") {
-                match presence.members(&channel).await {
-                    Ok(members) => {
-                        let data = crate::pusher::presence::subscription_data(&members);
-                        let frame = crate::pusher::frame::subscription_succeeded(&channel, &data);
-                        hub.publish(&channel, frame, None);
-                    }
-                    Err(e) => {
-                        tracing::warn!(channel, error = %e, "cannot re-send a presence channel's members")
-                    }
+            resync_channel(&channel, &snapshots, &*presence, &hub).await;
+        }
+    }
+}
+
+/// Tries before a channel's re-sent state goes out even though updates
+/// keep arriving while it is read.
+const RESYNC_ATTEMPTS: usize = 5;
+
+/// Re-sends one channel's state (presence members, attendance snapshot) to
+/// its local subscribers. An update published while the state was being
+/// read may be newer than what was read, and the state must not follow it
+/// (the page would step back): then it is read again, and only after
+/// `RESYNC_ATTEMPTS` is it sent anyway.
+async fn resync_channel(
+    channel: &str,
+    snapshots: &Snapshots,
+    presence: &dyn PresenceStore,
+    hub: &Hub,
+) {
+    for attempt in 1..=RESYNC_ATTEMPTS {
+        let Some(since) = hub.published(channel) else {
+            return; // its last subscriber left meanwhile
+        };
+        let mut frames = Vec::new();
+        if channel.starts_with("presence-") {
+            match presence.members(channel).await {
+                Ok(members) => {
+                    let data = crate::pusher::presence::subscription_data(&members);
+                    frames.push(crate::pusher::frame::subscription_succeeded(channel, &data));
+                }
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "cannot re-send a presence channel's members")
                 }
             }
-            for frame in snapshots.frames(&channel).await {
-                hub.publish(&channel, frame, None);
+        }
+        frames.extend(snapshots.frames(channel).await);
+        if hub.publish_unless_published_since(channel, &frames, since) {
+            return;
+        }
+        if attempt == RESYNC_ATTEMPTS {
+            tracing::warn!(
+                channel,
+                "updates kept arriving while its state was re-read; re-sent anyway"
+            );
+            for frame in frames {
+                hub.publish(channel, frame, None);
             }
         }
     }

@@ -236,12 +236,35 @@ pub trait OccupancyWatch: Send + Sync + 'static {
 struct HubInner {
     /// channel → its local subscribers. Small maps: most channels have a few
     /// dozen viewers at most.
-    channels: DashMap<String, HashMap<SocketId, SocketHandle>>,
+    channels: DashMap<String, Subscribers>,
     /// Every connected local socket, subscribed or not.
     sockets: DashMap<SocketId, SocketHandle>,
     /// Installed at startup (the Redis bus; app webhooks when on); with
     /// none, occupancy changes cost one uncontended read lock.
     watchers: RwLock<Vec<Arc<dyn OccupancyWatch>>>,
+}
+
+/// A channel's local subscribers, and how many frames were published to
+/// them ([`Hub::publish_unless_published_since`]).
+#[derive(Default)]
+struct Subscribers {
+    sockets: HashMap<SocketId, SocketHandle>,
+    /// Bumped by every [`Hub::publish`], under the shard's read guard.
+    published: std::sync::atomic::AtomicU64,
+}
+
+impl std::ops::Deref for Subscribers {
+    type Target = HashMap<SocketId, SocketHandle>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.sockets
+    }
+}
+
+impl std::ops::DerefMut for Subscribers {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.sockets
+    }
 }
 
 impl std::fmt::Debug for HubInner {
@@ -369,6 +392,8 @@ impl Hub {
         let Some(subs) = self.inner.channels.get(channel) else {
             return 0;
         };
+        subs.published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut queued = 0;
         for (id, socket) in subs.iter() {
             if except == Some(id) {
@@ -385,6 +410,44 @@ impl Hub {
             }
         }
         queued
+    }
+
+    /// How many frames were published to `channel`'s local subscribers so
+    /// far; `None` when it has none.
+    pub fn published(&self, channel: &str) -> Option<u64> {
+        self.inner
+            .channels
+            .get(channel)
+            .map(|s| s.published.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Queues `frames` for every local subscriber of `channel`, unless a
+    /// frame was published to it since [`Hub::published`] answered `since`:
+    /// then nothing is queued and the answer is `false`. For a snapshot
+    /// read after `since`: an update published meanwhile may be newer than
+    /// it, and must not be followed by it. Decided and queued under the
+    /// shard's write guard, which no `publish` holds at the same time.
+    pub fn publish_unless_published_since(
+        &self,
+        channel: &str,
+        frames: &[Utf8Bytes],
+        since: u64,
+    ) -> bool {
+        let Some(subs) = self.inner.channels.get_mut(channel) else {
+            return false;
+        };
+        if subs.published.load(std::sync::atomic::Ordering::Relaxed) != since {
+            return false;
+        }
+        for socket in subs.values() {
+            for frame in frames {
+                if socket.outbox.push(frame.clone()) == Push::Full {
+                    tracing::warn!(socket_id = %socket.id, channel, "outbound queue full; closing slow consumer");
+                    break;
+                }
+            }
+        }
+        true
     }
 
     /// Halts every registered socket (their tasks close them with the code
@@ -495,6 +558,24 @@ mod tests {
         assert_eq!(take(&ra), Ok(vec![]), "taken at once, in order");
         assert_eq!(take(&rb), Ok(vec!["f1".to_owned()]));
         assert_eq!(take(&rc), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_state_read_before_a_publish_is_not_sent_after_it() {
+        let hub = Hub::new();
+        let (a, ra) = socket(&hub, 8);
+        let ch = chan("session.1");
+        assert_eq!(hub.published("session.1"), None, "no subscribers");
+        hub.subscribe(&ch, &a);
+        let since = hub.published("session.1").unwrap();
+        // Nothing published since: the state goes out.
+        assert!(hub.publish_unless_published_since("session.1", &["s1".into()], since));
+        // An update lands after the state was read: the state stays back.
+        let since = hub.published("session.1").unwrap();
+        hub.publish("session.1", "u1".into(), None);
+        assert!(!hub.publish_unless_published_since("session.1", &["s2".into()], since));
+        assert_eq!(take(&ra), Ok(vec!["s1".to_owned(), "u1".to_owned()]));
+        assert!(!hub.publish_unless_published_since("nobody", &["x".into()], 0));
     }
 
     #[test]
