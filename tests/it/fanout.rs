@@ -34,8 +34,7 @@ async fn node(redis: &RedisServer) -> TestApp {
 
 async fn node_on(shared: &Shared) -> TestApp {
     spawn_app_with(|s| {
-        shared.configure(s);
-        s.redis.command_timeout = Duration::from_millis(1_000);
+        shared.configure(s, Duration::from_millis(500));
     })
     .await
 }

@@ -30,8 +30,7 @@ use rollcall::store::redis::RoomChannel;
 async fn two_nodes(shared: &Shared) -> (TestApp, TestApp) {
     let node = || {
         spawn_app_with(|s| {
-            shared.configure(s);
-            s.redis.command_timeout = COMMAND_TIMEOUT;
+            shared.configure(s, COMMAND_TIMEOUT);
         })
     };
     (node().await, node().await)

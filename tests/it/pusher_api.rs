@@ -607,8 +607,7 @@ async fn on_a_cluster_events_and_channel_counts_span_nodes() {
 async fn events_and_channel_counts_span_nodes(shared: Shared) {
     let node = || {
         spawn_app_with(|s| {
-            shared.configure(s);
-            s.redis.command_timeout = Duration::from_millis(1_000);
+            shared.configure(s, Duration::from_millis(500));
         })
     };
     let (a, b) = (node().await, node().await);
@@ -710,8 +709,8 @@ async fn on_a_cluster_a_channel_whose_slot_moves_keeps_its_subscribers() {
         unreachable!("a cluster")
     };
     let (a, b) = (
-        spawn_app_with(|s| shared.configure(s)).await,
-        spawn_app_with(|s| shared.configure(s)).await,
+        spawn_app_with(|s| shared.configure(s, Duration::from_millis(500))).await,
+        spawn_app_with(|s| shared.configure(s, Duration::from_millis(500))).await,
     );
     let mut on_b = b.subscriber("room.9").await;
     let first = json!({"name": "note", "channel": "room.9", "data": "before"});

@@ -32,15 +32,23 @@ impl Shared {
         }
     }
 
-    /// Points a node's settings at it. On a cluster a webhook is
-    /// acknowledged once a replica has it (the default there).
-    pub fn configure(&self, s: &mut rollcall::config::Settings) {
+    /// Points a node's settings at it, with `command_timeout` on one
+    /// Redis. On a cluster a webhook is acknowledged once a replica has it
+    /// (the default there), and the timeouts are generous: on a loaded
+    /// 2-core machine six Redis processes and the replicas' acknowledgements
+    /// compete for CPU, and a test that expects 200s must not get a 503
+    /// for a slow `WAIT`.
+    pub fn configure(&self, s: &mut rollcall::config::Settings, command_timeout: Duration) {
         match self {
-            Self::One(redis) => s.redis_url = Some(redis.url()),
+            Self::One(redis) => {
+                s.redis_url = Some(redis.url());
+                s.redis.command_timeout = command_timeout;
+            }
             Self::Cluster(cluster) => {
                 s.redis_cluster = Some(cluster.seeds());
                 s.redis.wait_replicas = 1;
-                s.redis.wait_timeout = Duration::from_millis(250);
+                s.redis.wait_timeout = Duration::from_millis(1_000);
+                s.redis.command_timeout = Duration::from_millis(2_000);
             }
         }
     }
