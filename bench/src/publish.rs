@@ -296,6 +296,30 @@ pub async fn at_rate(
     in_flight: usize,
     request_latency: Option<Arc<Latencies>>,
 ) -> Sent {
+    at_rate_over(
+        std::slice::from_ref(publisher),
+        tracker,
+        from,
+        count,
+        rate,
+        in_flight,
+        request_latency,
+    )
+    .await
+}
+
+/// [`at_rate`] spread over several servers (nodes of one cluster): `seq`
+/// goes to `publishers[seq % publishers.len()]`, round robin.
+pub async fn at_rate_over(
+    publishers: &[Publisher],
+    tracker: &Arc<Tracker>,
+    from: u64,
+    count: u64,
+    rate: f64,
+    in_flight: usize,
+    request_latency: Option<Arc<Latencies>>,
+) -> Sent {
+    assert!(!publishers.is_empty(), "at least one publisher");
     let gate = Arc::new(Semaphore::new(in_flight));
     let tally = Arc::new(Tally::default());
     let start = tokio::time::Instant::now();
@@ -308,7 +332,7 @@ pub async fn at_rate(
         max_lag = max_lag.max(tokio::time::Instant::now().saturating_duration_since(due));
         let seq = from + i;
         let (p, t, tally, lat) = (
-            publisher.clone(),
+            publishers[(seq % publishers.len() as u64) as usize].clone(),
             tracker.clone(),
             tally.clone(),
             request_latency.clone(),
@@ -347,13 +371,34 @@ pub async fn closed_loop(
     deadline: Duration,
     latency: Arc<Latencies>,
 ) -> (u64, u64, Option<String>, Duration) {
+    closed_loop_over(
+        std::slice::from_ref(publisher),
+        requests,
+        workers,
+        deadline,
+        latency,
+    )
+    .await
+}
+
+/// [`closed_loop`] spread over several servers: request `i` goes to
+/// `publishers[i % publishers.len()]`, round robin.
+pub async fn closed_loop_over(
+    publishers: &[Publisher],
+    requests: Arc<Vec<Request>>,
+    workers: usize,
+    deadline: Duration,
+    latency: Arc<Latencies>,
+) -> (u64, u64, Option<String>, Duration) {
+    assert!(!publishers.is_empty(), "at least one publisher");
+    let publishers: Arc<Vec<Publisher>> = Arc::new(publishers.to_vec());
     let next = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Tally::default());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
         let (p, reqs, next, tally, lat) = (
-            publisher.clone(),
+            publishers.clone(),
             requests.clone(),
             next.clone(),
             tally.clone(),
@@ -366,7 +411,7 @@ pub async fn closed_loop(
                     break;
                 }
                 let t0 = Instant::now();
-                let r = p.send(&reqs[i]).await;
+                let r = p[i % p.len()].send(&reqs[i]).await;
                 lat.record(w, t0.elapsed());
                 tally.record(r);
             }
