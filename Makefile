@@ -10,7 +10,7 @@ E2E := tests/e2e
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run build demo redis redis-cluster redis-cluster-stop test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-wait bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
+.PHONY: run build demo redis redis-cluster redis-cluster-stop test test-rust test-e2e lint deps deps-system deps-node clean bench bench-full bench-build bench-wait bench-cluster bench-deps soak fuzz fuzz-long fuzz-build fuzz-deps mutants mutants-deps
 
 run:
 	$(CARGO) run --release -- serve
@@ -88,6 +88,8 @@ clean:
 # `make bench`: short sizes of every scenario (a few minutes);
 # `make bench-full`: the issue's sizes. Both start their own servers
 # (rollcall, the bare tokio-tungstenite server, the Socket.IO peer, Redis).
+# `make bench-wait` (WAIT 1 on a replica) and `make bench-cluster` (B1 on
+# 3 nodes: one Redis vs a Redis Cluster) compare Redis set-ups in one run.
 BENCH_DIR := bench
 BENCH_TARGET_DIR ?= $(CURDIR)/$(BENCH_DIR)/target
 ROLLCALL_BIN ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/rollcall
@@ -122,6 +124,18 @@ bench: bench-build
 # on a Redis master + replica, without and with WAIT 1.
 bench-wait: bench-build
 	ROLLCALL_BIN=$(ROLLCALL_BIN) BENCH=$(BENCH) scripts/bench_wait.sh
+
+# B1 on 3 rollcall nodes over three Redis back ends, one after the other in
+# one run, twice alternating (same sizes, scaled down: ~3 min on 2 cores): one Redis, a 3+3
+# Redis Cluster (ROLLCALL_REDIS_CLUSTER, WAIT 1), one Redis + a replica
+# with ROLLCALL_REDIS_WAIT_REPLICAS=1. Webhooks and subscribers spread over
+# the nodes; all Redis processes from redis.conf on free ephemeral ports.
+# Needs redis-server and redis-cli, not the Socket.IO peer.
+BENCH_CLUSTER_FLAGS ?= --rooms 100 --subscribers 10 --rate 200 --secs 15 --ingest-secs 5 --rounds 2
+bench-cluster: deps-system
+	$(CARGO) build --release
+	cd $(BENCH_DIR) && CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) $(CARGO) build --release
+	$(BENCH) b1-cluster --server-bin $(ROLLCALL_BIN) $(BENCH_CLUSTER_FLAGS)
 
 bench-full: bench-build
 	$(call BENCH_RUN,b1) $(PEERS) --rooms 100 --subscribers 30 --rate 1000 --secs 30

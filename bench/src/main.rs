@@ -4,6 +4,7 @@
 
 mod bare;
 mod client;
+mod cluster;
 mod fanout;
 mod hostile;
 mod lecture;
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Meeting fan-out: rooms x subscribers, webhooks at a fixed rate.
     B1(scenarios::B1Args),
+    /// B1 on several rollcall nodes, one run: one Redis, a 3+3 Redis
+    /// Cluster (WAIT 1), a Redis with a replica (WAIT 1).
+    B1Cluster(cluster::ClusterArgs),
     /// Idle capacity: many subscribed sockets held, then one broadcast.
     B2(scenarios::B2Args),
     /// Hot channel: one channel, publishes at increasing rates.
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::BareServer { listen } => bare::run(listen).await,
             Command::B1(a) => scenarios::b1(a).await,
+            Command::B1Cluster(a) => cluster::b1_cluster(a).await,
             Command::B2(a) => scenarios::b2(a).await,
             Command::B2Worker(a) => sharded::worker(a).await,
             Command::B3(a) => scenarios::b3(a).await,

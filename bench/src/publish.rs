@@ -376,13 +376,34 @@ pub async fn closed_loop(
     deadline: Duration,
     latency: Arc<Latencies>,
 ) -> (u64, u64, Option<String>, Duration) {
+    closed_loop_over(
+        std::slice::from_ref(publisher),
+        requests,
+        workers,
+        deadline,
+        latency,
+    )
+    .await
+}
+
+/// [`closed_loop`] spread over several servers: request `i` goes to
+/// `publishers[i % publishers.len()]`, round robin.
+pub async fn closed_loop_over(
+    publishers: &[Publisher],
+    requests: Arc<Vec<Request>>,
+    workers: usize,
+    deadline: Duration,
+    latency: Arc<Latencies>,
+) -> (u64, u64, Option<String>, Duration) {
+    assert!(!publishers.is_empty(), "at least one publisher");
+    let publishers: Arc<Vec<Publisher>> = Arc::new(publishers.to_vec());
     let next = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Tally::default());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
         let (p, reqs, next, tally, lat) = (
-            publisher.clone(),
+            publishers.clone(),
             requests.clone(),
             next.clone(),
             tally.clone(),
@@ -395,7 +416,7 @@ pub async fn closed_loop(
                     break;
                 }
                 let t0 = Instant::now();
-                let r = p.send(&reqs[i]).await;
+                let r = p[i % p.len()].send(&reqs[i]).await;
                 lat.record(w, t0.elapsed());
                 tally.record(r);
             }

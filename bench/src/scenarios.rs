@@ -74,7 +74,7 @@ fn via_note(t: Target, via: Via) -> &'static str {
 }
 
 /// Waits until `tracker` has `expected` receipts or `limit` passes.
-async fn drain(tracker: &Tracker, expected: u64, limit: Duration) {
+pub async fn drain(tracker: &Tracker, expected: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
     while tracker.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

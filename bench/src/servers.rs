@@ -88,7 +88,7 @@ pub const BENCH_ENV: &[(&str, &str)] = &[
 /// may hold.
 pub const GENERATOR_ENV: &[(&str, &str)] = &[("ROLLCALL_MAX_CONNECTIONS_PER_IP", "0")];
 
-fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected NAME=value, got {s:?}")),
