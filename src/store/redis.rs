@@ -191,7 +191,16 @@ pub struct RedisStore {
     release_script: redis::Script,
     bus: bus::BusHandle,
     cache: StateCache,
+    /// On Cluster: slots whose shard had no replica that could be promoted
+    /// (see `confirmed`), until when that is trusted without asking again.
+    /// Writes there skip the `WAIT` no replica could answer.
+    unreplicated: std::sync::Mutex<HashMap<Slot, std::time::Instant>>,
 }
+
+/// How long a shard found without a promotable replica is trusted to stay
+/// so before a write waits for a replica again: a replica that rejoins is
+/// used within this long.
+const UNREPLICATED_RECHECK: Duration = Duration::from_secs(1);
 
 /// Keeps the latest instant per field: a delayed, older heartbeat or
 /// sighting (from another node) must not move it back. KEYS: the hash.
@@ -392,6 +401,7 @@ impl RedisStore {
             bus,
             cache: StateCache::new(options.state_cache_rooms),
             options,
+            unreplicated: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -449,11 +459,11 @@ impl RedisStore {
     /// applied set's expiry, refreshed) and a `WAIT` after it on the same
     /// connection prove that, replication being in order.
     async fn confirm_applied(&self, room: &RoomName) -> Result<(), StoreError> {
-        let wanted = self.options.wait_replicas;
+        let key = self.room_key(room, "applied");
+        let wanted = self.replicas_for(&key).await;
         if wanted == 0 {
             return Ok(());
         }
-        let key = self.room_key(room, "applied");
         let ttl = self.options.retention.as_millis() as i64;
         let wait = self.options.wait_timeout.as_millis() as u64;
         let (acked,): (i64,) = self
@@ -469,13 +479,102 @@ impl RedisStore {
                     .await
             })
             .await?;
-        if acked < wanted as i64 {
+        if !self.confirmed(acked, &self.room_key(room, "applied")).await {
             return Err(StoreError::Unavailable(format!(
                 "not confirmed by {wanted} replica(s) within {:?}",
                 self.options.wait_timeout
             )));
         }
         Ok(())
+    }
+
+    /// Whether `acked` replicas (a `WAIT`'s answer after a write to `key`)
+    /// are enough: `wait_replicas`, or on Cluster fewer when the shard that
+    /// owns `key` has fewer replicas that could ever be promoted. A shard
+    /// whose replicas have all failed (its replica was just promoted after
+    /// its master died, and nothing has rejoined yet) cannot fail over and
+    /// lose the write: its master's fsync (`appendfsync always`) is then
+    /// the acknowledgement, as on one Redis, instead of refusing every
+    /// webhook of its rooms until a replica is back. A replica that is
+    /// alive but cut off from its master still counts (it could be promoted
+    /// with the write missing), and so does one whose health is unknown.
+    async fn confirmed(&self, acked: i64, key: &str) -> bool {
+        let wanted = self.options.wait_replicas as i64;
+        if acked >= wanted {
+            return true;
+        }
+        if !self.redis.is_cluster() {
+            return false;
+        }
+        match self.promotable_replicas(key).await {
+            Ok(promotable) => {
+                if promotable == 0 {
+                    let until = std::time::Instant::now() + UNREPLICATED_RECHECK;
+                    self.lock_unreplicated().insert(Slot::for_key(key), until);
+                }
+                acked >= wanted.min(promotable as i64)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell a shard's replicas; the write stays unconfirmed");
+                false
+            }
+        }
+    }
+
+    /// How many replicas must confirm a write to `key`: `wait_replicas`, or
+    /// 0 while its shard is known to have none that could be promoted. Once
+    /// found so (by a `WAIT` that fell short), the shard is asked again
+    /// (`CLUSTER SHARDS`, one round trip) every `UNREPLICATED_RECHECK`
+    /// rather than made to time out a `WAIT` each time.
+    async fn replicas_for(&self, key: &str) -> usize {
+        let wanted = self.options.wait_replicas;
+        if wanted == 0 || !self.redis.is_cluster() {
+            return wanted;
+        }
+        let slot = Slot::for_key(key);
+        let known = self.lock_unreplicated().get(&slot).copied();
+        match known {
+            None => wanted,
+            Some(until) if until > std::time::Instant::now() => 0,
+            Some(_) => match self.promotable_replicas(key).await {
+                Ok(0) => {
+                    let until = std::time::Instant::now() + UNREPLICATED_RECHECK;
+                    self.lock_unreplicated().insert(slot, until);
+                    0
+                }
+                _ => {
+                    self.lock_unreplicated().remove(&slot);
+                    wanted
+                }
+            },
+        }
+    }
+
+    fn lock_unreplicated(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, std::time::Instant>> {
+        // A map replaced entry by entry: never inconsistent.
+        self.unreplicated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The replicas of the shard that owns `key`, by `CLUSTER SHARDS`,
+    /// that are not marked failed.
+    async fn promotable_replicas(&self, key: &str) -> Result<usize, StoreError> {
+        let key = key.to_string();
+        let (slot, shards): (i64, redis::Value) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(&key)
+                    .cmd("CLUSTER")
+                    .arg("SHARDS")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        promotable_in(&shards, slot)
+            .ok_or_else(|| StoreError::Unavailable(format!("no shard serves slot {slot}")))
     }
 
     /// Presence and the node registry on the same Redis and pool.
@@ -718,39 +817,46 @@ impl RoomStore for RedisStore {
             pipe.arg(bus_channel(&b.channel)).arg(encode_broadcast(b));
         }
         let after: Vec<Broadcast> = after.into_iter().cloned().collect();
+        // Whether the hints' replicas fell short (only with `wait_replicas`).
+        let mut hints_unconfirmed = false;
+        let bucket_key = self.indexes.due(self.indexes.bucket(room));
+        let wanted = self.replicas_for(&state_key).await;
+        let hints_wanted = self.replicas_for(&bucket_key).await;
         let result = match &hints {
-            None => self.send_commit(&mut pipe).await,
+            None => self.send_commit(&mut pipe, wanted).await,
             // Applied before the commit, like the hints on one server. With
             // `wait_replicas` they must reach a replica too before the
             // webhook is acknowledged (a failover that lost them would
             // leave an acknowledged room unswept): a `WAIT` on their
             // connection, running while the commit does.
-            Some(hints) if self.options.wait_replicas > 0 => {
-                let (wanted, wait) = (
-                    self.options.wait_replicas,
-                    self.options.wait_timeout.as_millis() as u64,
-                );
+            Some(hints) if hints_wanted > 0 => {
+                let wait = self.options.wait_timeout.as_millis() as u64;
                 let pipe = &mut pipe;
-                self.redis
+                let sent = self
+                    .redis
                     .run_blocking(|mut c| async move {
                         hints.query_async::<()>(&mut c).await?;
                         let mut confirm = redis::cmd("WAIT");
-                        confirm.arg(wanted).arg(wait);
+                        confirm.arg(hints_wanted).arg(wait);
                         let (hints_acked, sent) = tokio::join!(
                             confirm.query_async::<i64>(&mut c),
-                            self.send_commit(pipe)
+                            self.send_commit(pipe, wanted)
                         );
                         Ok((hints_acked?, sent))
                     })
-                    .await
-                    .and_then(|(hints_acked, sent)| {
-                        sent.map(|(result, acked)| (result, acked.map(|a| a.min(hints_acked))))
-                    })
+                    .await;
+                match sent {
+                    Ok((hints_acked, sent)) => {
+                        hints_unconfirmed = !self.confirmed(hints_acked, &bucket_key).await;
+                        sent
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Some(hints) => {
                 self.run_shared(|mut c| async move { hints.query_async::<()>(&mut c).await })
                     .await?;
-                self.send_commit(&mut pipe).await
+                self.send_commit(&mut pipe, wanted).await
             }
         };
         let (result, acked) = match result {
@@ -761,8 +867,20 @@ impl RoomStore for RedisStore {
                 return Err(e);
             }
         };
-        self.settle(room, commit, base, new_tag, acked, result, after)
-            .await
+        let confirmed = match acked {
+            Some(n) => self.confirmed(n, &self.room_key(room, "state")).await,
+            None => true,
+        };
+        self.settle(
+            room,
+            commit,
+            base,
+            new_tag,
+            confirmed && !hints_unconfirmed,
+            result,
+            after,
+        )
+        .await
     }
 
     async fn link_channel(&self, channel: &str, room: &RoomName) -> Result<(), StoreError> {
@@ -891,9 +1009,10 @@ impl RedisStore {
     async fn send_commit(
         &self,
         pipe: &mut redis::Pipeline,
+        wanted: usize,
     ) -> Result<(i64, Option<i64>), StoreError> {
         let script = &self.commit_script;
-        if self.options.wait_replicas == 0 {
+        if wanted == 0 {
             let pipe = &pipe;
             self.run_shared(|mut c| async move {
                 match pipe.query_async::<(i64,)>(&mut c).await {
@@ -914,7 +1033,7 @@ impl RedisStore {
             // on it, so it runs on a pooled connection of its own (on the
             // shared one it would hold every other commit up).
             pipe.cmd("WAIT")
-                .arg(self.options.wait_replicas)
+                .arg(wanted)
                 .arg(self.options.wait_timeout.as_millis() as u64);
             let pipe = &pipe;
             self.redis
@@ -942,14 +1061,14 @@ impl RedisStore {
         commit: Commit,
         base: Option<Cached>,
         new_tag: String,
-        acked: Option<i64>,
+        confirmed: bool,
         result: i64,
         after: Vec<Broadcast>,
     ) -> Result<CommitOutcome, StoreError> {
         // Applied on the master but not (yet) on enough replicas: a
         // failover now could lose it, so it is not acknowledged. What the
         // master holds is still what this node caches below.
-        let unconfirmed = acked.is_some_and(|n| n < self.options.wait_replicas as i64);
+        let unconfirmed = !confirmed;
         let outcome = match result {
             -1 => CommitOutcome::Duplicate,
             -2 => {
@@ -1510,6 +1629,53 @@ fn merge_ranges(
     all
 }
 
+/// In a `CLUSTER SHARDS` reply: the replicas not marked `failed` of the
+/// shard whose slot ranges hold `slot` (`None`: no shard does).
+fn promotable_in(shards: &redis::Value, slot: i64) -> Option<usize> {
+    use redis::Value;
+    /// A RESP2 map (an array of alternating keys and values) or a RESP3 one.
+    fn field<'a>(map: &'a Value, name: &str) -> Option<&'a Value> {
+        match map {
+            Value::Array(items) => items.chunks(2).find_map(|kv| match kv {
+                [k, v] if text(k).as_deref() == Some(name) => Some(v),
+                _ => None,
+            }),
+            Value::Map(pairs) => pairs
+                .iter()
+                .find_map(|(k, v)| (text(k).as_deref() == Some(name)).then_some(v)),
+            _ => None,
+        }
+    }
+    fn text(v: &Value) -> Option<String> {
+        redis::from_redis_value_ref::<String>(v).ok()
+    }
+    let Value::Array(shards) = shards else {
+        return None;
+    };
+    for shard in shards {
+        let ranges: Vec<i64> = field(shard, "slots")
+            .and_then(|v| redis::from_redis_value_ref(v).ok())
+            .unwrap_or_default();
+        let owns = ranges.chunks(2).any(|r| match r {
+            [start, end] => (*start..=*end).contains(&slot),
+            _ => false,
+        });
+        if !owns {
+            continue;
+        }
+        let Some(Value::Array(nodes)) = field(shard, "nodes") else {
+            return Some(0);
+        };
+        let promotable = nodes
+            .iter()
+            .filter(|n| field(n, "role").and_then(text).as_deref() == Some("replica"))
+            .filter(|n| field(n, "health").and_then(text).as_deref() != Some("failed"))
+            .count();
+        return Some(promotable);
+    }
+    None
+}
+
 #[cfg(test)]
 mod index_tests {
     use super::*;
@@ -1552,6 +1718,53 @@ mod index_tests {
             cluster.bucket(&RoomName::new("a")),
             0xaf63_dc4c_8601_ec8c % 32
         );
+    }
+
+    #[test]
+    fn a_shards_promotable_replicas_are_those_not_failed() {
+        use redis::Value;
+        let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let node = |role: &str, health: &str| {
+            Value::Array(vec![
+                s("id"),
+                s("x"),
+                s("role"),
+                s(role),
+                s("health"),
+                s(health),
+            ])
+        };
+        let shard = |from: i64, to: i64, nodes: Vec<Value>| {
+            Value::Array(vec![
+                s("slots"),
+                Value::Array(vec![Value::Int(from), Value::Int(to)]),
+                s("nodes"),
+                Value::Array(nodes),
+            ])
+        };
+        let shards = Value::Array(vec![
+            shard(
+                0,
+                99,
+                vec![node("master", "online"), node("replica", "online")],
+            ),
+            // Its master died, its replica took over: the old master is
+            // a failed replica now.
+            shard(
+                100,
+                199,
+                vec![node("replica", "failed"), node("master", "online")],
+            ),
+            shard(
+                200,
+                299,
+                vec![node("master", "online"), node("replica", "loading")],
+            ),
+        ]);
+        assert_eq!(promotable_in(&shards, 50), Some(1));
+        assert_eq!(promotable_in(&shards, 150), Some(0));
+        assert_eq!(promotable_in(&shards, 299), Some(1), "loading still counts");
+        assert_eq!(promotable_in(&shards, 500), None);
     }
 
     #[test]
