@@ -339,22 +339,7 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        // SIGTERM every one first (SHUTDOWN fsyncs the AOF), then wait.
-        for (_, child) in &self.nodes {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (_, child) in &mut self.nodes {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::servers::stop_all(self.nodes.iter_mut().map(|(_, child)| child));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

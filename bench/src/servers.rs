@@ -274,26 +274,36 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        for child in [self.child.as_mut(), self.redis.as_mut()]
+        let children: Vec<&mut Child> = [self.child.as_mut(), self.redis.as_mut()]
             .into_iter()
             .flatten()
-        {
-            // SIGTERM first so servers shut down as they would in production.
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+            .collect();
+        stop_all(children);
         if let Some(dir) = &self.redis_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// Stops child processes as production stops servers: SIGTERM to every
+/// one first (Redis's SHUTDOWN fsyncs the AOF), then up to 5 s for them to
+/// exit, then SIGKILL whatever is left; reaps them all.
+pub fn stop_all<'a>(children: impl IntoIterator<Item = &'a mut Child>) {
+    let mut children: Vec<&mut Child> = children.into_iter().collect();
+    for child in &children {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for child in &mut children {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

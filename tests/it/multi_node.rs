@@ -335,20 +335,29 @@ async fn on_a_cluster_a_thousand_concurrent_webhooks_across_two_nodes_end_as_one
     a_thousand_concurrent_webhooks(Shared::cluster().await).await;
 }
 
-async fn a_thousand_concurrent_webhooks(redis: Shared) {
-    const UNIQUE: usize = 910;
-    const DUPLICATES: usize = 90;
+/// Distinct webhooks of one meeting in a stream of 1,000.
+const UNIQUE: usize = 910;
+/// ~10% duplicates (LiveKit's retries, or the same event twice), mixed in
+/// anywhere.
+const DUPLICATES: usize = 90;
+
+/// A random meeting of 20 people (`UNIQUE` webhooks) and the stream of
+/// 1,000 that carries it with `DUPLICATES`, shuffled; the seed is printed.
+fn thousand_webhooks() -> (u64, StdRng, Vec<Webhook>, Vec<Webhook>) {
     let seed: u64 = rand::rng().random();
     println!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let hooks = meeting(&mut rng, 20, 3, UNIQUE);
-    // ~10% duplicates (LiveKit's retries, or the same event twice), mixed
-    // in anywhere and sent to either node.
     let mut stream = hooks.clone();
     for _ in 0..DUPLICATES {
         stream.push(hooks[rng.random_range(0..hooks.len())].clone());
     }
     stream.shuffle(&mut rng);
+    (seed, rng, hooks, stream)
+}
+
+async fn a_thousand_concurrent_webhooks(redis: Shared) {
+    let (seed, mut rng, hooks, stream) = thousand_webhooks();
     let routes: Vec<usize> = (0..stream.len()).map(|_| rng.random_range(0..2)).collect();
 
     let (a, b) = two_nodes(&redis).await;
@@ -678,17 +687,7 @@ async fn converges(
 /// computes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_a_master_killed_under_a_thousand_webhooks_loses_no_acknowledged_one() {
-    const UNIQUE: usize = 910;
-    const DUPLICATES: usize = 90;
-    let seed: u64 = rand::rng().random();
-    println!("seed {seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let hooks = meeting(&mut rng, 20, 3, UNIQUE);
-    let mut stream = hooks.clone();
-    for _ in 0..DUPLICATES {
-        stream.push(hooks[rng.random_range(0..hooks.len())].clone());
-    }
-    stream.shuffle(&mut rng);
+    let (seed, _, hooks, stream) = thousand_webhooks();
 
     let mut shared = Shared::cluster().await;
     let (a, b) = two_nodes(&shared).await;
