@@ -19,11 +19,11 @@ import Pusher from 'pusher-js';
 import {
   CHANNEL,
   EventQueue,
+  channelAuthAs,
   echoOptions,
   freePort,
   participantJoined,
   postWebhook,
-  pusherServer,
   startServer,
 } from './harness.mjs';
 
@@ -131,17 +131,8 @@ after(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const signer = pusherServer();
-
 function page(port, user) {
-  const echo = new Echo({
-    ...echoOptions(port),
-    Pusher,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) =>
-        callback(null, signer.authorizeChannel(socketId, channelName, { user_id: user.id, user_info: { name: user.name } })),
-    },
-  });
+  const echo = new Echo({ ...echoOptions(port), Pusher, ...channelAuthAs(user) });
   clients.push(echo);
   return echo;
 }

@@ -307,6 +307,19 @@ export function echoOptions(port) {
   };
 }
 
+/** Echo's `channelAuthorization` for a page signed in as `user`
+ *  (`{ id, name }`): what a Laravel app's /broadcasting/auth answers, signed
+ *  by the npm `pusher` library (presence data included). */
+export function channelAuthAs(user) {
+  const signer = pusherServer();
+  return {
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, callback) =>
+        callback(null, signer.authorizeChannel(socketId, channelName, { user_id: user.id, user_info: { name: user.name } })),
+    },
+  };
+}
+
 /** `ms` as the ISO instant the contract writes (`2025-11-14T23:06:18.456Z`). */
 export const iso = (ms) => new Date(ms).toISOString();
 

@@ -8,9 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import Echo from 'laravel-echo';
 import Pusher from 'pusher-js';
-import { APP, EventQueue, echoOptions, pusherServer, startServer } from './harness.mjs';
+import { APP, EventQueue, channelAuthAs, echoOptions, startServer } from './harness.mjs';
 
-const signer = pusherServer();
 const servers = [];
 const clients = [];
 let server;
@@ -27,14 +26,7 @@ after(async () => {
 
 /** A page signed in as `user` (`{ id, name }`), on `port`. */
 function page(user, port = server.port) {
-  const echo = new Echo({
-    ...echoOptions(port),
-    Pusher,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) =>
-        callback(null, signer.authorizeChannel(socketId, channelName, { user_id: user.id, user_info: { name: user.name } })),
-    },
-  });
+  const echo = new Echo({ ...echoOptions(port), Pusher, ...channelAuthAs(user) });
   clients.push(echo);
   return echo;
 }
