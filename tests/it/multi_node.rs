@@ -249,6 +249,20 @@ async fn logged_ids(redis: &Shared) -> Vec<String> {
         .collect()
 }
 
+/// A marker join posted to `via` is acknowledged and reaches `client`:
+/// fan-out works (the bus is subscribed, the commit confirmed).
+async fn marker_reaches(via: &TestApp, client: &mut PusherClient) {
+    let marker = joined(
+        ROOM,
+        "99_Marker",
+        "PA_marker",
+        rollcall::domain::now_millis(),
+        &event_id(),
+    );
+    assert_eq!(via.post_webhook(&marker).await.status(), 200);
+    wait_for_update_of(client, "99_Marker").await;
+}
+
 /// Reads `client` until an `attendance.updated` about `identity` arrives
 /// (guarded). Earlier updates, still on their way over the bus when the
 /// client subscribed, and snapshots are skipped.
@@ -540,15 +554,7 @@ async fn redis_outage_mid_stream(outage: Outage) {
 
     // Fan-out is back too: B's bus resubscribed.
     let mut on_b = b.subscriber(CHANNEL).await;
-    let marker = joined(
-        ROOM,
-        "99_Marker",
-        "PA_marker",
-        rollcall::domain::now_millis(),
-        &event_id(),
-    );
-    assert_eq!(a.post_webhook(&marker).await.status(), 200);
-    wait_for_update_of(&mut on_b, "99_Marker").await;
+    marker_reaches(&a, &mut on_b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -789,13 +795,5 @@ async fn on_a_cluster_a_master_killed_under_a_thousand_webhooks_loses_no_acknowl
         unreachable!()
     };
     cluster.restart(victim, promoted).await;
-    let marker = joined(
-        ROOM,
-        "99_Marker",
-        "PA_marker",
-        rollcall::domain::now_millis(),
-        &event_id(),
-    );
-    assert_eq!(a.post_webhook(&marker).await.status(), 200);
-    wait_for_update_of(&mut on_b, "99_Marker").await;
+    marker_reaches(&a, &mut on_b).await;
 }
