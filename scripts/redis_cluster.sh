@@ -41,6 +41,24 @@ redis-cli -p "$base" cluster info | grep -q 'cluster_state:ok' || {
 	echo "the cluster did not become ready; see $dir/*/redis.log" >&2
 	exit 1
 }
+# Every master's replica synced and online: rollcall acknowledges a webhook
+# only once a replica has it (WAIT 1), so until then webhooks would get 503.
+replicas_online() {
+	for p in $ports; do
+		info=$(redis-cli -p "$p" info replication)
+		if echo "$info" | grep -q 'role:master'; then
+			echo "$info" | grep -q '^slave0:.*state=online' || return 1
+		fi
+	done
+}
+for _ in $(seq 150); do
+	replicas_online && break
+	sleep 0.2
+done
+replicas_online || {
+	echo "the replicas did not come online; see $dir/*/redis.log" >&2
+	exit 1
+}
 echo "Redis Cluster up (3 masters + 3 replicas). Seeds for rollcall:"
 echo "  ROLLCALL_REDIS_CLUSTER=redis://127.0.0.1:$base,redis://127.0.0.1:$((base + 1)),redis://127.0.0.1:$((base + 2))"
 echo "Stop it with: make redis-cluster-stop"
