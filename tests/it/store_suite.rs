@@ -157,8 +157,13 @@ impl Backend {
     pub async fn cluster() -> Self {
         let cluster = RedisCluster::start().await;
         let delivered = Recorder::hearing(SUITE_CHANNELS);
+        // Generous timeouts, as `shared_redis` sets them: on a loaded 2-core
+        // machine six Redis processes compete for CPU, and a replica's
+        // acknowledgement past 500 ms failed a commit these tests expect.
         let options = RedisOptions {
             wait_replicas: 1,
+            wait_timeout: Duration::from_millis(1_000),
+            command_timeout: Duration::from_millis(2_000),
             ..RedisOptions::default()
         };
         let target = RedisTarget::Cluster(cluster.seeds());
